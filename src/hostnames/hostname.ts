@@ -2,7 +2,8 @@
  * Hostname normalisation shared by the SNI and Host routing, the backends' claims and the route table.
  *
  * Rules (protocol document §5.4): trim, drop one trailing dot, lower-case. Names on the wire are ASCII
- * (A-labels): anything else is refused rather than guessed at, so a route key is always plain ASCII.
+ * (A-labels): anything else, and IP literals, are refused rather than guessed at, so a route key is always a
+ * plain ASCII DNS name.
  *
  * @module
  */
@@ -27,9 +28,12 @@ export function normalizeHostname(raw: string): string | null {
   let name = raw.trim().toLowerCase();
   if (name.endsWith(".")) name = name.slice(0, -1);
   if (name.length === 0 || name.length > MAX_HOSTNAME_LENGTH) return null;
-  for (const label of name.split(".")) {
+  const labels = name.split(".");
+  for (const label of labels) {
     if (label.length > MAX_LABEL_LENGTH || !LABEL_PATTERN.test(label)) return null;
   }
+  // An all-numeric last label is an IPv4 literal, never a name (RFC 3696 §2): no backend can claim it.
+  if (/^[0-9]+$/.test(labels[labels.length - 1])) return null;
   return name;
 }
 
@@ -49,7 +53,9 @@ export type HostnameClaim =
  * parseHostnameClaim("*.Example.com"); // { kind: "wildcard", suffix: "example.com" }
  * ```
  */
-export function parseHostnameClaim(raw: string): HostnameClaim | { readonly kind: "invalid"; readonly reason: string } {
+export function parseHostnameClaim(
+  raw: string,
+): HostnameClaim | { readonly kind: "invalid"; readonly reason: string } {
   const trimmed = raw.trim();
   if (/^(tcp|udp):/i.test(trimmed)) {
     return { kind: "invalid", reason: `"${raw}" is a port claim; this node routes by hostname only` };
