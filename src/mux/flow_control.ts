@@ -1,0 +1,150 @@
+/**
+ * The two halves of per-stream flow control, used by every multiplexed stream (hub, agent, mesh).
+ *
+ * Credits count frames, not bytes, as in the original (§3.3): one credit lets the sender emit one data frame of
+ * any size up to 32 KiB. A sender that never got a grant from a peer that does not speak credits is unlimited
+ * but still honours `pause_stream` (the standalone client's only brake, §3.1). All credit arithmetic lives here
+ * (lesson 4 of §8.2: credit state spread over many call sites produced most of the original's bugs).
+ *
+ * @module
+ */
+
+import { CREDIT_REPLENISH_BATCH, MAX_CREDIT_GRANT } from "../protocol/frames.ts";
+
+/** Thrown to a waiting sender when its stream closes. */
+export class StreamClosedError extends Error {
+  constructor(reason: string) {
+    super(`Stream closed: ${reason}`);
+    this.name = "StreamClosedError";
+  }
+}
+
+/**
+ * The sending side: how many frames the peer allows us to send, and whether it asked us to pause.
+ *
+ * One writer per stream waits at a time, so a single pending waiter is enough.
+ */
+export class SendWindow {
+  #credits: number;
+  #paused = false;
+  #closedReason: string | null = null;
+  #waiter: { resolve: () => void; reject: (e: Error) => void } | null = null;
+
+  /** @param initialCredits frames the peer granted up front, or `Infinity` for a peer without credits. */
+  constructor(initialCredits: number) {
+    this.#credits = initialCredits;
+  }
+
+  /** Credits left (Infinity when the peer does not speak credits). */
+  get credits(): number {
+    return this.#credits;
+  }
+
+  /** Takes one credit if one is available and the stream is not paused. */
+  tryTake(): boolean {
+    if (this.#closedReason !== null || this.#paused || this.#credits < 1) return false;
+    this.#credits -= 1;
+    return true;
+  }
+
+  /** Waits for one credit, then takes it. Rejects with {@linkcode StreamClosedError} if the stream closes. */
+  take(): Promise<void> {
+    if (this.#closedReason !== null) return Promise.reject(new StreamClosedError(this.#closedReason));
+    if (this.tryTake()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.#waiter = { resolve, reject };
+    });
+  }
+
+  /**
+   * Adds a grant from the peer. The first grant from a peer that started without credits switches the stream
+   * to counted credits, with at least a full initial window (the original's rule, §3.3).
+   */
+  grant(frames: number, initialWindow: number): void {
+    const clamped = Math.min(Math.max(0, Math.floor(frames)), MAX_CREDIT_GRANT);
+    if (this.#credits === Infinity) this.#credits = Math.max(initialWindow, clamped);
+    else this.#credits = Math.min(this.#credits + clamped, MAX_CREDIT_GRANT);
+    this.#wake();
+  }
+
+  /** The peer asked us to stop sending (legacy `pause_stream`). */
+  pause(): void {
+    this.#paused = true;
+  }
+
+  /** The peer asked us to continue (legacy `resume_stream` without credits). */
+  resume(): void {
+    this.#paused = false;
+    this.#wake();
+  }
+
+  /** Fails the waiting sender, now and for every later `take`. Idempotent. */
+  close(reason: string): void {
+    if (this.#closedReason !== null) return;
+    this.#closedReason = reason;
+    const waiter = this.#waiter;
+    this.#waiter = null;
+    waiter?.reject(new StreamClosedError(reason));
+  }
+
+  #wake(): void {
+    if (this.#waiter !== null && this.tryTake()) {
+      const waiter = this.#waiter;
+      this.#waiter = null;
+      waiter.resolve();
+    }
+  }
+}
+
+/** Limits of a {@linkcode ReceiveWindow}. */
+export interface ReceiveLimits {
+  /** Frames that may wait for the reader before the stream counts as overflowing. */
+  readonly maxFrames: number;
+  /** Bytes that may wait for the reader before the stream counts as overflowing. */
+  readonly maxBytes: number;
+}
+
+/**
+ * The receiving side: what is buffered for the local reader, and the credits owed back to the sender.
+ *
+ * Credits go back in batches of {@linkcode CREDIT_REPLENISH_BATCH} once the reader has consumed that many
+ * frames, so a slow reader slows its own sender and nobody else.
+ */
+export class ReceiveWindow {
+  #frames = 0;
+  #bytes = 0;
+  #owed = 0;
+  readonly #limits: ReceiveLimits;
+
+  constructor(limits: ReceiveLimits) {
+    this.#limits = limits;
+  }
+
+  /** Frames buffered for the reader. */
+  get bufferedFrames(): number {
+    return this.#frames;
+  }
+
+  /** Bytes buffered for the reader. */
+  get bufferedBytes(): number {
+    return this.#bytes;
+  }
+
+  /** Records an arriving frame; false when it overflows the limits (the sender ignored credits or pause). */
+  arrive(bytes: number): boolean {
+    this.#frames += 1;
+    this.#bytes += bytes;
+    return this.#frames <= this.#limits.maxFrames && this.#bytes <= this.#limits.maxBytes;
+  }
+
+  /** Records a frame handed to the reader; returns the credits to grant back now (0 or a full batch). */
+  consume(bytes: number): number {
+    this.#frames -= 1;
+    this.#bytes -= bytes;
+    this.#owed += 1;
+    if (this.#owed < CREDIT_REPLENISH_BATCH) return 0;
+    const grant = this.#owed;
+    this.#owed = 0;
+    return grant;
+  }
+}

@@ -1,0 +1,340 @@
+/**
+ * A multiplexing session over one WebSocket: many {@linkcode MuxStream}s, the control events of the original
+ * protocol (§2.4) and our credit and half-close extensions. The hub (node ↔ backend), the agent (backend ↔
+ * node) and the mesh (node ↔ node) all run the same session; they differ only in the options below.
+ *
+ * @module
+ */
+
+import type { Logger } from "../log/logger.ts";
+import {
+  type ControlMessage,
+  CREDIT_REPLENISH_BATCH,
+  decodeFrame,
+  encodeControlFrame,
+  encodeDataFrame,
+  INITIAL_STREAM_CREDITS,
+  MAX_MESSAGE_BYTES,
+  newStreamId,
+  type StreamOpenInfo,
+} from "../protocol/frames.ts";
+import type { ReceiveLimits } from "./flow_control.ts";
+import { MuxStream, type StreamTransport } from "./stream.ts";
+
+/**
+ * WebSocket subprotocol by which our agent and our nodes announce that they speak credits from the first frame,
+ * `close_write` and session `ping`/`pong`. The original's client offers no subprotocol and gets the original
+ * protocol (§3.5: P1.1 baseline, credits only once the peer grants some).
+ */
+export const MUX_SUBPROTOCOL = "nexus-mux.v1";
+
+/**
+ * `credits`: both sides speak our subprotocol; every stream starts with a window of 64 frames each way.
+ * `legacy`: the peer is the original's client or server; our sending is unlimited until it grants credits,
+ * and it honours `pause_stream`; what it sends us is bounded only by a per-stream byte cap.
+ */
+export type SessionMode = "credits" | "legacy";
+
+/** Options of a {@linkcode MuxSession}. */
+export interface MuxSessionOptions {
+  /** For logs: `backend app-1 203.0.113.9:4711`, `peer wss://eu.example.com/mesh`. */
+  readonly label: string;
+  readonly mode: SessionMode;
+  readonly log: Logger;
+  /** Most streams open at once on this session; further opens are refused. */
+  readonly maxStreams: number;
+  /** Bytes one stream may buffer from a peer that ignores credits before that stream alone is closed. */
+  readonly legacyStreamBufferBytes: number;
+  /** A peer opened a stream. Absent: peer-opened streams are refused. */
+  readonly onStreamOpened?: (stream: MuxStream, info: StreamOpenInfo) => void;
+  /** A peer announced the names it serves (mesh). */
+  readonly onAnnounce?: (version: number, routes: readonly string[]) => void;
+  /** A text message arrived after the handshake (the original's re-authentication challenges). */
+  readonly onText?: (text: string) => void;
+  /** Sends a session ping this often and closes the session after two intervals of silence; 0: never. */
+  readonly heartbeatIntervalMs?: number;
+}
+
+/** Bytes buffered in the WebSocket above which stream writers wait; they resume below half of it. */
+const WRITE_HIGH_WATER_BYTES = 1024 * 1024;
+const WRITE_POLL_MS = 1;
+/** Credits-mode receivers tolerate the original's safety valves: a kick-start batch and a stall probe (§3.3). */
+const CREDIT_OVERSEND_SLACK_FRAMES = CREDIT_REPLENISH_BATCH + 1;
+
+/** Why a session ended. */
+export interface SessionEnd {
+  readonly reason: string;
+  /** Whether we closed it (shutdown, policy) rather than the peer or the network. */
+  readonly local: boolean;
+}
+
+/** One WebSocket carrying many streams. */
+export class MuxSession {
+  readonly label: string;
+  readonly mode: SessionMode;
+  /** Resolves once the WebSocket has closed and every stream has been failed. */
+  readonly closed: Promise<SessionEnd>;
+  readonly #ws: WebSocket;
+  readonly #options: MuxSessionOptions;
+  readonly #streams = new Map<string, MuxStream>();
+  readonly #transport: StreamTransport;
+  #drainWaiters: Array<() => void> = [];
+  #drainTimer: ReturnType<typeof setTimeout> | undefined;
+  #heartbeatTimer: ReturnType<typeof setInterval> | undefined;
+  #lastReceivedMs = Date.now();
+  #end: SessionEnd | null = null;
+  #resolveClosed!: (end: SessionEnd) => void;
+  #unknownStreamFrames = 0;
+
+  /** Takes over an open WebSocket whose handshake is complete; sets its message and close handlers. */
+  constructor(ws: WebSocket, options: MuxSessionOptions) {
+    this.#ws = ws;
+    this.#options = options;
+    this.label = options.label;
+    this.mode = options.mode;
+    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+    ws.binaryType = "arraybuffer";
+    const session = this;
+    this.#transport = {
+      label: options.label,
+      canHalfClose: options.mode === "credits",
+      sendData: (idBytes, payload) => this.#send(encodeDataFrame(idBytes, payload)),
+      sendControl: (message) => this.#send(encodeControlFrame(message)),
+      whenWritable: () => this.#whenWritable(),
+      release: (id) => this.#streams.delete(id),
+      reportOverflow(stream) {
+        session.#options.log.warn("stream closed: peer sent more than its receive buffer allows", {
+          session: session.label,
+          stream: stream.id,
+          buffered_frames: stream.bufferedFrames,
+        });
+      },
+    };
+    ws.onmessage = (event) => this.#onMessage(event.data);
+    ws.onclose = (event) => this.#finish(event.reason || `closed with code ${event.code}`, false);
+    ws.onerror = () => {
+      // The close event follows with the reason; nothing to do here but keep the error from being unhandled.
+    };
+    const interval = options.heartbeatIntervalMs ?? 0;
+    if (interval > 0) {
+      this.#heartbeatTimer = setInterval(() => this.#heartbeat(interval), interval);
+      Deno.unrefTimer(this.#heartbeatTimer);
+    }
+  }
+
+  /** Streams currently open. */
+  get streamCount(): number {
+    return this.#streams.size;
+  }
+
+  /** Whether the session can still carry new streams. */
+  get isOpen(): boolean {
+    return this.#end === null;
+  }
+
+  /**
+   * Opens a stream to the peer (`connect`, §2.4). Returns null when the session is closed or at its stream
+   * limit; the caller refuses the client.
+   */
+  openStream(info: StreamOpenInfo): MuxStream | null {
+    if (this.#end !== null || this.#streams.size >= this.#options.maxStreams) return null;
+    const id = newStreamId();
+    const stream = this.#createStream(id, this.mode === "credits" ? INITIAL_STREAM_CREDITS : Infinity);
+    this.#send(encodeControlFrame({ type: "open", id, info, credits: INITIAL_STREAM_CREDITS }));
+    return stream;
+  }
+
+  /** Tells a peer node which names this node serves (mesh). */
+  announce(version: number, routes: readonly string[]): void {
+    this.#send(encodeControlFrame({ type: "announce", version, routes }));
+  }
+
+  /** Sends a text message (handshake and re-authentication tokens). */
+  sendText(text: string): void {
+    if (this.#end === null && this.#ws.readyState === WebSocket.OPEN) this.#ws.send(text);
+  }
+
+  /** Closes the WebSocket and fails every stream. `code` 1000 for a normal close. Idempotent. */
+  close(code: number, reason: string): void {
+    if (this.#end !== null) return;
+    try {
+      this.#ws.close(code, truncateReason(reason));
+    } catch {
+      // A client may only use 1000 and 3000–4999: close normally with the same reason instead.
+      try {
+        this.#ws.close(1000, truncateReason(reason));
+      } catch {
+        // Already closing.
+      }
+    }
+    this.#finish(reason, true);
+  }
+
+  #createStream(id: string, sendCredits: number): MuxStream {
+    const stream = new MuxStream(id, this.#transport, { sendCredits, receiveLimits: this.#receiveLimits() });
+    this.#streams.set(id, stream);
+    return stream;
+  }
+
+  #receiveLimits(): ReceiveLimits {
+    return this.mode === "credits"
+      ? { maxFrames: INITIAL_STREAM_CREDITS + CREDIT_OVERSEND_SLACK_FRAMES, maxBytes: Infinity }
+      : { maxFrames: Infinity, maxBytes: this.#options.legacyStreamBufferBytes };
+  }
+
+  #send(frame: Uint8Array): void {
+    if (this.#end !== null || this.#ws.readyState !== WebSocket.OPEN) return;
+    this.#ws.send(frame);
+  }
+
+  #whenWritable(): Promise<void> | undefined {
+    if (this.#end !== null || this.#ws.bufferedAmount < WRITE_HIGH_WATER_BYTES) return undefined;
+    return new Promise((resolve) => {
+      this.#drainWaiters.push(resolve);
+      this.#pollDrain();
+    });
+  }
+
+  // The WebSocket API has no "drained" event: poll while writers wait, and only then.
+  #pollDrain(): void {
+    if (this.#drainTimer !== undefined) return;
+    this.#drainTimer = setTimeout(() => {
+      this.#drainTimer = undefined;
+      if (this.#end === null && this.#ws.bufferedAmount > WRITE_HIGH_WATER_BYTES / 2) {
+        this.#pollDrain();
+        return;
+      }
+      const waiters = this.#drainWaiters;
+      this.#drainWaiters = [];
+      for (const wake of waiters) wake();
+    }, WRITE_POLL_MS);
+  }
+
+  #onMessage(data: unknown): void {
+    this.#lastReceivedMs = Date.now();
+    if (typeof data === "string") {
+      if (this.#options.onText) this.#options.onText(data);
+      else this.#options.log.debug("text message ignored outside a handshake", { session: this.label });
+      return;
+    }
+    if (!(data instanceof ArrayBuffer)) return;
+    if (data.byteLength > MAX_MESSAGE_BYTES) {
+      this.#options.log.warn("closing session: message larger than the protocol allows", {
+        session: this.label,
+        bytes: data.byteLength,
+      });
+      this.close(1009, "message too big");
+      return;
+    }
+    const frame = decodeFrame(new Uint8Array(data));
+    switch (frame.kind) {
+      case "data": {
+        const stream = this.#streams.get(frame.id);
+        // Data for a stream we already closed is normal at the tail of a close (§2.3): drop it quietly.
+        if (stream === undefined) this.#unknownStreamFrames += 1;
+        else stream.receiveData(frame.payload);
+        return;
+      }
+      case "control":
+        this.#onControl(frame.message);
+        return;
+      case "ignored":
+        this.#options.log.debug("frame ignored", { session: this.label, why: frame.reason });
+        return;
+      case "invalid":
+        this.#options.log.warn("invalid frame ignored", { session: this.label, why: frame.reason });
+        return;
+    }
+  }
+
+  #onControl(message: ControlMessage): void {
+    switch (message.type) {
+      case "open":
+        this.#onOpen(message.id, message.info, message.credits);
+        return;
+      case "close":
+        this.#streams.get(message.id)?.receiveClose();
+        this.#streams.delete(message.id);
+        return;
+      case "close_write":
+        this.#streams.get(message.id)?.receiveCloseWrite();
+        return;
+      case "pause":
+        this.#streams.get(message.id)?.receivePause();
+        return;
+      case "resume":
+        this.#streams.get(message.id)?.receiveResume(message.credits, INITIAL_STREAM_CREDITS);
+        return;
+      case "ping_stream":
+        // Answer only for live streams, as the original does (§2.4): silence tells the peer it is gone.
+        if (this.#streams.has(message.id)) {
+          this.#send(encodeControlFrame({ type: "pong_stream", id: message.id }));
+        }
+        return;
+      case "ping":
+        this.#send(encodeControlFrame({ type: "pong" }));
+        return;
+      case "pong_stream":
+      case "pong":
+        return;
+      case "announce":
+        if (this.#options.onAnnounce) this.#options.onAnnounce(message.version, message.routes);
+        return;
+    }
+  }
+
+  #onOpen(id: string, info: StreamOpenInfo, credits: number | undefined): void {
+    const refuse = (why: string) => {
+      this.#options.log.warn("stream refused", { session: this.label, stream: id, why });
+      this.#send(encodeControlFrame({ type: "close", id, reason: "local_error" }));
+    };
+    if (this.#options.onStreamOpened === undefined) return refuse("this side does not accept streams");
+    if (this.#streams.has(id)) return refuse("stream id already in use");
+    if (this.#streams.size >= this.#options.maxStreams) return refuse("too many streams on this session");
+    const sendCredits = credits ?? (this.mode === "credits" ? INITIAL_STREAM_CREDITS : Infinity);
+    const stream = this.#createStream(id, sendCredits);
+    // A peer of the original protocol learns our window only from an explicit grant (§3.3).
+    if (this.mode === "legacy") {
+      this.#send(encodeControlFrame({ type: "resume", id, credits: INITIAL_STREAM_CREDITS }));
+    }
+    this.#options.onStreamOpened(stream, info);
+  }
+
+  #heartbeat(intervalMs: number): void {
+    if (Date.now() - this.#lastReceivedMs > 2 * intervalMs) {
+      this.#options.log.warn("closing session: peer silent", {
+        session: this.label,
+        silent_ms: 2 * intervalMs,
+      });
+      this.close(1001, "peer silent");
+      return;
+    }
+    this.#send(encodeControlFrame({ type: "ping" }));
+  }
+
+  #finish(reason: string, local: boolean): void {
+    if (this.#end !== null) return;
+    this.#end = { reason, local };
+    clearInterval(this.#heartbeatTimer);
+    clearTimeout(this.#drainTimer);
+    for (const wake of this.#drainWaiters) wake();
+    this.#drainWaiters = [];
+    const streams = [...this.#streams.values()];
+    this.#streams.clear();
+    for (const stream of streams) stream.fail(`session ended: ${reason}`);
+    if (this.#unknownStreamFrames > 0) {
+      this.#options.log.debug("frames for closed streams were dropped", {
+        session: this.label,
+        frames: this.#unknownStreamFrames,
+      });
+    }
+    this.#resolveClosed(this.#end);
+  }
+}
+
+/** WebSocket close reasons are limited to 123 bytes; longer ones make the close itself fail. */
+export function truncateReason(reason: string): string {
+  const bytes = new TextEncoder().encode(reason);
+  if (bytes.length <= 123) return reason;
+  return new TextDecoder().decode(bytes.subarray(0, 120)).replace(/\uFFFD$/, "") + "...";
+}

@@ -1,0 +1,193 @@
+/**
+ * One multiplexed stream over a {@linkcode MuxSession}: a client's connection as seen across the hub or the
+ * mesh. It implements {@linkcode Duplex}, so the pump treats it exactly like a socket.
+ *
+ * @module
+ */
+
+import { type Duplex, PeerGoneError } from "../stream/duplex.ts";
+import { type ControlMessage, MAX_DATA_PAYLOAD_BYTES, streamIdBytes } from "../protocol/frames.ts";
+import { type ReceiveLimits, ReceiveWindow, SendWindow, StreamClosedError } from "./flow_control.ts";
+
+/** What a stream needs from its session: sending frames and waiting for the socket to drain. */
+export interface StreamTransport {
+  readonly label: string;
+  /** Whether the peer understands `close_write` (our agent and our nodes do; the original client does not). */
+  readonly canHalfClose: boolean;
+  sendData(idBytes: Uint8Array, payload: Uint8Array): void;
+  sendControl(message: ControlMessage): void;
+  /** Undefined when the WebSocket can take more now, else a promise that resolves when it can. */
+  whenWritable(): Promise<void> | undefined;
+  /** The stream is finished locally: forget its id. */
+  release(id: string): void;
+  /** The receive side overflowed: the sender ignored credits and pause. */
+  reportOverflow(stream: MuxStream): void;
+}
+
+/** A multiplexed stream. */
+export class MuxStream implements Duplex {
+  readonly id: string;
+  readonly label: string;
+  readonly canHalfClose: boolean;
+  readonly #idBytes: Uint8Array;
+  readonly #transport: StreamTransport;
+  readonly #send: SendWindow;
+  readonly #receive: ReceiveWindow;
+  readonly #queue: Uint8Array[] = [];
+  #reader: { resolve: (chunk: Uint8Array | null) => void; reject: (error: Error) => void } | null = null;
+  /** The peer will send no more data (close_write or disconnect). */
+  #remoteEnded = false;
+  /** The peer has dropped the stream (disconnect): our data can no longer be delivered. */
+  #remoteGone = false;
+  #wroteEnd = false;
+  #closedReason: string | null = null;
+  /** Set when the session died: reads fail once the queue is empty. */
+  #failure: Error | null = null;
+
+  constructor(
+    id: string,
+    transport: StreamTransport,
+    flow: { sendCredits: number; receiveLimits: ReceiveLimits },
+  ) {
+    this.id = id;
+    this.#idBytes = streamIdBytes(id);
+    this.#transport = transport;
+    this.label = `stream ${id.slice(0, 8)} via ${transport.label}`;
+    this.canHalfClose = transport.canHalfClose;
+    this.#send = new SendWindow(flow.sendCredits);
+    this.#receive = new ReceiveWindow(flow.receiveLimits);
+  }
+
+  /** Frames waiting for the local reader (for tests and status). */
+  get bufferedFrames(): number {
+    return this.#receive.bufferedFrames;
+  }
+
+  read(): Promise<Uint8Array | null> {
+    const chunk = this.#queue.shift();
+    if (chunk !== undefined) {
+      this.#consumed(chunk);
+      return Promise.resolve(chunk);
+    }
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    if (this.#closedReason !== null) return Promise.reject(new StreamClosedError(this.#closedReason));
+    if (this.#remoteEnded) return Promise.resolve(null);
+    return new Promise((resolve, reject) => {
+      this.#reader = { resolve, reject };
+    });
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    for (let offset = 0; offset < chunk.length;) {
+      try {
+        if (!this.#send.tryTake()) await this.#send.take();
+        const drained = this.#transport.whenWritable();
+        if (drained !== undefined) await drained;
+      } catch (error) {
+        throw this.#remoteGone ? new PeerGoneError(this.label) : error;
+      }
+      if (this.#remoteGone) throw new PeerGoneError(this.label);
+      if (this.#failure !== null) throw this.#failure;
+      if (this.#closedReason !== null) throw new StreamClosedError(this.#closedReason);
+      const end = Math.min(offset + MAX_DATA_PAYLOAD_BYTES, chunk.length);
+      this.#transport.sendData(this.#idBytes, chunk.subarray(offset, end));
+      offset = end;
+    }
+  }
+
+  closeWrite(): Promise<void> {
+    if (this.canHalfClose && !this.#wroteEnd && this.#closedReason === null && !this.#remoteGone) {
+      this.#wroteEnd = true;
+      this.#transport.sendControl({ type: "close_write", id: this.id });
+    }
+    return Promise.resolve();
+  }
+
+  close(reason: string, options?: { graceful?: boolean }): Promise<void> {
+    if (this.#closedReason !== null) return Promise.resolve();
+    this.#closedReason = reason;
+    this.#send.close(reason);
+    this.#settleReader();
+    if (!this.#remoteGone && this.#failure === null) {
+      this.#transport.sendControl({
+        type: "close",
+        id: this.id,
+        ...(options?.graceful ? { reason: "normal" } : {}),
+      });
+    }
+    this.#transport.release(this.id);
+    return Promise.resolve();
+  }
+
+  // --- Called by the session for frames addressed to this stream. ---
+
+  /** A data frame arrived. */
+  receiveData(payload: Uint8Array): void {
+    if (this.#closedReason !== null || this.#remoteEnded) return;
+    if (!this.#receive.arrive(payload.length)) {
+      this.#transport.reportOverflow(this);
+      void this.close("receive buffer overflow: the sender ignored flow control");
+      return;
+    }
+    this.#queue.push(payload);
+    if (this.#reader !== null) this.#settleReader();
+  }
+
+  /** The peer will send no more data but still reads ours. */
+  receiveCloseWrite(): void {
+    this.#remoteEnded = true;
+    if (this.#queue.length === 0) this.#settleReader();
+  }
+
+  /** The peer dropped the stream: queued data is still read, then the end; writes fail with PeerGoneError. */
+  receiveClose(): void {
+    this.#remoteEnded = true;
+    this.#remoteGone = true;
+    this.#send.close("peer closed the stream");
+    if (this.#queue.length === 0) this.#settleReader();
+  }
+
+  /** Credits or a legacy resume arrived. */
+  receiveResume(credits: number | undefined, initialWindow: number): void {
+    if (credits !== undefined && credits > 0) this.#send.grant(credits, initialWindow);
+    else this.#send.resume();
+  }
+
+  /** The peer asked us to stop sending (legacy pause). */
+  receivePause(): void {
+    this.#send.pause();
+  }
+
+  /** The session died: writes fail now, reads fail once what already arrived has been read. */
+  fail(reason: string): void {
+    if (this.#closedReason !== null || this.#failure !== null) return;
+    this.#failure = new StreamClosedError(reason);
+    this.#send.close(reason);
+    if (this.#queue.length === 0) this.#settleReader();
+  }
+
+  #consumed(chunk: Uint8Array): void {
+    const grant = this.#receive.consume(chunk.length);
+    if (grant > 0 && !this.#remoteEnded && this.#closedReason === null && this.#failure === null) {
+      this.#transport.sendControl({ type: "resume", id: this.id, credits: grant });
+    }
+  }
+
+  /** Hands the waiting reader its next chunk, the end, or the failure. */
+  #settleReader(): void {
+    const reader = this.#reader;
+    if (reader === null) return;
+    this.#reader = null;
+    const chunk = this.#queue.shift();
+    if (chunk !== undefined) {
+      this.#consumed(chunk);
+      reader.resolve(chunk);
+    } else if (this.#failure !== null) {
+      reader.reject(this.#failure);
+    } else if (this.#closedReason !== null) {
+      reader.reject(new StreamClosedError(this.#closedReason));
+    } else {
+      reader.resolve(null);
+    }
+  }
+}

@@ -1,0 +1,308 @@
+/**
+ * The frame codec of the multiplexing protocol, shared by the hub, the agent and the mesh: nothing else builds
+ * or reads frames by hand.
+ *
+ * A WebSocket binary message is either `0x01` + 16-byte stream id + payload (data) or `0x02` + UTF-8 JSON
+ * (control), protocol document §2.1. Control JSON uses the original's wire names; this module turns it into
+ * typed {@linkcode ControlMessage}s and back, so the rest of the code never sees wire JSON.
+ *
+ * @module
+ */
+
+/** First byte of a data frame (§2.1). */
+export const FRAME_DATA = 0x01;
+/** First byte of a control frame (§2.1). */
+export const FRAME_CONTROL = 0x02;
+/** Raw stream id length in data frames (§2.2). */
+export const STREAM_ID_BYTES = 16;
+/** Bytes before the payload of a data frame. */
+export const DATA_HEADER_BYTES = 1 + STREAM_ID_BYTES;
+/** Largest payload of one data frame: the standalone client refuses bigger messages (§2.6). */
+export const MAX_DATA_PAYLOAD_BYTES = 32 * 1024;
+/** Largest WebSocket message either end accepts: 32,768 + 17 (§2.6, Appendix A). */
+export const MAX_MESSAGE_BYTES = MAX_DATA_PAYLOAD_BYTES + DATA_HEADER_BYTES;
+
+/** Credits a receiver grants when a stream opens, and the batch it replenishes in (§3.3). */
+export const INITIAL_STREAM_CREDITS = 64;
+/** Frames consumed before a receiver sends a replenishment (§3.3). */
+export const CREDIT_REPLENISH_BATCH = 8;
+/** Largest grant honoured; bigger grants are clamped, never trusted (§3.3). */
+export const MAX_CREDIT_GRANT = 2 ** 20;
+
+/** Why a stream ended, in the original's vocabulary (§2.4). */
+export type DisconnectReason =
+  | "normal"
+  | "buffer_full"
+  | "dial_failed"
+  | "timeout"
+  | "local_error"
+  | "shutdown"
+  | "session_ended"
+  | "pause_violated"
+  | "unknown";
+
+const DISCONNECT_REASONS: ReadonlySet<string> = new Set<DisconnectReason>([
+  "normal",
+  "buffer_full",
+  "dial_failed",
+  "timeout",
+  "local_error",
+  "shutdown",
+  "session_ended",
+  "pause_violated",
+  "unknown",
+]);
+
+/** What the opening side tells the accepting side about a new stream (the `connect` event, §2.4). */
+export interface StreamOpenInfo {
+  /** Normalised SNI or Host name the client asked for. */
+  readonly hostname: string;
+  /** Relay port the client connected to (for tunnels: the origin node's port). */
+  readonly port: number;
+  /** The client's address as `ip:port`, IPv6 in brackets. */
+  readonly clientAddress: string;
+  /** Whether the client speaks TLS (SNI-routed) rather than plain HTTP. */
+  readonly isTls: boolean;
+}
+
+/** A decoded control message. Stream ids are canonical lower-case UUID text. */
+export type ControlMessage =
+  | { readonly type: "open"; readonly id: string; readonly info: StreamOpenInfo; readonly credits?: number }
+  | { readonly type: "close"; readonly id: string; readonly reason?: DisconnectReason }
+  | { readonly type: "close_write"; readonly id: string }
+  | { readonly type: "ping_stream"; readonly id: string }
+  | { readonly type: "pong_stream"; readonly id: string }
+  | { readonly type: "pause"; readonly id: string }
+  | { readonly type: "resume"; readonly id: string; readonly credits?: number }
+  | { readonly type: "ping" }
+  | { readonly type: "pong" }
+  | { readonly type: "announce"; readonly version: number; readonly routes: readonly string[] };
+
+/** A decoded binary message. Views point into the message; nothing is copied. */
+export type DecodedFrame =
+  | { readonly kind: "data"; readonly id: string; readonly payload: Uint8Array }
+  | { readonly kind: "control"; readonly message: ControlMessage }
+  | { readonly kind: "ignored"; readonly reason: string }
+  | { readonly kind: "invalid"; readonly reason: string };
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Canonical UUID text of 16 raw id bytes starting at `offset`. */
+export function streamIdText(bytes: Uint8Array, offset = 0): string {
+  let s = "";
+  for (let i = 0; i < STREAM_ID_BYTES; i++) {
+    if (i === 4 || i === 6 || i === 8 || i === 10) s += "-";
+    s += HEX[bytes[offset + i]];
+  }
+  return s;
+}
+
+/** The 16 raw bytes of a canonical UUID text id (§2.2: same order as the hex digits). */
+export function streamIdBytes(id: string): Uint8Array {
+  const hex = id.replaceAll("-", "");
+  const out = new Uint8Array(STREAM_ID_BYTES);
+  for (let i = 0; i < STREAM_ID_BYTES; i++) out[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
+  return out;
+}
+
+/** A fresh random (version 4) stream id. */
+export function newStreamId(): string {
+  return crypto.randomUUID();
+}
+
+/**
+ * Encodes one data frame. The payload is copied, so the caller may reuse its buffer at once.
+ *
+ * @example
+ * ```ts
+ * import { encodeDataFrame, newStreamId, streamIdBytes } from "./frames.ts";
+ * const frame = encodeDataFrame(streamIdBytes(newStreamId()), new Uint8Array([1, 2, 3]));
+ * frame.length; // 20
+ * ```
+ */
+export function encodeDataFrame(idBytes: Uint8Array, payload: Uint8Array): Uint8Array {
+  if (payload.length > MAX_DATA_PAYLOAD_BYTES) {
+    throw new RangeError(`Data payload of ${payload.length} bytes exceeds ${MAX_DATA_PAYLOAD_BYTES}`);
+  }
+  const frame = new Uint8Array(DATA_HEADER_BYTES + payload.length);
+  frame[0] = FRAME_DATA;
+  frame.set(idBytes, 1);
+  frame.set(payload, DATA_HEADER_BYTES);
+  return frame;
+}
+
+/** Encodes one control frame with the original's wire names and field order (§2.4). */
+export function encodeControlFrame(message: ControlMessage): Uint8Array {
+  const json = encoder.encode(JSON.stringify(toWire(message)));
+  const frame = new Uint8Array(1 + json.length);
+  frame[0] = FRAME_CONTROL;
+  frame.set(json, 1);
+  return frame;
+}
+
+function toWire(message: ControlMessage): Record<string, unknown> {
+  switch (message.type) {
+    case "open":
+      return {
+        event: "connect",
+        client_id: message.id,
+        conn_port: message.info.port,
+        client_ip: message.info.clientAddress,
+        transport: "tcp",
+        hostname: message.info.hostname,
+        ...(message.info.isTls ? { is_tls: true } : {}),
+        ...(message.credits ? { credits: message.credits } : {}),
+      };
+    case "close":
+      return {
+        event: "disconnect",
+        client_id: message.id,
+        ...(message.reason ? { reason: message.reason } : {}),
+      };
+    case "close_write":
+      return { event: "close_write", client_id: message.id };
+    case "ping_stream":
+      return { event: "ping_client", client_id: message.id };
+    case "pong_stream":
+      return { event: "pong_client", client_id: message.id };
+    case "pause":
+      return { event: "pause_stream", client_id: message.id, reason: "buffer_full" };
+    case "resume":
+      return {
+        event: "resume_stream",
+        client_id: message.id,
+        ...(message.credits ? { credits: message.credits } : {}),
+      };
+    case "ping":
+    case "pong":
+      return { event: message.type };
+    case "announce":
+      return { event: "announce", version: message.version, routes: message.routes };
+  }
+}
+
+/**
+ * Decodes one binary WebSocket message. Never throws: bad input gives `invalid` with a reason, and frames
+ * the original defines but this code does not act on give `ignored`.
+ *
+ * @example
+ * ```ts
+ * import { decodeFrame, encodeControlFrame } from "./frames.ts";
+ * decodeFrame(encodeControlFrame({ type: "ping" })); // { kind: "control", message: { type: "ping" } }
+ * ```
+ */
+export function decodeFrame(message: Uint8Array): DecodedFrame {
+  if (message.length === 0) return { kind: "ignored", reason: "empty message" };
+  if (message.length > MAX_MESSAGE_BYTES) {
+    return { kind: "invalid", reason: `message of ${message.length} bytes exceeds ${MAX_MESSAGE_BYTES}` };
+  }
+  if (message[0] === FRAME_DATA) {
+    if (message.length < DATA_HEADER_BYTES) {
+      return { kind: "invalid", reason: "data frame shorter than its header" };
+    }
+    return { kind: "data", id: streamIdText(message, 1), payload: message.subarray(DATA_HEADER_BYTES) };
+  }
+  if (message[0] === FRAME_CONTROL) return decodeControl(message.subarray(1));
+  return { kind: "ignored", reason: `unknown frame type 0x${HEX[message[0]]}` };
+}
+
+function decodeControl(json: Uint8Array): DecodedFrame {
+  let value: unknown;
+  try {
+    value = JSON.parse(decoder.decode(json));
+  } catch {
+    return { kind: "invalid", reason: "control frame is not UTF-8 JSON" };
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return { kind: "invalid", reason: "control frame is not a JSON object" };
+  }
+  const fields = value as Record<string, unknown>;
+  const event = fields.event;
+  if (typeof event !== "string") return { kind: "invalid", reason: "control frame has no event name" };
+  if (event === "ping" || event === "pong") return { kind: "control", message: { type: event } };
+  if (event === "announce") return decodeAnnounce(fields);
+
+  const id = fields.client_id;
+  if (typeof id !== "string" || !UUID_PATTERN.test(id.toLowerCase())) {
+    return { kind: "invalid", reason: `${event}: client_id is not a UUID` };
+  }
+  const streamId = id.toLowerCase();
+  const credits = optionalCredits(fields.credits);
+  if (credits === null) return { kind: "invalid", reason: `${event}: credits is not a non-negative integer` };
+  switch (event) {
+    case "connect":
+      return decodeConnect(streamId, fields, credits);
+    case "disconnect": {
+      const reason = typeof fields.reason === "string" && DISCONNECT_REASONS.has(fields.reason)
+        ? fields.reason as DisconnectReason
+        : undefined;
+      return { kind: "control", message: { type: "close", id: streamId, ...(reason ? { reason } : {}) } };
+    }
+    case "close_write":
+      return { kind: "control", message: { type: "close_write", id: streamId } };
+    case "ping_client":
+      return { kind: "control", message: { type: "ping_stream", id: streamId } };
+    case "pong_client":
+      return { kind: "control", message: { type: "pong_stream", id: streamId } };
+    case "pause_stream":
+      return { kind: "control", message: { type: "pause", id: streamId } };
+    case "resume_stream":
+      return { kind: "control", message: { type: "resume", id: streamId, ...(credits ? { credits } : {}) } };
+    default:
+      return { kind: "ignored", reason: `unsupported event "${event.slice(0, 40)}"` };
+  }
+}
+
+function decodeConnect(
+  id: string,
+  fields: Record<string, unknown>,
+  credits: number | undefined,
+): DecodedFrame {
+  const { hostname, conn_port: port, client_ip: clientAddress, is_tls: isTls, transport } = fields;
+  if (transport !== undefined && transport !== "tcp") {
+    return {
+      kind: "invalid",
+      reason: `connect: transport "${String(transport).slice(0, 20)}" is not supported`,
+    };
+  }
+  if (typeof hostname !== "string" || hostname.length === 0 || hostname.length > 255) {
+    return { kind: "invalid", reason: "connect: hostname missing" };
+  }
+  if (!Number.isInteger(port) || (port as number) < 0 || (port as number) > 65_535) {
+    return { kind: "invalid", reason: "connect: conn_port is not a port number" };
+  }
+  if (clientAddress !== undefined && (typeof clientAddress !== "string" || clientAddress.length > 64)) {
+    return { kind: "invalid", reason: "connect: client_ip is not an address" };
+  }
+  if (isTls !== undefined && typeof isTls !== "boolean") {
+    return { kind: "invalid", reason: "connect: is_tls is not a boolean" };
+  }
+  const info: StreamOpenInfo = {
+    hostname,
+    port: port as number,
+    clientAddress: clientAddress ?? "",
+    isTls: isTls === true,
+  };
+  return { kind: "control", message: { type: "open", id, info, ...(credits ? { credits } : {}) } };
+}
+
+function decodeAnnounce(fields: Record<string, unknown>): DecodedFrame {
+  const { version, routes } = fields;
+  if (!Number.isSafeInteger(version) || (version as number) < 0) {
+    return { kind: "invalid", reason: "announce: version is not a non-negative integer" };
+  }
+  if (!Array.isArray(routes) || routes.length > 100_000 || !routes.every((r) => typeof r === "string")) {
+    return { kind: "invalid", reason: "announce: routes is not a list of names" };
+  }
+  return { kind: "control", message: { type: "announce", version: version as number, routes } };
+}
+
+/** `undefined` when absent, `null` when present but not a non-negative integer; clamped to MAX_CREDIT_GRANT. */
+function optionalCredits(value: unknown): number | undefined | null {
+  if (value === undefined) return undefined;
+  if (!Number.isInteger(value) || (value as number) < 0) return null;
+  return Math.min(value as number, MAX_CREDIT_GRANT);
+}

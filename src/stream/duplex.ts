@@ -1,0 +1,43 @@
+/**
+ * The one stream interface of the data path. A client socket, a local service socket, a stream to a backend
+ * over the hub and a tunnel to a peer all look like this, so one pump ({@linkcode splice}) moves bytes between
+ * any two of them and the relay never knows where a route ends.
+ *
+ * @module
+ */
+
+/** A bidirectional byte stream with backpressure, half-close and close-with-reason. */
+export interface Duplex {
+  /** Short description for logs, e.g. `client 203.0.113.7:52144` or `stream 3f0c…`. */
+  readonly label: string;
+  /**
+   * Whether {@linkcode closeWrite} tells the far side "no more data" while the other direction stays open.
+   * A stream to a backend that only speaks the original protocol cannot (§2.7: it has no half-close).
+   */
+  readonly canHalfClose: boolean;
+  /**
+   * The next chunk from the far side, or `null` once it has finished sending. The chunk may be a view into a
+   * reused buffer: it is valid until the next `read` call.
+   */
+  read(): Promise<Uint8Array | null>;
+  /**
+   * Sends a chunk; resolves when the duplex can take more (this is the backpressure). Rejects with
+   * {@linkcode PeerGoneError} when the far side has gone away for good, or another error on failure.
+   */
+  write(chunk: Uint8Array): Promise<void>;
+  /** Tells the far side that no more data will follow; a no-op when {@linkcode canHalfClose} is false. */
+  closeWrite(): Promise<void>;
+  /**
+   * Ends both directions. `graceful` lets already written data reach the far side first (a socket lingers for
+   * the peer's FIN); otherwise pending reads and writes fail at once. Idempotent.
+   */
+  close(reason: string, options?: { graceful?: boolean }): Promise<void>;
+}
+
+/** The far side of a duplex is gone: what was written can no longer be delivered. Not a local failure. */
+export class PeerGoneError extends Error {
+  constructor(what: string) {
+    super(`${what} is gone`);
+    this.name = "PeerGoneError";
+  }
+}

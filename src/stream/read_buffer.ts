@@ -1,0 +1,39 @@
+/**
+ * An adaptively sized read buffer. A pending read pins its buffer, so an idle connection should hold a small
+ * one (1,000 idle connections with 64 KiB buffers measured ~114 KiB each), while a busy one should read big
+ * chunks: the buffer grows when reads fill it and shrinks back when they come in small.
+ *
+ * @module
+ */
+
+/** Smallest buffer: what every idle connection pins. */
+export const MIN_READ_BUFFER_BYTES = 2 * 1024;
+/** Largest buffer: one read fills exactly one data frame. */
+export const MAX_READ_BUFFER_BYTES = 32 * 1024;
+
+/** A reusable read buffer whose size follows the traffic. */
+export class AdaptiveReadBuffer {
+  #buffer: Uint8Array;
+
+  constructor(initialBytes = MIN_READ_BUFFER_BYTES) {
+    this.#buffer = new Uint8Array(initialBytes);
+  }
+
+  /** The buffer to pass to the next read. */
+  get buffer(): Uint8Array {
+    return this.#buffer;
+  }
+
+  /**
+   * Adjusts the size after a read of `bytesRead` bytes: a full read quadruples it (up to the maximum), a read
+   * that used less than an eighth of a grown buffer drops it back to the minimum.
+   */
+  update(bytesRead: number): void {
+    const size = this.#buffer.length;
+    if (bytesRead === size && size < MAX_READ_BUFFER_BYTES) {
+      this.#buffer = new Uint8Array(Math.min(size * 4, MAX_READ_BUFFER_BYTES));
+    } else if (size > MIN_READ_BUFFER_BYTES && bytesRead < size / 8) {
+      this.#buffer = new Uint8Array(MIN_READ_BUFFER_BYTES);
+    }
+  }
+}
