@@ -1,0 +1,55 @@
+/**
+ * The few responses the proxy writes itself, on the plain-HTTP listener, before a connection is routed.
+ *
+ * @module
+ */
+
+// Reason phrases: RFC 9110 §15.5.1, §15.5.9, §15.5.20, §15.6.3, §15.6.4.
+const REASON_PHRASES = {
+  400: "Bad Request",
+  408: "Request Timeout",
+  421: "Misdirected Request",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+} as const;
+
+const encoder = new TextEncoder();
+
+/**
+ * Builds a complete, minimal HTTP/1.1 error response that ends the connection.
+ *
+ * The body is one line: the reason phrase, then `: detail` when a detail is given (control characters in it
+ * become spaces, so the body stays one line). The proxy closes the connection after writing it, which
+ * `Connection: close` announces; `Cache-Control: no-store` keeps intermediaries from caching a routing error.
+ *
+ * @example
+ * ```ts
+ * import { proxyErrorResponse } from "./responses.ts";
+ * new TextDecoder().decode(proxyErrorResponse(421, "no route for app.example.com"));
+ * // "HTTP/1.1 421 Misdirected Request\r\n" +
+ * // "Content-Type: text/plain; charset=utf-8\r\n" +
+ * // "Content-Length: 50\r\n" +
+ * // "Connection: close\r\n" +
+ * // "Cache-Control: no-store\r\n" +
+ * // "\r\n" +
+ * // "Misdirected Request: no route for app.example.com\n"
+ * ```
+ */
+export function proxyErrorResponse(status: 400 | 408 | 421 | 502 | 503, detail?: string): Uint8Array {
+  const reason = REASON_PHRASES[status];
+  // deno-lint-ignore no-control-regex
+  const line = detail ? `${reason}: ${detail.replace(/[\x00-\x1f\x7f]/g, " ")}` : reason;
+  const body = encoder.encode(`${line}\n`);
+  const head = encoder.encode(
+    `HTTP/1.1 ${status} ${reason}\r\n` +
+      "Content-Type: text/plain; charset=utf-8\r\n" +
+      `Content-Length: ${body.length}\r\n` +
+      "Connection: close\r\n" +
+      "Cache-Control: no-store\r\n" +
+      "\r\n",
+  );
+  const response = new Uint8Array(head.length + body.length);
+  response.set(head);
+  response.set(body, head.length);
+  return response;
+}
