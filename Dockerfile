@@ -1,0 +1,29 @@
+# Nexus Proxy on the official Deno image, pinned to the Deno release the binaries are built with.
+#   docker build -t nexus .
+#   docker run -d --name nexus-node -p 80:80 -p 443:443 -v /etc/nexus:/etc/nexus:ro nexus
+#   docker run -d --name nexus-agent -v /etc/nexus:/etc/nexus:ro nexus agent --config /etc/nexus/agent.yaml
+# More in docs/install.md.
+FROM denoland/deno:2.9.6
+
+WORKDIR /app
+
+# Dependencies first, so that this layer is rebuilt only when deno.json or deno.lock change.
+COPY deno.json deno.lock* ./
+RUN deno install
+
+# Then the program, with everything it imports fetched now: the container never downloads code at start.
+COPY src/ src/
+RUN deno install --entrypoint src/main.ts && chown root:root /deno-dir
+
+# The image's unprivileged user (uid 1993). The code and the module cache (DENO_DIR, /deno-dir) are owned by
+# root, so the proxy cannot change what it runs; Deno keeps its analysis caches in memory instead. Docker lets any user bind ports below 1024 inside the container's own network
+# namespace, so no capability is needed for 80 and 443.
+USER deno
+EXPOSE 80 443
+
+# The same permissions as the release binaries (scripts/compile.ts, RUNTIME_PERMISSIONS): network, file reads,
+# NEXUS_* variables (and the yaml package's two debug switches); no write, run, FFI or sys.
+# tini, from the base image, forwards SIGTERM so that `docker stop` drains instead of waiting for SIGKILL.
+ENTRYPOINT ["/tini", "--", "deno", "run", "--cached-only", \
+            "--allow-net", "--allow-read", "--allow-env=NEXUS_*,LOG_TOKENS,LOG_STREAM", "src/main.ts"]
+CMD ["serve", "--config", "/etc/nexus/node.yaml"]
