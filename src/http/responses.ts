@@ -4,11 +4,12 @@
  * @module
  */
 
-// Reason phrases: RFC 9110 §15.5.1, §15.5.9, §15.5.20, §15.6.3, §15.6.4.
+// Reason phrases: RFC 9110 §15.5.1, §15.5.9, §15.5.20, §15.6.3, §15.6.4; RFC 6585 §5.
 const REASON_PHRASES = {
   400: "Bad Request",
   408: "Request Timeout",
   421: "Misdirected Request",
+  431: "Request Header Fields Too Large",
   502: "Bad Gateway",
   503: "Service Unavailable",
 } as const;
@@ -35,7 +36,7 @@ const encoder = new TextEncoder();
  * // "Misdirected Request: no route for app.example.com\n"
  * ```
  */
-export function proxyErrorResponse(status: 400 | 408 | 421 | 502 | 503, detail?: string): Uint8Array {
+export function proxyErrorResponse(status: keyof typeof REASON_PHRASES, detail?: string): Uint8Array {
   const reason = REASON_PHRASES[status];
   // deno-lint-ignore no-control-regex
   const line = detail ? `${reason}: ${detail.replace(/[\x00-\x1f\x7f]/g, " ")}` : reason;

@@ -53,6 +53,8 @@ export interface MuxSessionOptions {
   readonly onText?: (text: string) => void;
   /** Sends a session ping this often and closes the session after two intervals of silence; 0: never. */
   readonly heartbeatIntervalMs?: number;
+  /** Messages that arrived during the handshake but belong to the session (see `WebSocketInbox.detach`). */
+  readonly pendingMessages?: readonly unknown[];
 }
 
 /** Bytes buffered in the WebSocket above which stream writers wait; they resume below half of it. */
@@ -120,6 +122,8 @@ export class MuxSession {
       this.#heartbeatTimer = setInterval(() => this.#heartbeat(interval), interval);
       Deno.unrefTimer(this.#heartbeatTimer);
     }
+    for (const data of options.pendingMessages ?? []) this.#onMessage(data);
+    if (ws.readyState === WebSocket.CLOSED) this.#finish("closed during the handshake", false);
   }
 
   /** Streams currently open. */
@@ -127,9 +131,14 @@ export class MuxSession {
     return this.#streams.size;
   }
 
-  /** Whether the session can still carry new streams. */
+  /** Whether the session is still open. */
   get isOpen(): boolean {
     return this.#end === null;
+  }
+
+  /** Whether {@linkcode openStream} would succeed now: open and below its stream limit. */
+  get acceptsStreams(): boolean {
+    return this.#end === null && this.#streams.size < this.#options.maxStreams;
   }
 
   /**
@@ -137,7 +146,7 @@ export class MuxSession {
    * limit; the caller refuses the client.
    */
   openStream(info: StreamOpenInfo): MuxStream | null {
-    if (this.#end !== null || this.#streams.size >= this.#options.maxStreams) return null;
+    if (!this.acceptsStreams) return null;
     const id = newStreamId();
     const stream = this.#createStream(id, this.mode === "credits" ? INITIAL_STREAM_CREDITS : Infinity);
     this.#send(encodeControlFrame({ type: "open", id, info, credits: INITIAL_STREAM_CREDITS }));

@@ -6,7 +6,12 @@
  */
 
 import { type Duplex, PeerGoneError } from "../stream/duplex.ts";
-import { type ControlMessage, MAX_DATA_PAYLOAD_BYTES, streamIdBytes } from "../protocol/frames.ts";
+import {
+  type ControlMessage,
+  type DisconnectReason,
+  MAX_DATA_PAYLOAD_BYTES,
+  streamIdBytes,
+} from "../protocol/frames.ts";
 import { type ReceiveLimits, ReceiveWindow, SendWindow, StreamClosedError } from "./flow_control.ts";
 
 /** What a stream needs from its session: sending frames and waiting for the socket to drain. */
@@ -103,17 +108,15 @@ export class MuxStream implements Duplex {
     return Promise.resolve();
   }
 
-  close(reason: string, options?: { graceful?: boolean }): Promise<void> {
+  /** Closes the stream; `code` is the reason the peer is told (default `normal` when graceful, none otherwise). */
+  close(reason: string, options?: { graceful?: boolean; code?: DisconnectReason }): Promise<void> {
     if (this.#closedReason !== null) return Promise.resolve();
     this.#closedReason = reason;
     this.#send.close(reason);
     this.#settleReader();
     if (!this.#remoteGone && this.#failure === null) {
-      this.#transport.sendControl({
-        type: "close",
-        id: this.id,
-        ...(options?.graceful ? { reason: "normal" } : {}),
-      });
+      const code = options?.code ?? (options?.graceful ? "normal" : undefined);
+      this.#transport.sendControl({ type: "close", id: this.id, ...(code ? { reason: code } : {}) });
     }
     this.#transport.release(this.id);
     return Promise.resolve();

@@ -1,0 +1,270 @@
+/**
+ * The backend agent: dials out to one or more hubs (one session each), proves itself with tokens, and splices
+ * every stream the node opens to a local service. The same binary as the node, so a home server or an ARM
+ * board needs nothing else.
+ *
+ * @module
+ */
+
+import type { Logger } from "../log/logger.ts";
+import { type InboxMessage, WebSocketInbox, waitForOpen } from "../mux/inbox.ts";
+import { reconnectDelayMs, sleep } from "../mux/reconnect.ts";
+import { MUX_SUBPROTOCOL, MuxSession } from "../mux/session.ts";
+import type { MuxStream } from "../mux/stream.ts";
+import type { StreamOpenInfo } from "../protocol/frames.ts";
+import { SocketDuplex } from "../stream/socket_duplex.ts";
+import { Splice, SpliceSweeper } from "../stream/splice.ts";
+import type { TargetMap } from "./targets.ts";
+import type { TokenSource } from "./token_source.ts";
+
+/** Everything the agent needs, parsed and validated by the config loader. */
+export interface AgentSettings {
+  readonly name: string;
+  readonly hubUrls: readonly string[];
+  /** PEM of a CA to trust for the hubs' certificates, beside the system roots. */
+  readonly hubCaPem?: string;
+  readonly tokens: TokenSource;
+  readonly targets: TargetMap;
+  readonly maxStreams: number;
+  readonly connectTimeoutMs: number;
+  readonly reconnect: { readonly initialDelayMs: number; readonly maxDelayMs: number };
+  readonly heartbeatIntervalMs: number;
+  readonly idleTimeoutMs: number;
+  readonly halfClosedTimeoutMs: number;
+  /** Bytes one stream may buffer from a hub that ignores credits (an original Go node). */
+  readonly legacyStreamBufferBytes: number;
+}
+
+/** How long to wait for each handshake step (the original client waits 15 s for the challenge, §1.2). */
+const HANDSHAKE_STEP_MS = 15_000;
+/** A session that lived this long resets the reconnect backoff. */
+const STABLE_SESSION_MS = 30_000;
+
+/** The agent: one reconnecting session per hub URL. */
+export class Agent {
+  readonly #settings: AgentSettings;
+  readonly #log: Logger;
+  readonly #sweeper: SpliceSweeper;
+  readonly #httpClient: Deno.HttpClient | undefined;
+  readonly #sessions = new Map<string, MuxSession>();
+  readonly #splices = new Set<Splice>();
+  readonly #loops: Promise<void>[] = [];
+  readonly #stopping = new AbortController();
+  #onConnected: (hubUrl: string) => void = () => {};
+
+  constructor(settings: AgentSettings, log: Logger) {
+    this.#settings = settings;
+    this.#log = log;
+    this.#sweeper = new SpliceSweeper({
+      idleTimeoutMs: settings.idleTimeoutMs,
+      halfClosedTimeoutMs: settings.halfClosedTimeoutMs,
+    });
+    this.#httpClient = settings.hubCaPem ? Deno.createHttpClient({ caCerts: [settings.hubCaPem] }) : undefined;
+  }
+
+  /** Hubs with an established session right now. */
+  get connectedHubs(): number {
+    return this.#sessions.size;
+  }
+
+  /** Streams being served right now. */
+  get activeStreams(): number {
+    return this.#splices.size;
+  }
+
+  /** Starts one session loop per hub. */
+  start(): void {
+    for (const url of this.#settings.hubUrls) this.#loops.push(this.#runHub(url));
+  }
+
+  /** Resolves once every hub has a session (for the demo and tests). */
+  whenConnected(timeoutMs: number): Promise<boolean> {
+    if (this.#sessions.size === this.#settings.hubUrls.length) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      const previous = this.#onConnected;
+      this.#onConnected = (url) => {
+        previous(url);
+        if (this.#sessions.size === this.#settings.hubUrls.length) {
+          clearTimeout(timer);
+          resolve(true);
+        }
+      };
+    });
+  }
+
+  /**
+   * Stops: no new sessions, open streams get `drainMs` to finish, then every session closes. A second call
+   * (a second signal) with 0 cuts everything at once.
+   */
+  async stop(drainMs: number): Promise<void> {
+    this.#stopping.abort();
+    if (drainMs > 0 && this.#splices.size > 0) {
+      this.#log.info("draining streams", { streams: this.#splices.size, drain_ms: drainMs });
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.allSettled([...this.#splices].map((splice) => splice.done)),
+        new Promise((resolve) => (timer = setTimeout(resolve, drainMs))),
+      ]);
+      clearTimeout(timer);
+    }
+    for (const splice of this.#splices) splice.abort("agent shutting down");
+    for (const session of this.#sessions.values()) session.close(1000, "agent shutting down");
+    await Promise.allSettled(this.#loops);
+    this.#sweeper.close();
+    this.#httpClient?.close();
+  }
+
+  async #runHub(url: string): Promise<void> {
+    const { initialDelayMs, maxDelayMs } = this.#settings.reconnect;
+    let attempt = 0;
+    while (!this.#stopping.signal.aborted) {
+      const startedMs = Date.now();
+      const end = await this.#session(url).catch((error) => ({
+        established: false,
+        reason: error instanceof Error ? error.message : String(error),
+      }));
+      if (this.#stopping.signal.aborted) return;
+      if (end.established && Date.now() - startedMs >= STABLE_SESSION_MS) attempt = 0;
+      const delayMs = reconnectDelayMs(attempt, initialDelayMs, maxDelayMs);
+      attempt += 1;
+      this.#log[end.established ? "warn" : "error"](
+        end.established ? "hub session ended; reconnecting" : "cannot connect to hub; retrying",
+        { hub: url, why: end.reason, retry_in_ms: delayMs },
+      );
+      await sleep(delayMs, this.#stopping.signal);
+    }
+  }
+
+  /** One session: connect, handshake, serve until it ends. */
+  async #session(url: string): Promise<{ established: boolean; reason: string }> {
+    const ws = new WebSocket(url, {
+      protocols: [MUX_SUBPROTOCOL],
+      ...(this.#httpClient ? { client: this.#httpClient } : {}),
+    });
+    const inbox = new WebSocketInbox(ws);
+    const abandon = (reason: string) => {
+      try {
+        ws.close(1000, reason.slice(0, 120));
+      } catch {
+        // Not open yet or already closed.
+      }
+      return { established: false, reason };
+    };
+    const openError = await waitForOpen(ws, HANDSHAKE_STEP_MS);
+    if (openError !== null) return abandon(openError);
+    const mode = ws.protocol === MUX_SUBPROTOCOL ? "credits" : "legacy";
+
+    ws.send(await this.#settings.tokens.token("handshake"));
+    const challenge = expectJson(await inbox.next(HANDSHAKE_STEP_MS), "handshake_challenge");
+    if (typeof challenge === "string") return abandon(challenge);
+    const nonce = challenge.nonce;
+    if (typeof nonce !== "string" || nonce.trim() === "") return abandon("challenge without a nonce");
+    ws.send(await this.#settings.tokens.token("attest", nonce));
+    if (mode === "credits") {
+      // Our hub acknowledges; the original sends nothing and a rejection shows only as a close (§1.2).
+      const accepted = expectJson(await inbox.next(HANDSHAKE_STEP_MS), "handshake_accepted");
+      if (typeof accepted === "string") return abandon(accepted);
+    }
+
+    const session = new MuxSession(ws, {
+      label: `hub ${url}`,
+      mode,
+      log: this.#log,
+      maxStreams: this.#settings.maxStreams,
+      legacyStreamBufferBytes: this.#settings.legacyStreamBufferBytes,
+      heartbeatIntervalMs: mode === "credits" ? this.#settings.heartbeatIntervalMs : 0,
+      pendingMessages: inbox.detach(),
+      onStreamOpened: (stream, info) => void this.#serve(stream, info),
+      onText: (text) => void this.#onText(session, text),
+    });
+    if (!session.isOpen) return { established: false, reason: "hub closed the session during the handshake" };
+    this.#sessions.set(url, session);
+    this.#log.info("connected to hub", { hub: url, protocol: mode === "credits" ? MUX_SUBPROTOCOL : "original" });
+    this.#onConnected(url);
+    const end = await session.closed;
+    this.#sessions.delete(url);
+    return { established: true, reason: end.reason };
+  }
+
+  /** Re-authentication, which an original Go node may ask for (§1.5). */
+  async #onText(session: MuxSession, text: string): Promise<void> {
+    const message = parseJsonObject(text);
+    if (message?.type !== "reauth_challenge" || typeof message.nonce !== "string") {
+      this.#log.debug("text message from hub ignored", { session: session.label });
+      return;
+    }
+    try {
+      session.sendText(await this.#settings.tokens.token("reauth", message.nonce));
+    } catch (error) {
+      this.#log.error("cannot produce a re-authentication token; ending the session", { error: String(error) });
+      session.close(1000, "re-authentication token unavailable");
+    }
+  }
+
+  async #serve(stream: MuxStream, info: StreamOpenInfo): Promise<void> {
+    const target = this.#settings.targets.resolve(info.hostname, info.isTls);
+    if (target === undefined) {
+      this.#log.warn("stream refused: no target for this name", {
+        host: info.hostname,
+        protocol: info.isTls ? "tls" : "http",
+      });
+      await stream.close("no target", { code: "dial_failed" });
+      return;
+    }
+    let conn: Deno.TcpConn;
+    try {
+      conn = await Deno.connect({
+        hostname: target.host,
+        port: target.port,
+        signal: AbortSignal.timeout(this.#settings.connectTimeoutMs),
+      });
+    } catch (error) {
+      this.#log.warn("stream refused: cannot reach the local service", {
+        host: info.hostname,
+        target: `${target.host}:${target.port}`,
+        error: error instanceof Error ? error.message : String(error),
+      });
+      await stream.close("dial failed", { code: "dial_failed" });
+      return;
+    }
+    try {
+      conn.setNoDelay(true);
+    } catch {
+      // Only latency.
+    }
+    const splice = new Splice(stream, new SocketDuplex(conn, `service ${target.host}:${target.port}`));
+    this.#splices.add(splice);
+    this.#sweeper.watch(splice);
+    const result = await splice.done;
+    this.#splices.delete(splice);
+    this.#log.debug("stream closed", { host: info.hostname, client: info.clientAddress, why: result.reason });
+  }
+}
+
+function parseJsonObject(text: string): Record<string, unknown> | null {
+  try {
+    const value: unknown = JSON.parse(text);
+    return typeof value === "object" && value !== null && !Array.isArray(value)
+      ? value as Record<string, unknown>
+      : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The handshake message of `type`, or why it is not there. */
+function expectJson(message: InboxMessage, type: string): Record<string, unknown> | string {
+  switch (message.kind) {
+    case "closed":
+      return `hub closed the connection: ${message.reason}`;
+    case "timeout":
+      return `no ${type} from the hub within ${HANDSHAKE_STEP_MS / 1000}s`;
+    case "binary":
+      return `expected ${type} as a text frame, got a binary frame`;
+    case "text": {
+      const parsed = parseJsonObject(message.text);
+      return parsed?.type === type ? parsed : `expected ${type}, got something else`;
+    }
+  }
+}

@@ -1,0 +1,74 @@
+/**
+ * Where the agent sends each stream: local `host:port` targets chosen by hostname (exact, then single-label
+ * wildcard, then `default`) and by whether the client speaks TLS (SNI-routed) or plain HTTP (port 80, where
+ * ACME HTTP-01 challenges arrive). Pure.
+ *
+ * @module
+ */
+
+import { parseHostnameClaim, wildcardSuffixOf } from "../hostnames/hostname.ts";
+
+/** A local service address. */
+export interface Target {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Targets for one name: TLS streams and plain-HTTP streams may go to different local ports. */
+export interface TargetRule {
+  readonly tls?: Target;
+  readonly http?: Target;
+}
+
+/** The key of the catch-all rule. */
+export const DEFAULT_TARGET_KEY = "default";
+
+/**
+ * Parses `host:port`, `[v6]:port` or `:port` (meaning 127.0.0.1), or explains what is wrong.
+ *
+ * @example
+ * ```ts
+ * import { parseTarget } from "./targets.ts";
+ * parseTarget("127.0.0.1:8443"); // { host: "127.0.0.1", port: 8443 }
+ * ```
+ */
+export function parseTarget(text: string): Target | string {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s\[\]]*)):([0-9]{1,5})$/.exec(text.trim());
+  if (match === null) return `"${text}" is not host:port`;
+  const port = Number(match[3]);
+  if (port < 1 || port > 65_535) return `port ${port} in "${text}" is out of range 1-65535`;
+  return { host: match[1] ?? (match[2] || "127.0.0.1"), port };
+}
+
+/** Hostname rules to targets. */
+export class TargetMap {
+  readonly #exact = new Map<string, TargetRule>();
+  readonly #wildcard = new Map<string, TargetRule>();
+  readonly #default: TargetRule | undefined;
+
+  /** @param rules keys are hostnames, `*.suffix` wildcards or `default`; keys must already be valid. */
+  constructor(rules: ReadonlyMap<string, TargetRule>) {
+    let fallback: TargetRule | undefined;
+    for (const [key, rule] of rules) {
+      if (key === DEFAULT_TARGET_KEY) {
+        fallback = rule;
+        continue;
+      }
+      const claim = parseHostnameClaim(key);
+      if (claim.kind === "exact") this.#exact.set(claim.name, rule);
+      else if (claim.kind === "wildcard") this.#wildcard.set(claim.suffix, rule);
+      else throw new RangeError(claim.reason);
+    }
+    this.#default = fallback;
+  }
+
+  /** The target for a stream, or undefined when no rule has one for its protocol. */
+  resolve(hostname: string, isTls: boolean): Target | undefined {
+    const pick = (rule: TargetRule | undefined) => (isTls ? rule?.tls : rule?.http);
+    const exact = pick(this.#exact.get(hostname));
+    if (exact !== undefined) return exact;
+    const suffix = wildcardSuffixOf(hostname);
+    const wildcard = suffix === null ? undefined : pick(this.#wildcard.get(suffix));
+    return wildcard ?? pick(this.#default);
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * The hub: where backends dial in (`/connect`), prove themselves with tokens, and become members of the pools
+ * of the names they claim. Each backend is one {@linkcode MuxSession}.
+ *
+ * @module
+ */
+
+import type { HostnameClaim } from "../hostnames/hostname.ts";
+import { claimKey } from "../hostnames/hostname.ts";
+import type { Logger, RateLimitedLog } from "../log/logger.ts";
+import { MUX_SUBPROTOCOL, MuxSession, truncateReason } from "../mux/session.ts";
+import { acceptBackendHandshake } from "./backend_handshake.ts";
+
+/** A registered backend. */
+export interface Backend {
+  readonly name: string;
+  readonly remoteAddress: string;
+  readonly claims: readonly HostnameClaim[];
+  readonly weight: number;
+  readonly session: MuxSession;
+}
+
+/** Limits and settings of the hub. */
+export interface HubSettings {
+  readonly jwtSecret: Uint8Array;
+  readonly maxBackends: number;
+  readonly maxStreamsPerBackend: number;
+  readonly legacyStreamBufferBytes: number;
+  /** Seconds of silence after which the hub pings a backend, and as long again for its pong (WebSocket level). */
+  readonly pingIdleSeconds: number;
+  /** Session ping interval for backends that speak our subprotocol. */
+  readonly heartbeatIntervalMs: number;
+}
+
+/** Close code for handshake refusals (§1.2: 1008 policy violation). */
+export const POLICY_VIOLATION = 1008;
+
+/** Accepts backends and keeps the set of registered ones. */
+export class Hub {
+  readonly #settings: HubSettings;
+  readonly #log: Logger;
+  readonly #refusals: RateLimitedLog;
+  readonly #onUp: (backend: Backend) => void;
+  readonly #onDown: (backend: Backend) => void;
+  readonly #backends = new Set<Backend>();
+  #handshaking = 0;
+  #closing = false;
+
+  constructor(
+    settings: HubSettings,
+    log: Logger,
+    refusals: RateLimitedLog,
+    events: { onUp: (backend: Backend) => void; onDown: (backend: Backend) => void },
+  ) {
+    this.#settings = settings;
+    this.#log = log;
+    this.#refusals = refusals;
+    this.#onUp = events.onUp;
+    this.#onDown = events.onDown;
+  }
+
+  /** Registered backends. */
+  get backends(): ReadonlySet<Backend> {
+    return this.#backends;
+  }
+
+  /**
+   * Handles `GET /connect`. Reads everything it needs from the request before upgrading, and never throws:
+   * a handler that throws after an upgrade can stop the listener from accepting.
+   */
+  handleUpgrade(request: Request, remoteAddress: string): Response {
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return new Response("This is the Nexus hub: backends connect here with a WebSocket.\n", { status: 426 });
+    }
+    if (this.#closing) return new Response("Shutting down\n", { status: 503 });
+    if (this.#backends.size + this.#handshaking >= this.#settings.maxBackends) {
+      this.#refusals.event("backend_limit", "backend refused: maxBackends reached", { remote: remoteAddress });
+      return new Response("Too many backends\n", { status: 503 });
+    }
+    const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
+    const speaksCredits = offered.includes(MUX_SUBPROTOCOL);
+    const { socket, response } = Deno.upgradeWebSocket(request, {
+      idleTimeout: this.#settings.pingIdleSeconds,
+      ...(speaksCredits ? { protocol: MUX_SUBPROTOCOL } : {}),
+    });
+    this.#handshaking += 1;
+    this.#admit(socket, remoteAddress, speaksCredits)
+      .catch((error) => {
+        this.#log.error("backend handshake failed unexpectedly", { remote: remoteAddress, error: String(error) });
+        closeQuietly(socket, 1011, "internal error");
+      })
+      .finally(() => (this.#handshaking -= 1));
+    return response;
+  }
+
+  /** Closes every backend session (shutdown); new backends are refused from now on. */
+  closeAll(code: number, reason: string): void {
+    this.#closing = true;
+    for (const backend of this.#backends) backend.session.close(code, reason);
+  }
+
+  async #admit(ws: WebSocket, remoteAddress: string, speaksCredits: boolean): Promise<void> {
+    const outcome = await acceptBackendHandshake(ws, this.#settings.jwtSecret, { acknowledge: speaksCredits });
+    if (!outcome.ok) {
+      this.#refusals.event("backend_rejected", "backend rejected", { remote: remoteAddress, why: outcome.reason });
+      closeQuietly(ws, POLICY_VIOLATION, outcome.reason);
+      return;
+    }
+    if (this.#closing) {
+      closeQuietly(ws, 1001, "shutting down");
+      return;
+    }
+    const { claims } = outcome;
+    const name = claims.name || remoteAddress;
+    const session = new MuxSession(ws, {
+      label: `backend ${name} ${remoteAddress}`,
+      mode: speaksCredits ? "credits" : "legacy",
+      log: this.#log,
+      maxStreams: this.#settings.maxStreamsPerBackend,
+      legacyStreamBufferBytes: this.#settings.legacyStreamBufferBytes,
+      heartbeatIntervalMs: speaksCredits ? this.#settings.heartbeatIntervalMs : 0,
+      pendingMessages: outcome.pendingMessages,
+      onText: () => this.#log.debug("text message from backend ignored (no re-authentication pending)", { name }),
+    });
+    if (!session.isOpen) return;
+    const backend: Backend = { name, remoteAddress, claims: claims.hostnames, weight: claims.weight, session };
+    this.#backends.add(backend);
+    this.#log.info("backend registered", {
+      name,
+      remote: remoteAddress,
+      hostnames: claims.hostnames.map(claimKey).join(","),
+      weight: claims.weight,
+      protocol: speaksCredits ? MUX_SUBPROTOCOL : "original",
+    });
+    if (claims.ignoredPortClaims) {
+      this.#log.warn("backend's port claims ignored: this node routes by hostname", { name });
+    }
+    this.#onUp(backend);
+    const end = await session.closed;
+    this.#backends.delete(backend);
+    this.#onDown(backend);
+    this.#log.info("backend left", { name, remote: remoteAddress, why: end.reason });
+  }
+}
+
+function closeQuietly(ws: WebSocket, code: number, reason: string): void {
+  try {
+    ws.close(code, truncateReason(reason));
+  } catch {
+    // Already closed.
+  }
+}

@@ -1,0 +1,200 @@
+/**
+ * The mesh: links to peer nodes (dialled from `peers`, or accepted on the hub's `/mesh` path), over which nodes
+ * announce the names their backends serve and tunnel clients to each other. A link is a {@linkcode MuxSession}
+ * like a backend's, so a tunnel is just another stream. Tunnels are served by the receiving node's own backends
+ * only, never forwarded again: one hop, no loops (§4.5).
+ *
+ * Peers authenticate with `peerSecret`: the dialling node sends a short-lived HS256 token signed with it (the
+ * secret itself never crosses the wire). `Deno.listenTls` cannot ask for client certificates, so no mTLS.
+ *
+ * @module
+ */
+
+import { jwtVerify, SignJWT } from "jose";
+import type { Router } from "../balancer/router.ts";
+import type { Logger, RateLimitedLog } from "../log/logger.ts";
+import { waitForOpen } from "../mux/inbox.ts";
+import { reconnectDelayMs, sleep } from "../mux/reconnect.ts";
+import { MUX_SUBPROTOCOL, MuxSession } from "../mux/session.ts";
+import type { MuxStream } from "../mux/stream.ts";
+import type { StreamOpenInfo } from "../protocol/frames.ts";
+
+/** Settings of the mesh. */
+export interface MeshSettings {
+  readonly peerUrls: readonly string[];
+  readonly peerSecret: Uint8Array;
+  readonly peerCaPem?: string;
+  readonly maxStreamsPerPeer: number;
+  readonly heartbeatIntervalMs: number;
+  readonly reconnect: { readonly initialDelayMs: number; readonly maxDelayMs: number };
+}
+
+const PEER_TOKEN_ISSUER = "nexus-peer";
+const PEER_TOKEN_AUDIENCE = "nexus-mesh";
+const PEER_TOKEN_TTL_SECONDS = 60;
+const CONNECT_TIMEOUT_MS = 15_000;
+
+/** Links to peer nodes and the routes they announced. */
+export class Mesh {
+  readonly #settings: MeshSettings;
+  readonly #router: Router<MuxSession>;
+  readonly #acceptTunnel: (stream: MuxStream, info: StreamOpenInfo) => void;
+  readonly #log: Logger;
+  readonly #refusals: RateLimitedLog;
+  readonly #links = new Set<MuxSession>();
+  readonly #lastVersion = new Map<MuxSession, number>();
+  readonly #loops: Promise<void>[] = [];
+  readonly #stopping = new AbortController();
+  readonly #httpClient: Deno.HttpClient | undefined;
+  /** Distinguishes this process from its peers, so a node listed among its own peers notices. */
+  readonly #instanceId = crypto.randomUUID();
+  #announceVersion = 0;
+
+  constructor(
+    settings: MeshSettings,
+    router: Router<MuxSession>,
+    acceptTunnel: (stream: MuxStream, info: StreamOpenInfo) => void,
+    log: Logger,
+    refusals: RateLimitedLog,
+  ) {
+    this.#settings = settings;
+    this.#router = router;
+    this.#acceptTunnel = acceptTunnel;
+    this.#log = log;
+    this.#refusals = refusals;
+    this.#httpClient = settings.peerCaPem ? Deno.createHttpClient({ caCerts: [settings.peerCaPem] }) : undefined;
+  }
+
+  /** Open links, inbound and outbound. */
+  get links(): ReadonlySet<MuxSession> {
+    return this.#links;
+  }
+
+  /** Starts dialling every configured peer. */
+  start(): void {
+    for (const url of this.#settings.peerUrls) this.#loops.push(this.#runPeer(url));
+  }
+
+  /** Sends this node's current routes to every peer (full state, §4.4). */
+  announce(): void {
+    const routes = this.#router.localRouteKeys();
+    this.#announceVersion += 1;
+    for (const link of this.#links) link.announce(this.#announceVersion, routes);
+  }
+
+  /** Handles `GET /mesh` on the hub listener. Never throws. */
+  async handleUpgrade(request: Request, remoteAddress: string): Promise<Response> {
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return new Response("Peer nodes connect here with a WebSocket.\n", { status: 426 });
+    }
+    if (this.#stopping.signal.aborted) return new Response("Shutting down\n", { status: 503 });
+    const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
+    const token = /^Bearer (.+)$/.exec(request.headers.get("authorization") ?? "")?.[1];
+    const refusal = !offered.includes(MUX_SUBPROTOCOL)
+      ? `peer must offer the ${MUX_SUBPROTOCOL} subprotocol`
+      : token === undefined
+      ? "peer sent no token"
+      : await this.#verifyPeerToken(token);
+    if (refusal !== null) {
+      this.#refusals.event("peer_rejected", "peer rejected", { remote: remoteAddress, why: refusal });
+      return new Response(`${refusal}\n`, { status: 403 });
+    }
+    const { socket, response } = Deno.upgradeWebSocket(request, { protocol: MUX_SUBPROTOCOL, idleTimeout: 60 });
+    void this.#serveLink(socket, `peer ${remoteAddress} (inbound)`);
+    return response;
+  }
+
+  /** Stops dialling and closes every link. */
+  async stop(): Promise<void> {
+    this.#stopping.abort();
+    for (const link of this.#links) link.close(1001, "node shutting down");
+    await Promise.allSettled(this.#loops);
+    this.#httpClient?.close();
+  }
+
+  async #verifyPeerToken(token: string): Promise<string | null> {
+    try {
+      const { payload } = await jwtVerify(token, this.#settings.peerSecret, {
+        issuer: PEER_TOKEN_ISSUER,
+        audience: PEER_TOKEN_AUDIENCE,
+        algorithms: ["HS256"],
+        maxTokenAge: `${PEER_TOKEN_TTL_SECONDS}s`,
+      });
+      if (payload.jti === this.#instanceId) return "this node is listed among its own peers";
+      return null;
+    } catch (error) {
+      return `peer token refused: ${error instanceof Error ? error.message : String(error)}`;
+    }
+  }
+
+  async #runPeer(url: string): Promise<void> {
+    const { initialDelayMs, maxDelayMs } = this.#settings.reconnect;
+    let attempt = 0;
+    while (!this.#stopping.signal.aborted) {
+      const reason = await this.#dial(url).catch((error) => String(error));
+      if (this.#stopping.signal.aborted) return;
+      const delayMs = reconnectDelayMs(attempt, initialDelayMs, maxDelayMs);
+      attempt = reason === null ? 0 : attempt + 1;
+      this.#log.warn("peer link down; redialling", { peer: url, why: reason ?? "link closed", retry_in_ms: delayMs });
+      await sleep(delayMs, this.#stopping.signal);
+    }
+  }
+
+  /** Dials one peer and serves the link until it ends; null if it was established, else why not. */
+  async #dial(url: string): Promise<string | null> {
+    const token = await new SignJWT({})
+      .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+      .setIssuer(PEER_TOKEN_ISSUER)
+      .setAudience(PEER_TOKEN_AUDIENCE)
+      .setJti(this.#instanceId)
+      .setIssuedAt()
+      .setExpirationTime(`${PEER_TOKEN_TTL_SECONDS}s`)
+      .sign(this.#settings.peerSecret);
+    const ws = new WebSocket(url, {
+      protocols: [MUX_SUBPROTOCOL],
+      headers: { authorization: `Bearer ${token}` },
+      ...(this.#httpClient ? { client: this.#httpClient } : {}),
+    });
+    const openError = await waitForOpen(ws, CONNECT_TIMEOUT_MS);
+    if (openError !== null) return openError;
+    if (ws.protocol !== MUX_SUBPROTOCOL) {
+      ws.close(1000, "subprotocol not accepted");
+      return `peer did not accept the ${MUX_SUBPROTOCOL} subprotocol`;
+    }
+    await this.#serveLink(ws, `peer ${url}`);
+    return null;
+  }
+
+  async #serveLink(ws: WebSocket, label: string): Promise<void> {
+    const link = new MuxSession(ws, {
+      label,
+      mode: "credits",
+      log: this.#log,
+      maxStreams: this.#settings.maxStreamsPerPeer,
+      legacyStreamBufferBytes: 0,
+      heartbeatIntervalMs: this.#settings.heartbeatIntervalMs,
+      onStreamOpened: this.#acceptTunnel,
+      onAnnounce: (version, routes) => this.#onAnnounce(link, version, routes),
+    });
+    if (!link.isOpen) return;
+    this.#links.add(link);
+    this.#log.info("peer link up", { peer: label });
+    link.announce(++this.#announceVersion, this.#router.localRouteKeys());
+    const end = await link.closed;
+    this.#links.delete(link);
+    this.#lastVersion.delete(link);
+    this.#router.removePeer(link);
+    this.#log.info("peer link down", { peer: label, why: end.reason });
+  }
+
+  #onAnnounce(link: MuxSession, version: number, routes: readonly string[]): void {
+    // Announcements are full state; an older one that arrives late must not undo a newer one (§4.4).
+    if (version <= (this.#lastVersion.get(link) ?? -1)) return;
+    this.#lastVersion.set(link, version);
+    const rejected = this.#router.setPeerRoutes(link, routes);
+    this.#log.info("peer routes", { peer: link.label, routes: routes.length - rejected.length });
+    if (rejected.length > 0) {
+      this.#log.warn("peer announced invalid route keys; ignored", { peer: link.label, keys: rejected.join(",") });
+    }
+  }
+}

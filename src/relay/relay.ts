@@ -1,0 +1,318 @@
+/**
+ * The relay: public listeners that take client connections, read just enough to know the name (SNI on TLS
+ * ports, `Host` on HTTP ports), pick a route, and splice the client to a stream, forwarding exactly the bytes
+ * the client sent. It never knows whether the stream ends at a local backend or at a peer.
+ *
+ * @module
+ */
+
+import type { Router } from "../balancer/router.ts";
+import { proxyErrorResponse } from "../http/responses.ts";
+import { MAX_REQUEST_HEAD_BYTES, parseRequestHead, type RequestHeadResult } from "../http/request_head.ts";
+import type { Logger, RateLimitedLog } from "../log/logger.ts";
+import type { MuxSession } from "../mux/session.ts";
+import type { StreamOpenInfo } from "../protocol/frames.ts";
+import { tlsAlert, type TlsAlertDescription } from "../sni/alerts.ts";
+import { type ClientHelloResult, MAX_CLIENT_HELLO_BYTES, parseClientHello } from "../sni/client_hello.ts";
+import { SocketDuplex } from "../stream/socket_duplex.ts";
+import { Splice, type SpliceSweeper } from "../stream/splice.ts";
+import type { Admission } from "./admission.ts";
+import { sniff, type SniffDeadlines } from "./sniff.ts";
+
+/** How a relay port reads its clients: TLS routed by SNI, or plain HTTP routed by `Host`. */
+export type RelayProtocol = "tls" | "http";
+
+/** One public listener. */
+export interface RelayPort {
+  readonly port: number;
+  readonly protocol: RelayProtocol;
+}
+
+/** Everything the relay needs, wired by the node. */
+export interface RelayDependencies {
+  readonly bindAddress: string;
+  readonly ports: readonly RelayPort[];
+  readonly router: Router<MuxSession>;
+  readonly admission: Admission;
+  readonly sweeper: SpliceSweeper;
+  readonly deadlines: SniffDeadlines;
+  readonly log: Logger;
+  /** Refusals are counted and rate-limited, never one line per event in a flood. */
+  readonly refusals: RateLimitedLog;
+}
+
+/** Public listeners and the connections they carry. */
+export class Relay {
+  readonly #deps: RelayDependencies;
+  readonly #listeners: Deno.TcpListener[] = [];
+  readonly #splices = new Set<Splice>();
+  readonly #handlers = new Set<Promise<void>>();
+
+  constructor(deps: RelayDependencies) {
+    this.#deps = deps;
+  }
+
+  /** Binds every relay port; throws with the port named when one cannot be bound. */
+  listen(): void {
+    for (const relayPort of this.#deps.ports) {
+      let listener: Deno.TcpListener;
+      try {
+        listener = Deno.listen({ hostname: this.#deps.bindAddress, port: relayPort.port, transport: "tcp" });
+      } catch (error) {
+        this.stopAccepting();
+        throw new Error(
+          `Cannot listen on ${this.#deps.bindAddress}:${relayPort.port} (${relayPort.protocol}): ${describe(error)}`,
+        );
+      }
+      this.#listeners.push(listener);
+      this.#deps.log.info("relay listening", {
+        address: `${this.#deps.bindAddress}:${(listener.addr as Deno.NetAddr).port}`,
+        protocol: relayPort.protocol,
+      });
+      void this.#accept(listener, { ...relayPort, port: (listener.addr as Deno.NetAddr).port });
+    }
+  }
+
+  /** The bound ports in configuration order (useful when port 0 asked for a free one). */
+  get ports(): RelayPort[] {
+    return this.#listeners.map((listener, i) => ({
+      port: (listener.addr as Deno.NetAddr).port,
+      protocol: this.#deps.ports[i].protocol,
+    }));
+  }
+
+  /** Spliced connections currently open. */
+  get activeStreams(): number {
+    return this.#splices.size;
+  }
+
+  /** Stops accepting; open connections go on. */
+  stopAccepting(): void {
+    for (const listener of this.#listeners.splice(0)) {
+      try {
+        listener.close();
+      } catch {
+        // Already closed.
+      }
+    }
+  }
+
+  /** Resolves when every open connection has ended, or after `timeoutMs`; returns how many were still open. */
+  async drain(timeoutMs: number): Promise<number> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.#handlers]),
+      new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs))),
+    ]);
+    clearTimeout(timer);
+    return this.#handlers.size;
+  }
+
+  /** Aborts every open connection. */
+  abortAll(reason: string): void {
+    for (const splice of this.#splices) splice.abort(reason);
+  }
+
+  async #accept(listener: Deno.TcpListener, relayPort: RelayPort): Promise<void> {
+    for (;;) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        if (error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted) return;
+        // Out of descriptors and the like: say so, wait a moment instead of spinning, keep serving.
+        this.#deps.refusals.event("accept_error", "accept failed", { port: relayPort.port, error: describe(error) });
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        continue;
+      }
+      const handler = this.#handle(conn, relayPort).catch((error) => {
+        this.#deps.log.error("connection handler failed", { port: relayPort.port, error: describe(error) });
+        closeQuietly(conn);
+      });
+      this.#handlers.add(handler);
+      void handler.finally(() => this.#handlers.delete(handler));
+    }
+  }
+
+  async #handle(conn: Deno.TcpConn, relayPort: RelayPort): Promise<void> {
+    const remote = conn.remoteAddr as Deno.NetAddr;
+    const clientAddress = formatAddress(remote);
+    const ticket = this.#deps.admission.admit(remote.hostname);
+    if (typeof ticket === "string") {
+      this.#deps.refusals.event(ticket, "connection refused: limit reached", {
+        limit: ticket,
+        client: clientAddress,
+        port: relayPort.port,
+      });
+      closeQuietly(conn);
+      return;
+    }
+    const client = new SocketDuplex(conn, `client ${clientAddress}`);
+    try {
+      try {
+        conn.setNoDelay(true);
+      } catch {
+        // Not fatal: only latency.
+      }
+      const routed = relayPort.protocol === "tls"
+        ? await this.#routeTls(conn, client, relayPort, clientAddress)
+        : await this.#routeHttp(conn, client, relayPort, clientAddress);
+      ticket.handshakeDone();
+      if (routed === null) return;
+      const splice = new Splice(client, routed);
+      this.#splices.add(splice);
+      this.#deps.sweeper.watch(splice);
+      const result = await splice.done;
+      this.#splices.delete(splice);
+      this.#deps.log.debug("connection closed", {
+        client: clientAddress,
+        why: result.reason,
+        bytes_in: result.bytesAToB,
+        bytes_out: result.bytesBToA,
+      });
+    } finally {
+      ticket.release();
+    }
+  }
+
+  async #routeTls(conn: Deno.Conn, client: SocketDuplex, relayPort: RelayPort, clientAddress: string) {
+    const outcome = await sniff<ClientHelloResult>(
+      conn,
+      (bytes, atEof) => parseClientHello(bytes, { atEof }),
+      MAX_CLIENT_HELLO_BYTES,
+      this.#deps.deadlines,
+    );
+    const refuse = (kind: string, alert: TlsAlertDescription | null, fields: Record<string, string>) =>
+      this.#refuse(client, alert === null ? null : tlsAlert(alert), kind, { client: clientAddress, ...fields });
+    if (outcome.kind === "failed") return refuse("client_error", null, { error: outcome.error });
+    if (outcome.kind === "timeout") return refuse("handshake_timeout", null, { phase: "ClientHello" });
+    const hello = outcome.verdict;
+    switch (hello.kind) {
+      case "incomplete":
+      case "truncated":
+        return refuse("truncated_client_hello", null, {});
+      case "not_tls":
+        return refuse("not_tls", "handshake_failure", { detail: "first bytes are not a TLS handshake" });
+      case "malformed":
+        return refuse("malformed_client_hello", "handshake_failure", { detail: hello.reason });
+      case "too_large":
+        return refuse("client_hello_too_large", "handshake_failure", { limit: `${MAX_CLIENT_HELLO_BYTES}` });
+      case "no_sni":
+        return refuse("no_sni", "unrecognized_name", { ech: String(hello.echOffered) });
+      case "sni":
+        break;
+    }
+    const hostname = hello.serverName;
+    // With ECH the outer SNI is only the client-facing server's public name: route it only to a backend that
+    // claims exactly that name, since that backend must then be the ECH server (it holds the ECH keys).
+    if (hello.echOffered && !this.#deps.router.hasExactRoute(hostname)) {
+      return refuse("ech_refused", "unrecognized_name", {
+        sni: hostname,
+        detail: "ECH offered and no backend claims exactly this public name",
+      });
+    }
+    const stream = this.#openStream(hostname, relayPort, clientAddress, true);
+    if (typeof stream === "string") return refuse(stream, "unrecognized_name", { sni: hostname });
+    return await this.#sendPrelude(stream, outcome.bytes, client);
+  }
+
+  async #routeHttp(conn: Deno.Conn, client: SocketDuplex, relayPort: RelayPort, clientAddress: string) {
+    const outcome = await sniff<RequestHeadResult>(
+      conn,
+      (bytes, atEof) => parseRequestHead(bytes, { atEof }),
+      MAX_REQUEST_HEAD_BYTES,
+      this.#deps.deadlines,
+    );
+    const fields = { client: clientAddress };
+    if (outcome.kind === "failed") return this.#refuse(client, null, "client_error", { ...fields, error: outcome.error });
+    if (outcome.kind === "timeout") {
+      return this.#refuse(client, proxyErrorResponse(408), "handshake_timeout", { ...fields, phase: "request head" });
+    }
+    const head = outcome.verdict;
+    switch (head.kind) {
+      case "incomplete":
+      case "truncated":
+        return this.#refuse(client, null, "truncated_request", fields);
+      case "bad_request":
+        return this.#refuse(client, proxyErrorResponse(400, head.reason), "bad_request", {
+          ...fields,
+          detail: head.reason,
+        });
+      case "too_large":
+        return this.#refuse(client, proxyErrorResponse(431), "request_head_too_large", fields);
+      case "request":
+        break;
+    }
+    const stream = this.#openStream(head.host, relayPort, clientAddress, false);
+    if (typeof stream === "string") {
+      return this.#refuse(client, proxyErrorResponse(503, `no backend available for ${head.host}`), stream, {
+        ...fields,
+        host: head.host,
+      });
+    }
+    return await this.#sendPrelude(stream, outcome.bytes, client);
+  }
+
+  /** Opens a stream on the chosen route, or names the refusal. */
+  #openStream(hostname: string, relayPort: RelayPort, clientAddress: string, isTls: boolean) {
+    const route = this.#deps.router.route(hostname);
+    if (route === undefined) return "no_backend";
+    const info: StreamOpenInfo = { hostname, port: relayPort.port, clientAddress, isTls };
+    const stream = route.upstream.openStream(info);
+    if (stream === null) return "backend_unavailable";
+    this.#deps.log.debug("routed", { client: clientAddress, host: hostname, to: route.upstream.label });
+    return stream;
+  }
+
+  /** Forwards the sniffed bytes, unchanged, as the stream's first data. */
+  async #sendPrelude<S extends { write(b: Uint8Array): Promise<void>; close(r: string): Promise<void> }>(
+    stream: S,
+    prelude: Uint8Array,
+    client: SocketDuplex,
+  ): Promise<S | null> {
+    try {
+      await stream.write(prelude);
+      return stream;
+    } catch (error) {
+      await stream.close("prelude not delivered");
+      await client.close(`upstream failed before the first byte: ${describe(error)}`);
+      return null;
+    }
+  }
+
+  /** Answers with an alert or an HTTP error if there is one, closes gracefully, and counts the refusal. */
+  async #refuse(
+    client: SocketDuplex,
+    answer: Uint8Array | null,
+    kind: string,
+    fields: Record<string, string>,
+  ): Promise<null> {
+    this.#deps.refusals.event(kind, `connection refused: ${kind.replaceAll("_", " ")}`, fields);
+    if (answer !== null) {
+      try {
+        await client.write(answer);
+      } catch {
+        // The client is already gone.
+      }
+    }
+    await client.close(kind, { graceful: answer !== null });
+    return null;
+  }
+}
+
+/** `ip:port`, with IPv6 in brackets (§2.4 `client_ip`). */
+export function formatAddress(address: Deno.NetAddr): string {
+  return address.hostname.includes(":") ? `[${address.hostname}]:${address.port}` : `${address.hostname}:${address.port}`;
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed.
+  }
+}
