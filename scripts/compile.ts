@@ -255,12 +255,12 @@ async function sha256File(path: string): Promise<string> {
 }
 
 async function denoDir(): Promise<string | undefined> {
-  const info = await new Deno.Command(Deno.execPath(), {
+  const command = new Deno.Command(Deno.execPath(), {
     args: ["info", "--json"],
     stdin: "null",
     stderr: "null",
-  })
-    .output();
+  });
+  const info = await command.output();
   if (!info.success) return undefined;
   return (JSON.parse(new TextDecoder().decode(info.stdout)) as { denoDir?: string }).denoDir;
 }
