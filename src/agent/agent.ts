@@ -7,7 +7,7 @@
  */
 
 import type { Logger } from "../log/logger.ts";
-import { type InboxMessage, WebSocketInbox, waitForOpen } from "../mux/inbox.ts";
+import { type InboxMessage, waitForOpen, WebSocketInbox } from "../mux/inbox.ts";
 import { reconnectDelayMs, sleep } from "../mux/reconnect.ts";
 import { MUX_SUBPROTOCOL, MuxSession } from "../mux/session.ts";
 import type { MuxStream } from "../mux/stream.ts";
@@ -59,7 +59,9 @@ export class Agent {
       idleTimeoutMs: settings.idleTimeoutMs,
       halfClosedTimeoutMs: settings.halfClosedTimeoutMs,
     });
-    this.#httpClient = settings.hubCaPem ? Deno.createHttpClient({ caCerts: [settings.hubCaPem] }) : undefined;
+    this.#httpClient = settings.hubCaPem
+      ? Deno.createHttpClient({ caCerts: [settings.hubCaPem] })
+      : undefined;
   }
 
   /** Hubs with an established session right now. */
@@ -180,7 +182,10 @@ export class Agent {
     });
     if (!session.isOpen) return { established: false, reason: "hub closed the session during the handshake" };
     this.#sessions.set(url, session);
-    this.#log.info("connected to hub", { hub: url, protocol: mode === "credits" ? MUX_SUBPROTOCOL : "original" });
+    this.#log.info("connected to hub", {
+      hub: url,
+      protocol: mode === "credits" ? MUX_SUBPROTOCOL : "original",
+    });
     this.#onConnected(url);
     const end = await session.closed;
     this.#sessions.delete(url);
@@ -197,7 +202,9 @@ export class Agent {
     try {
       session.sendText(await this.#settings.tokens.token("reauth", message.nonce));
     } catch (error) {
-      this.#log.error("cannot produce a re-authentication token; ending the session", { error: String(error) });
+      this.#log.error("cannot produce a re-authentication token; ending the session", {
+        error: String(error),
+      });
       session.close(1000, "re-authentication token unavailable");
     }
   }

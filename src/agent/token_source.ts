@@ -23,10 +23,19 @@ export interface BackendIdentity {
 }
 
 /** Signs HS256 tokens locally with the backends secret. */
-export function secretTokenSource(identity: BackendIdentity, secret: Uint8Array, ttlSeconds: number): TokenSource {
+export function secretTokenSource(
+  identity: BackendIdentity,
+  secret: Uint8Array,
+  ttlSeconds: number,
+): TokenSource {
   return {
     token: (_stage, nonce) =>
-      signBackendToken({ secret, ...identity, ttlSeconds, ...(nonce !== undefined ? { sessionNonce: nonce } : {}) }),
+      signBackendToken({
+        secret,
+        ...identity,
+        ttlSeconds,
+        ...(nonce !== undefined ? { sessionNonce: nonce } : {}),
+      }),
   };
 }
 
@@ -75,7 +84,10 @@ export function parseTokenOutput(stdout: string): string {
   if (first.startsWith("{")) {
     try {
       const parsed: unknown = JSON.parse(stdout);
-      if (typeof parsed === "object" && parsed !== null && typeof (parsed as { token?: unknown }).token === "string") {
+      if (
+        typeof parsed === "object" && parsed !== null &&
+        typeof (parsed as { token?: unknown }).token === "string"
+      ) {
         return (parsed as { token: string }).token.trim();
       }
     } catch {

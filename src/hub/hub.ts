@@ -70,11 +70,15 @@ export class Hub {
    */
   handleUpgrade(request: Request, remoteAddress: string): Response {
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-      return new Response("This is the Nexus hub: backends connect here with a WebSocket.\n", { status: 426 });
+      return new Response("This is the Nexus hub: backends connect here with a WebSocket.\n", {
+        status: 426,
+      });
     }
     if (this.#closing) return new Response("Shutting down\n", { status: 503 });
     if (this.#backends.size + this.#handshaking >= this.#settings.maxBackends) {
-      this.#refusals.event("backend_limit", "backend refused: maxBackends reached", { remote: remoteAddress });
+      this.#refusals.event("backend_limit", "backend refused: maxBackends reached", {
+        remote: remoteAddress,
+      });
       return new Response("Too many backends\n", { status: 503 });
     }
     const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
@@ -86,7 +90,10 @@ export class Hub {
     this.#handshaking += 1;
     this.#admit(socket, remoteAddress, speaksCredits)
       .catch((error) => {
-        this.#log.error("backend handshake failed unexpectedly", { remote: remoteAddress, error: String(error) });
+        this.#log.error("backend handshake failed unexpectedly", {
+          remote: remoteAddress,
+          error: String(error),
+        });
         closeQuietly(socket, 1011, "internal error");
       })
       .finally(() => (this.#handshaking -= 1));
@@ -100,9 +107,14 @@ export class Hub {
   }
 
   async #admit(ws: WebSocket, remoteAddress: string, speaksCredits: boolean): Promise<void> {
-    const outcome = await acceptBackendHandshake(ws, this.#settings.jwtSecret, { acknowledge: speaksCredits });
+    const outcome = await acceptBackendHandshake(ws, this.#settings.jwtSecret, {
+      acknowledge: speaksCredits,
+    });
     if (!outcome.ok) {
-      this.#refusals.event("backend_rejected", "backend rejected", { remote: remoteAddress, why: outcome.reason });
+      this.#refusals.event("backend_rejected", "backend rejected", {
+        remote: remoteAddress,
+        why: outcome.reason,
+      });
       closeQuietly(ws, POLICY_VIOLATION, outcome.reason);
       return;
     }
@@ -120,10 +132,17 @@ export class Hub {
       legacyStreamBufferBytes: this.#settings.legacyStreamBufferBytes,
       heartbeatIntervalMs: speaksCredits ? this.#settings.heartbeatIntervalMs : 0,
       pendingMessages: outcome.pendingMessages,
-      onText: () => this.#log.debug("text message from backend ignored (no re-authentication pending)", { name }),
+      onText: () =>
+        this.#log.debug("text message from backend ignored (no re-authentication pending)", { name }),
     });
     if (!session.isOpen) return;
-    const backend: Backend = { name, remoteAddress, claims: claims.hostnames, weight: claims.weight, session };
+    const backend: Backend = {
+      name,
+      remoteAddress,
+      claims: claims.hostnames,
+      weight: claims.weight,
+      session,
+    };
     this.#backends.add(backend);
     this.#log.info("backend registered", {
       name,

@@ -49,6 +49,7 @@ export class Mesh {
   /** Distinguishes this process from its peers, so a node listed among its own peers notices. */
   readonly #instanceId = crypto.randomUUID();
   #announceVersion = 0;
+  #withdrawn = false;
 
   constructor(
     settings: MeshSettings,
@@ -62,7 +63,9 @@ export class Mesh {
     this.#acceptTunnel = acceptTunnel;
     this.#log = log;
     this.#refusals = refusals;
-    this.#httpClient = settings.peerCaPem ? Deno.createHttpClient({ caCerts: [settings.peerCaPem] }) : undefined;
+    this.#httpClient = settings.peerCaPem
+      ? Deno.createHttpClient({ caCerts: [settings.peerCaPem] })
+      : undefined;
   }
 
   /** Open links, inbound and outbound. */
@@ -77,6 +80,7 @@ export class Mesh {
 
   /** Sends this node's current routes to every peer (full state, §4.4). */
   announce(): void {
+    if (this.#withdrawn) return;
     const routes = this.#router.localRouteKeys();
     this.#announceVersion += 1;
     for (const link of this.#links) link.announce(this.#announceVersion, routes);
@@ -99,9 +103,19 @@ export class Mesh {
       this.#refusals.event("peer_rejected", "peer rejected", { remote: remoteAddress, why: refusal });
       return new Response(`${refusal}\n`, { status: 403 });
     }
-    const { socket, response } = Deno.upgradeWebSocket(request, { protocol: MUX_SUBPROTOCOL, idleTimeout: 60 });
+    const { socket, response } = Deno.upgradeWebSocket(request, {
+      protocol: MUX_SUBPROTOCOL,
+      idleTimeout: 60,
+    });
     void this.#serveLink(socket, `peer ${remoteAddress} (inbound)`);
     return response;
+  }
+
+  /** Tells every peer that this node serves nothing any more (shutdown), so they stop tunnelling to it. */
+  withdraw(): void {
+    this.#withdrawn = true;
+    this.#announceVersion += 1;
+    for (const link of this.#links) link.announce(this.#announceVersion, []);
   }
 
   /** Stops dialling and closes every link. */
@@ -135,7 +149,11 @@ export class Mesh {
       if (this.#stopping.signal.aborted) return;
       const delayMs = reconnectDelayMs(attempt, initialDelayMs, maxDelayMs);
       attempt = reason === null ? 0 : attempt + 1;
-      this.#log.warn("peer link down; redialling", { peer: url, why: reason ?? "link closed", retry_in_ms: delayMs });
+      this.#log.warn("peer link down; redialling", {
+        peer: url,
+        why: reason ?? "link closed",
+        retry_in_ms: delayMs,
+      });
       await sleep(delayMs, this.#stopping.signal);
     }
   }
@@ -179,7 +197,7 @@ export class Mesh {
     if (!link.isOpen) return;
     this.#links.add(link);
     this.#log.info("peer link up", { peer: label });
-    link.announce(++this.#announceVersion, this.#router.localRouteKeys());
+    link.announce(++this.#announceVersion, this.#withdrawn ? [] : this.#router.localRouteKeys());
     const end = await link.closed;
     this.#links.delete(link);
     this.#lastVersion.delete(link);
@@ -194,7 +212,10 @@ export class Mesh {
     const rejected = this.#router.setPeerRoutes(link, routes);
     this.#log.info("peer routes", { peer: link.label, routes: routes.length - rejected.length });
     if (rejected.length > 0) {
-      this.#log.warn("peer announced invalid route keys; ignored", { peer: link.label, keys: rejected.join(",") });
+      this.#log.warn("peer announced invalid route keys; ignored", {
+        peer: link.label,
+        keys: rejected.join(","),
+      });
     }
   }
 }

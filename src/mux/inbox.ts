@@ -80,7 +80,8 @@ export function waitForOpen(ws: WebSocket, timeoutMs: number): Promise<string | 
       resolve(error);
     };
     const onOpen = () => finish(null);
-    const onError = (event: Event) => finish(event instanceof ErrorEvent ? event.message : "connection failed");
+    const onError = (event: Event) =>
+      finish(event instanceof ErrorEvent ? event.message : "connection failed");
     const onClose = (event: CloseEvent) => finish(event.reason || `closed with code ${event.code}`);
     ws.addEventListener("open", onOpen);
     ws.addEventListener("error", onError);

@@ -15,7 +15,12 @@
  * reconnectDelayMs(3, 1_000, 60_000, () => 0); // 4000: half of 8 s, the random half being 0
  * ```
  */
-export function reconnectDelayMs(attempt: number, initialMs: number, maxMs: number, random = Math.random): number {
+export function reconnectDelayMs(
+  attempt: number,
+  initialMs: number,
+  maxMs: number,
+  random = Math.random,
+): number {
   const ceiling = Math.min(maxMs, initialMs * 2 ** Math.min(attempt, 30));
   return Math.round(ceiling / 2 + random() * (ceiling / 2));
 }

@@ -96,7 +96,6 @@ export class MuxSession {
     this.mode = options.mode;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     ws.binaryType = "arraybuffer";
-    const session = this;
     this.#transport = {
       label: options.label,
       canHalfClose: options.mode === "credits",
@@ -104,9 +103,9 @@ export class MuxSession {
       sendControl: (message) => this.#send(encodeControlFrame(message)),
       whenWritable: () => this.#whenWritable(),
       release: (id) => this.#streams.delete(id),
-      reportOverflow(stream) {
-        session.#options.log.warn("stream closed: peer sent more than its receive buffer allows", {
-          session: session.label,
+      reportOverflow: (stream) => {
+        this.#options.log.warn("stream closed: peer sent more than its receive buffer allows", {
+          session: this.label,
           stream: stream.id,
           buffered_frames: stream.bufferedFrames,
         });

@@ -71,7 +71,9 @@ function describeJoseError(error: unknown): string {
   if (error instanceof errors.JWTClaimValidationFailed) {
     if (error.claim === "nbf") return "token not yet valid";
     if (error.claim === "iss") return `authentication failed: token issuer must be "${TOKEN_ISSUER}"`;
-    if (error.claim === "aud") return `authentication failed: token audience must include "${TOKEN_AUDIENCE}"`;
+    if (error.claim === "aud") {
+      return `authentication failed: token audience must include "${TOKEN_AUDIENCE}"`;
+    }
     return `authentication failed: token claim ${error.claim} rejected`;
   }
   if (error instanceof errors.JWSSignatureVerificationFailed) {
@@ -84,7 +86,8 @@ function describeJoseError(error: unknown): string {
 }
 
 function readClaims(payload: Record<string, unknown>): TokenVerdict {
-  const { sub, hostnames, weight, session_nonce: nonce, tcp_ports: tcpPorts, udp_routes: udpRoutes } = payload;
+  const { sub, hostnames, weight, session_nonce: nonce, tcp_ports: tcpPorts, udp_routes: udpRoutes } =
+    payload;
   const names = hostnames ?? [];
   if (!Array.isArray(names) || !names.every((n) => typeof n === "string")) {
     return { ok: false, reason: "forbidden: hostnames claim must be a list of names" };

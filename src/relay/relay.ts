@@ -61,7 +61,9 @@ export class Relay {
       } catch (error) {
         this.stopAccepting();
         throw new Error(
-          `Cannot listen on ${this.#deps.bindAddress}:${relayPort.port} (${relayPort.protocol}): ${describe(error)}`,
+          `Cannot listen on ${this.#deps.bindAddress}:${relayPort.port} (${relayPort.protocol}): ${
+            describe(error)
+          }`,
         );
       }
       this.#listeners.push(listener);
@@ -121,7 +123,10 @@ export class Relay {
       } catch (error) {
         if (error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted) return;
         // Out of descriptors and the like: say so, wait a moment instead of spinning, keep serving.
-        this.#deps.refusals.event("accept_error", "accept failed", { port: relayPort.port, error: describe(error) });
+        this.#deps.refusals.event("accept_error", "accept failed", {
+          port: relayPort.port,
+          error: describe(error),
+        });
         await new Promise((resolve) => setTimeout(resolve, 50));
         continue;
       }
@@ -183,7 +188,10 @@ export class Relay {
       this.#deps.deadlines,
     );
     const refuse = (kind: string, alert: TlsAlertDescription | null, fields: Record<string, string>) =>
-      this.#refuse(client, alert === null ? null : tlsAlert(alert), kind, { client: clientAddress, ...fields });
+      this.#refuse(client, alert === null ? null : tlsAlert(alert), kind, {
+        client: clientAddress,
+        ...fields,
+      });
     if (outcome.kind === "failed") return refuse("client_error", null, { error: outcome.error });
     if (outcome.kind === "timeout") return refuse("handshake_timeout", null, { phase: "ClientHello" });
     const hello = outcome.verdict;
@@ -224,9 +232,14 @@ export class Relay {
       this.#deps.deadlines,
     );
     const fields = { client: clientAddress };
-    if (outcome.kind === "failed") return this.#refuse(client, null, "client_error", { ...fields, error: outcome.error });
+    if (outcome.kind === "failed") {
+      return this.#refuse(client, null, "client_error", { ...fields, error: outcome.error });
+    }
     if (outcome.kind === "timeout") {
-      return this.#refuse(client, proxyErrorResponse(408), "handshake_timeout", { ...fields, phase: "request head" });
+      return this.#refuse(client, proxyErrorResponse(408), "handshake_timeout", {
+        ...fields,
+        phase: "request head",
+      });
     }
     const head = outcome.verdict;
     switch (head.kind) {
@@ -302,7 +315,9 @@ export class Relay {
 
 /** `ip:port`, with IPv6 in brackets (§2.4 `client_ip`). */
 export function formatAddress(address: Deno.NetAddr): string {
-  return address.hostname.includes(":") ? `[${address.hostname}]:${address.port}` : `${address.hostname}:${address.port}`;
+  return address.hostname.includes(":")
+    ? `[${address.hostname}]:${address.port}`
+    : `${address.hostname}:${address.port}`;
 }
 
 function describe(error: unknown): string {

@@ -14,7 +14,11 @@ export interface SniffDeadlines {
 }
 
 /** The original's deadlines (§5.2, Appendix A). */
-export const DEFAULT_SNIFF_DEADLINES: SniffDeadlines = { firstByteMs: 15_000, extendPerReadMs: 5_000, totalMs: 30_000 };
+export const DEFAULT_SNIFF_DEADLINES: SniffDeadlines = {
+  firstByteMs: 15_000,
+  extendPerReadMs: 5_000,
+  totalMs: 30_000,
+};
 
 /** How sniffing ended. `bytes` are exactly the bytes read, to be forwarded unchanged. */
 export type SniffOutcome<V> =

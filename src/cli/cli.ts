@@ -1,0 +1,283 @@
+/**
+ * The command line: one program, subcommands `serve`, `agent`, `token`, `check`, `version`.
+ * Exit codes: 0 success, 1 failure (bad config, cannot listen, ...), 2 bad usage.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import denoJson from "../../deno.json" with { type: "json" };
+import { Agent } from "../agent/agent.ts";
+import { commandTokenSource, secretTokenSource } from "../agent/token_source.ts";
+import { type AgentConfig, readAgentConfig } from "../config/agent_config.ts";
+import { readNodeConfig } from "../config/node_config.ts";
+import { ConfigError, parseDurationSeconds } from "../config/yaml_reader.ts";
+import { parseHostnameClaim } from "../hostnames/hostname.ts";
+import { createLogger, setLogLevel } from "../log/logger.ts";
+import { MAX_WEIGHT, signBackendToken } from "../protocol/backend_token.ts";
+import { Node } from "../node.ts";
+
+/** The version, from `deno.json` (the one place it is kept). */
+export const VERSION: string = denoJson.version;
+
+/** A mistake in how the program was called: one line, then the usage, exit code 2. */
+class UsageError extends Error {}
+
+const USAGE: Record<string, string> = {
+  main: `Nexus Proxy ${VERSION}: a TLS-passthrough edge proxy and its backend agent.
+
+Usage: nexus <command> [options]
+
+Commands:
+  serve --config FILE     run a node (relay ports, hub, mesh)
+  agent --config FILE     run a backend agent that dials a node's hub
+  token [options]         print a backend token (stands in for the central authorizer)
+  check --config FILE     validate a node or agent config and list every problem
+  version                 print the version
+
+Run "nexus <command> --help" for a command's options.`,
+  serve: `Usage: nexus serve --config FILE
+
+Runs a node. SIGTERM or SIGINT drains open streams for drainTimeoutSeconds, a second signal exits at once.`,
+  agent: `Usage: nexus agent --config FILE
+
+Runs a backend agent. SIGTERM or SIGINT drains open streams for drainTimeoutSeconds, a second signal exits at once.`,
+  token: `Usage: nexus token --secret-file FILE --hostname NAME [--hostname NAME...] [options]
+
+Prints an HS256 backend token signed with the secret in FILE (the node's backendsJWTSecret).
+
+Options:
+  --secret-file FILE   file holding the secret (required)
+  --hostname NAME      a name the backend may serve; exact or *.wildcard; repeatable (required)
+  --weight N           the backend's weight, 1-${MAX_WEIGHT} (default 1)
+  --ttl DURATION       lifetime: 90, 30s, 5m, 1h, 2d (default 30s)
+  --name NAME          the backend's name, the token's subject (default "backend")
+  --nonce NONCE        the hub's challenge nonce (default: $NEXUS_SESSION_NONCE, as set for token commands)`,
+  check: `Usage: nexus check --config FILE
+
+Validates a node config (it has backendListenAddress) or an agent config (it has hubs), reading the files it
+names, and lists every problem with its line and column. Exit code 0 when the config is valid, 1 when not.`,
+  version: `Usage: nexus version
+
+Prints the version, the Deno version and the target it runs on.`,
+};
+
+/** Runs the program with `args`; resolves with the exit code. */
+export async function runCli(args: readonly string[]): Promise<number> {
+  const [command, ...rest] = args;
+  try {
+    switch (command) {
+      case undefined:
+      case "--help":
+      case "-h":
+      case "help":
+        print(USAGE.main);
+        return command === undefined ? 2 : 0;
+      case "version":
+      case "--version":
+        if (wantsHelp(rest, "version")) return 0;
+        noArgs(rest);
+        print(`nexus ${VERSION} (deno ${Deno.version.deno}, ${Deno.build.target})`);
+        return 0;
+      case "serve":
+        return await serve(rest);
+      case "agent":
+        return await agent(rest);
+      case "token":
+        return await token(rest);
+      case "check":
+        return check(rest);
+      default:
+        throw new UsageError(`unknown command "${command}"`);
+    }
+  } catch (error) {
+    if (error instanceof UsageError) {
+      printError(`nexus: ${error.message}`);
+      printError(USAGE[command ?? "main"] ?? USAGE.main);
+      return 2;
+    }
+    if (error instanceof ConfigError) {
+      printError(`nexus: invalid configuration:\n${error.message}`);
+      return 1;
+    }
+    printError(`nexus: ${error instanceof Error ? error.message : String(error)}`);
+    return 1;
+  }
+}
+
+function wantsHelp(args: readonly string[], command: string): boolean {
+  if (!args.includes("--help") && !args.includes("-h")) return false;
+  print(USAGE[command]);
+  return true;
+}
+
+function noArgs(args: readonly string[]): void {
+  if (args.length > 0) throw new UsageError(`unexpected argument "${args[0]}"`);
+}
+
+/** Parses flags strictly; unknown flags and stray arguments are usage errors. */
+function flags<T extends Record<string, { type: "string" | "boolean"; multiple?: boolean }>>(
+  args: readonly string[],
+  options: T,
+) {
+  try {
+    return parseArgs({ args: [...args], options, strict: true, allowPositionals: false }).values;
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message.split("\n")[0] : String(error));
+  }
+}
+
+function configPath(args: readonly string[]): string {
+  const { config } = flags(args, { config: { type: "string" } });
+  if (config === undefined) throw new UsageError("--config FILE is required");
+  return config;
+}
+
+function readConfigText(path: string): { text: string; dir: string } {
+  try {
+    const text = Deno.readTextFileSync(path);
+    const slash = path.lastIndexOf("/");
+    return { text, dir: slash < 0 ? "." : path.slice(0, slash) || "/" };
+  } catch (error) {
+    throw new Error(`cannot read config ${path}: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
+async function serve(args: readonly string[]): Promise<number> {
+  if (wantsHelp(args, "serve")) return 0;
+  const path = configPath(args);
+  const { text, dir } = readConfigText(path);
+  const config = readNodeConfig(text, path, dir);
+  const node = new Node(config);
+  await untilSignalled((second) =>
+    second ? Promise.resolve() : node.shutdown(config.drainTimeoutSeconds * 1000)
+  );
+  return 0;
+}
+
+async function agent(args: readonly string[]): Promise<number> {
+  if (wantsHelp(args, "agent")) return 0;
+  const path = configPath(args);
+  const { text, dir } = readConfigText(path);
+  const config = readAgentConfig(text, path, dir);
+  setLogLevel(config.logLevel);
+  const agent = new Agent(agentSettings(config), createLogger("agent"));
+  agent.start();
+  await untilSignalled((second) => agent.stop(second ? 0 : config.drainTimeoutSeconds * 1000));
+  return 0;
+}
+
+/** Turns a validated agent config into the agent's settings. */
+export function agentSettings(config: AgentConfig): ConstructorParameters<typeof Agent>[0] {
+  const identity = { name: config.name, hostnames: config.hostnames, weight: config.weight };
+  return {
+    name: config.name,
+    hubUrls: config.hubs,
+    ...(config.hubCaPem ? { hubCaPem: config.hubCaPem } : {}),
+    tokens: config.token.kind === "secret"
+      ? secretTokenSource(identity, config.token.secret, config.token.ttlSeconds)
+      : commandTokenSource(identity, config.token.argv, config.token.timeoutSeconds * 1000),
+    targets: config.targets,
+    maxStreams: config.limits.maxStreams,
+    connectTimeoutMs: config.limits.connectTimeoutSeconds * 1000,
+    reconnect: {
+      initialDelayMs: config.reconnect.initialDelaySeconds * 1000,
+      maxDelayMs: config.reconnect.maxDelaySeconds * 1000,
+    },
+    heartbeatIntervalMs: 15_000,
+    idleTimeoutMs: config.idleTimeoutSeconds * 1000,
+    halfClosedTimeoutMs: config.limits.halfClosedTimeoutSeconds * 1000,
+    legacyStreamBufferBytes: config.limits.legacyStreamBufferBytes,
+  };
+}
+
+async function token(args: readonly string[]): Promise<number> {
+  if (wantsHelp(args, "token")) return 0;
+  const values = flags(args, {
+    "secret-file": { type: "string" },
+    hostname: { type: "string", multiple: true },
+    weight: { type: "string" },
+    ttl: { type: "string" },
+    name: { type: "string" },
+    nonce: { type: "string" },
+  });
+  const secretFile = values["secret-file"];
+  if (secretFile === undefined) throw new UsageError("--secret-file FILE is required");
+  const hostnames = values.hostname ?? [];
+  if (hostnames.length === 0) throw new UsageError("at least one --hostname NAME is required");
+  for (const name of hostnames) {
+    const claim = parseHostnameClaim(name);
+    if (claim.kind === "invalid") throw new UsageError(`--hostname: ${claim.reason}`);
+  }
+  const weight = values.weight === undefined ? 1 : Number(values.weight);
+  if (!Number.isInteger(weight) || weight < 1 || weight > MAX_WEIGHT) {
+    throw new UsageError(`--weight must be an integer from 1 to ${MAX_WEIGHT}, got "${values.weight}"`);
+  }
+  const ttlSeconds = values.ttl === undefined ? 30 : parseDurationSeconds(values.ttl);
+  if (ttlSeconds === null || ttlSeconds < 1) {
+    throw new UsageError(`--ttl must be a duration such as 30s, 5m or 1h, got "${values.ttl}"`);
+  }
+  const secret = Deno.readTextFileSync(secretFile).trim();
+  if (secret.length === 0) throw new Error(`secret file ${secretFile} is empty`);
+  const nonce = values.nonce ?? (Deno.env.get("NEXUS_SESSION_NONCE") || undefined);
+  print(
+    await signBackendToken({
+      secret: new TextEncoder().encode(secret),
+      name: values.name ?? "backend",
+      hostnames,
+      weight,
+      ttlSeconds,
+      ...(nonce !== undefined ? { sessionNonce: nonce } : {}),
+    }),
+  );
+  return 0;
+}
+
+function check(args: readonly string[]): number {
+  if (wantsHelp(args, "check")) return 0;
+  const path = configPath(args);
+  const { text, dir } = readConfigText(path);
+  if (/^backendListenAddress\s*:/m.test(text)) {
+    readNodeConfig(text, path, dir);
+    print(`${path}: valid node configuration`);
+  } else if (/^hubs\s*:/m.test(text)) {
+    readAgentConfig(text, path, dir);
+    print(`${path}: valid agent configuration`);
+  } else {
+    throw new Error(
+      `${path}: cannot tell a node config (it has backendListenAddress) from an agent config (it has hubs)`,
+    );
+  }
+  return 0;
+}
+
+/**
+ * Resolves once `stop` has finished after SIGINT or SIGTERM; a second signal calls `stop(true)` to cut the
+ * drain short.
+ */
+async function untilSignalled(stop: (second: boolean) => Promise<void>): Promise<void> {
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT", "SIGBREAK"] : ["SIGINT", "SIGTERM"];
+  let received = 0;
+  let stopped: Promise<void> | null = null;
+  await new Promise<void>((resolve) => {
+    const onSignal = () => {
+      received += 1;
+      if (received === 1) {
+        stopped = stop(false).then(resolve);
+      } else {
+        printError("nexus: second signal: exiting now");
+        void stop(true).finally(() => Deno.exit(1));
+      }
+    };
+    for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+  });
+  await stopped;
+}
+
+function print(text: string): void {
+  console.log(text);
+}
+
+function printError(text: string): void {
+  console.error(text);
+}

@@ -1,0 +1,172 @@
+/**
+ * The agent's configuration: hubs to dial, the names it claims, how it gets tokens, and where each name's
+ * streams go locally.
+ *
+ * @module
+ */
+
+import { parseHostnameClaim } from "../hostnames/hostname.ts";
+import type { LogLevel } from "../log/logger.ts";
+import { MAX_WEIGHT } from "../protocol/backend_token.ts";
+import {
+  DEFAULT_TARGET_KEY,
+  parseTarget,
+  type Target,
+  TargetMap,
+  type TargetRule,
+} from "../agent/targets.ts";
+import { readLogLevel } from "./node_config.ts";
+import { checkWebSocketUrl, readPemFile, readSecret } from "./sources.ts";
+import { type MapReader, readYamlConfig, type ValueReader } from "./yaml_reader.ts";
+
+/** How the agent obtains its tokens. */
+export type TokenConfig =
+  | { readonly kind: "secret"; readonly secret: Uint8Array; readonly ttlSeconds: number }
+  | { readonly kind: "command"; readonly argv: readonly string[]; readonly timeoutSeconds: number };
+
+/** Everything an agent needs. */
+export interface AgentConfig {
+  readonly name: string;
+  readonly hubs: readonly string[];
+  readonly hubCaPem?: string;
+  readonly hostnames: readonly string[];
+  readonly weight: number;
+  readonly token: TokenConfig;
+  readonly targets: TargetMap;
+  readonly logLevel: LogLevel;
+  readonly drainTimeoutSeconds: number;
+  readonly idleTimeoutSeconds: number;
+  readonly limits: {
+    readonly maxStreams: number;
+    readonly connectTimeoutSeconds: number;
+    readonly halfClosedTimeoutSeconds: number;
+    readonly legacyStreamBufferBytes: number;
+  };
+  readonly reconnect: { readonly initialDelaySeconds: number; readonly maxDelaySeconds: number };
+}
+
+/** Reads and validates an agent config; throws `ConfigError` listing every problem. */
+export function readAgentConfig(text: string, fileName: string, configDir: string): AgentConfig {
+  return readYamlConfig(text, fileName, (root) => {
+    const hubs = root.stringList("hubs", { required: true, nonEmpty: true });
+    hubs.forEach((url, i) => {
+      const problem = checkWebSocketUrl(url);
+      if (problem !== null) root.problem("hubs", `hubs[${i}]: ${problem}`);
+    });
+    const hostnames = root.stringList("hostnames", { required: true, nonEmpty: true });
+    for (const name of hostnames) {
+      const claim = parseHostnameClaim(name);
+      if (claim.kind === "invalid") root.problem("hostnames", claim.reason);
+    }
+    const rules = root.entries("targets", readTargetRule, { required: true, nonEmpty: true });
+    for (const key of rules.keys()) {
+      if (key !== DEFAULT_TARGET_KEY && parseHostnameClaim(key).kind === "invalid") {
+        root.problem("targets", `"${key}" is neither a hostname, a *.wildcard nor "${DEFAULT_TARGET_KEY}"`);
+        rules.delete(key);
+      }
+    }
+    const targets = new TargetMap(rules);
+    for (const name of hostnames) {
+      const probe = name.startsWith("*.") ? `x${name.slice(1)}` : name;
+      if (targets.resolve(probe, true) === undefined && targets.resolve(probe, false) === undefined) {
+        root.problem("targets", `no target serves the claimed hostname ${name}`);
+      }
+    }
+    const limits = root.map("limits");
+    const reconnect = root.map("reconnect");
+    return {
+      name: root.string("name", { default: "agent", nonEmpty: true }),
+      hubs,
+      ...(() => {
+        const pem = readPemFile(root, "hubCaFile", configDir, "certificate", { required: false });
+        return pem === undefined ? {} : { hubCaPem: pem };
+      })(),
+      hostnames,
+      weight: root.integer("weight", { min: 1, max: MAX_WEIGHT, default: 1 }),
+      token: readToken(root.map("token", { required: true }), configDir),
+      targets,
+      logLevel: readLogLevel(root),
+      drainTimeoutSeconds: root.integer("drainTimeoutSeconds", { min: 0, max: 3_600, default: 30 }),
+      idleTimeoutSeconds: root.integer("idleTimeoutSeconds", { min: 0, max: 7 * 86_400, default: 0 }),
+      limits: {
+        maxStreams: limits.integer("maxStreams", { min: 1, max: 1_000_000, default: 10_000 }),
+        connectTimeoutSeconds: limits.integer("connectTimeoutSeconds", { min: 1, max: 300, default: 10 }),
+        halfClosedTimeoutSeconds: limits.integer("halfClosedTimeoutSeconds", {
+          min: 0,
+          max: 86_400,
+          default: 60,
+        }),
+        legacyStreamBufferBytes: limits.integer("legacyStreamBufferBytes", {
+          min: 64 * 1024,
+          max: 1024 * 1024 * 1024,
+          default: 4 * 1024 * 1024,
+        }),
+      },
+      reconnect: {
+        initialDelaySeconds: reconnect.integer("initialDelaySeconds", { min: 1, max: 3_600, default: 1 }),
+        maxDelaySeconds: reconnect.integer("maxDelaySeconds", { min: 1, max: 86_400, default: 60 }),
+      },
+    };
+  });
+}
+
+/** `"host:port"` for both protocols, or `{ tls: "host:port", http: "host:port" }`. */
+function readTargetRule(_key: string, value: ValueReader): TargetRule | undefined {
+  if (value.isScalar()) {
+    const target = readTarget(value);
+    return target === undefined ? undefined : { tls: target, http: target };
+  }
+  const map = value.asMap();
+  const tls = map.value("tls");
+  const http = map.value("http");
+  if (tls === undefined && http === undefined) {
+    map.problem("tls", "give tls, http or both");
+    return undefined;
+  }
+  const rule: { tls?: Target; http?: Target } = {};
+  if (tls !== undefined) rule.tls = readTarget(tls);
+  if (http !== undefined) rule.http = readTarget(http);
+  return rule;
+}
+
+function readTarget(value: ValueReader): Target | undefined {
+  const text = value.asString({ nonEmpty: true });
+  if (text === undefined) return undefined;
+  const target = parseTarget(text);
+  if (typeof target === "string") {
+    value.problem(target);
+    return undefined;
+  }
+  return target;
+}
+
+function readToken(map: MapReader, configDir: string): TokenConfig {
+  const command = map.stringList("command", { nonEmpty: true });
+  const secret = readSecret(map, "secret", configDir, { required: command === undefined });
+  if (command !== undefined && secret !== undefined) {
+    map.problem("command", "set either command or a secret, not both");
+  }
+  if (command !== undefined) {
+    if (Deno.permissions.querySync({ name: "run" }).state !== "granted") {
+      map.problem(
+        "command",
+        "running a token command needs permission to run programs, which this build does not have " +
+          "(run from source with --allow-run, or use secretFile)",
+      );
+    }
+    if (map.has("ttlSeconds")) {
+      map.problem("ttlSeconds", "applies to tokens signed from a secret, not to a command");
+    }
+    return {
+      kind: "command",
+      argv: command,
+      timeoutSeconds: map.integer("timeoutSeconds", { min: 1, max: 300, default: 15 }),
+    };
+  }
+  if (map.has("timeoutSeconds")) map.problem("timeoutSeconds", "applies to a token command, not to a secret");
+  return {
+    kind: "secret",
+    secret: secret ?? new Uint8Array(),
+    ttlSeconds: map.integer("ttlSeconds", { min: 1, max: 86_400, default: 30 }),
+  };
+}

@@ -1,0 +1,184 @@
+/**
+ * The node's configuration: parsed once from YAML into typed, validated settings; nothing below `config/`
+ * sees raw YAML. Every key is documented in `config.example.yaml` and the README.
+ *
+ * @module
+ */
+
+import type { RelayPort, RelayProtocol } from "../relay/relay.ts";
+import type { LogLevel } from "../log/logger.ts";
+import { checkWebSocketUrl, readPemFile, readSecret } from "./sources.ts";
+import { type MapReader, readYamlConfig } from "./yaml_reader.ts";
+
+/** Everything a node needs. */
+export interface NodeConfig {
+  readonly hub: {
+    readonly hostname: string;
+    readonly port: number;
+    readonly certPem: string;
+    readonly keyPem: string;
+  };
+  readonly relay: { readonly bindAddress: string; readonly ports: readonly RelayPort[] };
+  readonly backendsJwtSecret: Uint8Array;
+  readonly peerSecret?: Uint8Array;
+  readonly peers: readonly string[];
+  readonly peerCaPem?: string;
+  readonly idleTimeoutSeconds: number;
+  readonly drainTimeoutSeconds: number;
+  readonly logLevel: LogLevel;
+  readonly limits: NodeLimits;
+  readonly handshakeTimeouts: {
+    readonly firstByteSeconds: number;
+    readonly extendSeconds: number;
+    readonly totalSeconds: number;
+  };
+}
+
+/** Caps and buffer sizes, each with a default an operator rarely needs to change. */
+export interface NodeLimits {
+  readonly maxConnections: number;
+  readonly maxConnectionsPerIp: number;
+  readonly maxHandshakes: number;
+  readonly maxBackends: number;
+  readonly maxStreamsPerBackend: number;
+  readonly legacyStreamBufferBytes: number;
+  readonly halfClosedTimeoutSeconds: number;
+}
+
+/** Log levels accepted by `logLevel`. */
+export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
+
+const ADDRESS_PATTERN = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):[0-9]{1,5}$/;
+
+/** Reads and validates a node config; throws `ConfigError` listing every problem. */
+export function readNodeConfig(text: string, fileName: string, configDir: string): NodeConfig {
+  return readYamlConfig(text, fileName, (root) => {
+    const listen = parseListenAddress(root, "backendListenAddress");
+    const certPem = readPemFile(root, "hubTlsCertFile", configDir, "certificate", { required: true });
+    const keyPem = readPemFile(root, "hubTlsKeyFile", configDir, "private key", { required: true });
+    const relayPorts = root.list("relayPorts", readRelayPort, { required: true, nonEmpty: true });
+    checkDistinctPorts(root, relayPorts, listen?.port);
+    const peers = root.stringList("peers", { default: [] });
+    peers.forEach((url, i) => {
+      const problem = checkWebSocketUrl(url);
+      if (problem !== null) root.problem("peers", `peers[${i}]: ${problem}`);
+    });
+    const peerSecret = readSecret(root, "peerSecret", configDir, { required: peers.length > 0 });
+    const limits = root.map("limits");
+    const timeouts = root.map("handshakeTimeouts");
+    return {
+      hub: {
+        hostname: listen?.hostname ?? "",
+        port: listen?.port ?? 0,
+        certPem: certPem ?? "",
+        keyPem: keyPem ?? "",
+      },
+      relay: {
+        bindAddress: root.string("relayBindAddress", { default: "0.0.0.0", nonEmpty: true }),
+        ports: relayPorts,
+      },
+      backendsJwtSecret: readSecret(root, "backendsJWTSecret", configDir, { required: true }) ??
+        new Uint8Array(),
+      ...(peerSecret ? { peerSecret } : {}),
+      peers,
+      ...optional(
+        "peerCaPem",
+        readPemFile(root, "peerCaFile", configDir, "certificate", { required: false }),
+      ),
+      idleTimeoutSeconds: root.integer("idleTimeoutSeconds", { min: 0, max: 7 * 86_400, default: 300 }),
+      drainTimeoutSeconds: root.integer("drainTimeoutSeconds", { min: 0, max: 3_600, default: 30 }),
+      logLevel: readLogLevel(root),
+      limits: {
+        maxConnections: limits.integer("maxConnections", { min: 1, max: 10_000_000, default: 20_000 }),
+        maxConnectionsPerIp: limits.integer("maxConnectionsPerIp", {
+          min: 1,
+          max: 10_000_000,
+          default: 1_000,
+        }),
+        maxHandshakes: limits.integer("maxHandshakes", { min: 1, max: 1_000_000, default: 1_024 }),
+        maxBackends: limits.integer("maxBackends", { min: 1, max: 100_000, default: 1_000 }),
+        maxStreamsPerBackend: limits.integer("maxStreamsPerBackend", {
+          min: 1,
+          max: 1_000_000,
+          default: 10_000,
+        }),
+        legacyStreamBufferBytes: limits.integer("legacyStreamBufferBytes", {
+          min: 64 * 1024,
+          max: 1024 * 1024 * 1024,
+          default: 4 * 1024 * 1024,
+        }),
+        halfClosedTimeoutSeconds: limits.integer("halfClosedTimeoutSeconds", {
+          min: 0,
+          max: 86_400,
+          default: 60,
+        }),
+      },
+      handshakeTimeouts: {
+        firstByteSeconds: timeouts.integer("firstByteSeconds", { min: 1, max: 300, default: 15 }),
+        extendSeconds: timeouts.integer("extendSeconds", { min: 1, max: 300, default: 5 }),
+        totalSeconds: timeouts.integer("totalSeconds", { min: 1, max: 600, default: 30 }),
+      },
+    };
+  });
+}
+
+/** Reads `key` as `host:port`, `:port` or `[v6]:port`; an empty host means every address. */
+export function parseListenAddress(
+  map: MapReader,
+  key: string,
+): { hostname: string; port: number } | undefined {
+  const text = map.string(key, {
+    required: true,
+    pattern: ADDRESS_PATTERN,
+    patternHint: "host:port, e.g. :8443",
+  });
+  if (!ADDRESS_PATTERN.test(text)) return undefined;
+  const colon = text.lastIndexOf(":");
+  const port = Number(text.slice(colon + 1));
+  if (port > 65_535) {
+    map.problem(key, `port ${port} is out of range 0-65535`);
+    return undefined;
+  }
+  const host = text.slice(0, colon).replace(/^\[|\]$/g, "");
+  return { hostname: host === "" ? "0.0.0.0" : host, port };
+}
+
+/** Log level at `logLevel`, default `info`. */
+export function readLogLevel(root: MapReader): LogLevel {
+  const level = root.string("logLevel", { default: "info" });
+  if ((LOG_LEVELS as readonly string[]).includes(level)) return level as LogLevel;
+  root.problem("logLevel", `expected one of ${LOG_LEVELS.join(", ")}, got "${level}"`);
+  return "info";
+}
+
+/** `443` (TLS), `80` (HTTP), or `{ port: 8080, protocol: http }`. */
+function readRelayPort(value: Parameters<Parameters<MapReader["list"]>[1]>[0]): RelayPort | undefined {
+  if (value.isScalar()) {
+    const port = value.asInteger({ min: 1, max: 65_535 });
+    return port === undefined ? undefined : { port, protocol: port === 80 ? "http" : "tls" };
+  }
+  const map = value.asMap();
+  const port = map.integer("port", { min: 0, max: 65_535, required: true });
+  const protocol = map.string("protocol", { default: port === 80 ? "http" : "tls" });
+  if (protocol !== "tls" && protocol !== "http") {
+    map.problem("protocol", `expected tls or http, got "${protocol}"`);
+    return undefined;
+  }
+  return { port, protocol: protocol as RelayProtocol };
+}
+
+function checkDistinctPorts(root: MapReader, ports: readonly RelayPort[], hubPort: number | undefined): void {
+  const seen = new Set<number>();
+  for (const { port } of ports) {
+    if (port === 0) continue;
+    if (seen.has(port)) root.problem("relayPorts", `port ${port} is listed twice`);
+    if (port === hubPort) {
+      root.problem("relayPorts", `port ${port} is also the hub's backendListenAddress port`);
+    }
+    seen.add(port);
+  }
+}
+
+function optional<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } {
+  return (value === undefined ? {} : { [key]: value }) as { [P in K]?: V };
+}

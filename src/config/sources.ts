@@ -1,0 +1,112 @@
+/**
+ * Reading what a config refers to: secrets given inline, in a file or in an environment variable, and PEM
+ * files. Problems are reported at the key that named them, with its line and column.
+ *
+ * @module
+ */
+
+import type { MapReader } from "./yaml_reader.ts";
+
+/** Environment variables a secret may come from: the compiled binary may read only `NEXUS_*` variables. */
+export const SECRET_ENV_PATTERN = /^NEXUS_[A-Z0-9_]+$/;
+
+/** Resolves a path from the config relative to the config file's directory. */
+export function resolvePath(configDir: string, path: string): string {
+  return path.startsWith("/") || /^[A-Za-z]:[\\/]/.test(path) ? path : `${configDir}/${path}`;
+}
+
+/**
+ * Reads a secret given as `key` (inline), `keyFile` (a file, trimmed) or `keyEnv` (an environment variable
+ * named `NEXUS_…`). At most one may be set; `required` demands exactly one. Returns the secret's bytes.
+ */
+export function readSecret(
+  map: MapReader,
+  key: string,
+  configDir: string,
+  options: { required: boolean },
+): Uint8Array | undefined {
+  const inline = map.string(key, { nonEmpty: true });
+  const file = map.string(`${key}File`, { nonEmpty: true });
+  const env = map.string(`${key}Env`, {
+    pattern: SECRET_ENV_PATTERN,
+    patternHint: "a variable named NEXUS_…",
+  });
+  const given = [inline, file, env].filter((v) => v !== undefined).length;
+  if (given > 1) {
+    map.problem(key, `set only one of ${key}, ${key}File and ${key}Env`);
+    return undefined;
+  }
+  if (given === 0) {
+    if (options.required) map.problem(key, `one of ${key}, ${key}File or ${key}Env is required`);
+    return undefined;
+  }
+  let secret: string | undefined = inline;
+  if (file !== undefined) {
+    try {
+      secret = Deno.readTextFileSync(resolvePath(configDir, file)).trim();
+    } catch (error) {
+      map.problem(`${key}File`, `cannot read the secret file: ${describe(error)}`);
+      return undefined;
+    }
+  } else if (env !== undefined) {
+    try {
+      secret = Deno.env.get(env);
+    } catch (error) {
+      map.problem(`${key}Env`, `cannot read environment variable ${env}: ${describe(error)}`);
+      return undefined;
+    }
+    if (secret === undefined) {
+      map.problem(`${key}Env`, `environment variable ${env} is not set`);
+      return undefined;
+    }
+  }
+  if (secret === undefined || secret.length < 16) {
+    map.problem(key, "the secret must be at least 16 characters long");
+    return undefined;
+  }
+  return new TextEncoder().encode(secret);
+}
+
+/** Reads a PEM file named by `key`, checking that it holds the expected kind of block. */
+export function readPemFile(
+  map: MapReader,
+  key: string,
+  configDir: string,
+  expect: "certificate" | "private key",
+  options: { required: boolean },
+): string | undefined {
+  const path = options.required ? map.string(key, { required: true, nonEmpty: true }) : map.string(key);
+  if (path === undefined || path === "") return undefined;
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(resolvePath(configDir, path));
+  } catch (error) {
+    map.problem(key, `cannot read ${path}: ${describe(error)}`);
+    return undefined;
+  }
+  const marker = expect === "certificate"
+    ? /-----BEGIN CERTIFICATE-----/
+    : /-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/;
+  if (!marker.test(text)) {
+    map.problem(key, `${path} holds no PEM ${expect}`);
+    return undefined;
+  }
+  return text;
+}
+
+/** Checks a `wss://host[:port]/path` URL; returns an error text or null. */
+export function checkWebSocketUrl(text: string): string | null {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return `"${text}" is not a URL`;
+  }
+  if (url.protocol !== "wss:") return `"${text}" must start with wss:// (the hub only speaks TLS)`;
+  if (url.username || url.password) return `"${text}" must not carry credentials`;
+  return null;
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

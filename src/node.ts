@@ -1,0 +1,221 @@
+/**
+ * A node, wired in one place: the hub where backends dial in, the mesh of peer nodes, the router between them,
+ * and the relay listeners that clients reach. Read this file to see the whole data path:
+ *
+ * ```
+ * client socket -> Relay (sniff SNI/Host) -> Router -> backend MuxSession (hub)  -> agent -> local service
+ *                                                   -> peer MuxSession (mesh)    -> peer node -> its backend
+ * ```
+ *
+ * @module
+ */
+
+import { Router } from "./balancer/router.ts";
+import type { NodeConfig } from "./config/node_config.ts";
+import { normalizeHostname } from "./hostnames/hostname.ts";
+import { Hub } from "./hub/hub.ts";
+import { createLogger, type Logger, RateLimitedLog, setLogLevel } from "./log/logger.ts";
+import { Mesh } from "./mesh/mesh.ts";
+import type { MuxSession } from "./mux/session.ts";
+import type { MuxStream } from "./mux/stream.ts";
+import type { StreamOpenInfo } from "./protocol/frames.ts";
+import { Admission } from "./relay/admission.ts";
+import { formatAddress, Relay } from "./relay/relay.ts";
+import { Splice, SpliceSweeper } from "./stream/splice.ts";
+
+/** Session ping interval on links that speak our subprotocol (agents and peers). */
+const HEARTBEAT_INTERVAL_MS = 15_000;
+/** WebSocket-level ping after this much silence from a backend of the original protocol, and pong wait. */
+const BACKEND_PING_IDLE_SECONDS = 60;
+
+/** A running node. */
+export class Node {
+  readonly router: Router<MuxSession>;
+  readonly hub: Hub;
+  readonly mesh: Mesh | null;
+  readonly relay: Relay;
+  readonly #admission: Admission;
+  readonly #sweeper: SpliceSweeper;
+  readonly #refusals: RateLimitedLog;
+  readonly #hubServer: Deno.HttpServer<Deno.NetAddr>;
+  readonly #tunnels = new Set<Splice>();
+  readonly #housekeeping: ReturnType<typeof setInterval>;
+  #shutdown: Promise<void> | null = null;
+
+  /** Starts every listener; throws with a clear message when one cannot start (port in use, no permission). */
+  constructor(config: NodeConfig) {
+    setLogLevel(config.logLevel);
+    const log = createLogger("node");
+    this.#refusals = new RateLimitedLog(createLogger("refusals"));
+    this.#sweeper = new SpliceSweeper({
+      idleTimeoutMs: config.idleTimeoutSeconds * 1000,
+      halfClosedTimeoutMs: config.limits.halfClosedTimeoutSeconds * 1000,
+    });
+    this.router = new Router<MuxSession>(() => this.mesh?.announce());
+    this.hub = new Hub(
+      {
+        jwtSecret: config.backendsJwtSecret,
+        maxBackends: config.limits.maxBackends,
+        maxStreamsPerBackend: config.limits.maxStreamsPerBackend,
+        legacyStreamBufferBytes: config.limits.legacyStreamBufferBytes,
+        pingIdleSeconds: BACKEND_PING_IDLE_SECONDS,
+        heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
+      },
+      createLogger("hub"),
+      this.#refusals,
+      {
+        onUp: (backend) => this.router.addBackend(backend.session, backend.claims, backend.weight),
+        onDown: (backend) => this.router.removeBackend(backend.session, backend.claims),
+      },
+    );
+    this.mesh = config.peerSecret === undefined ? null : new Mesh(
+      {
+        peerUrls: config.peers,
+        peerSecret: config.peerSecret,
+        ...(config.peerCaPem ? { peerCaPem: config.peerCaPem } : {}),
+        maxStreamsPerPeer: config.limits.maxStreamsPerBackend,
+        heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
+        reconnect: { initialDelayMs: 1_000, maxDelayMs: 30_000 },
+      },
+      this.router,
+      (stream, info) => this.#acceptTunnel(stream, info),
+      createLogger("mesh"),
+      this.#refusals,
+    );
+    this.#admission = new Admission(config.limits);
+    this.relay = new Relay({
+      bindAddress: config.relay.bindAddress,
+      ports: config.relay.ports,
+      router: this.router,
+      admission: this.#admission,
+      sweeper: this.#sweeper,
+      deadlines: {
+        firstByteMs: config.handshakeTimeouts.firstByteSeconds * 1000,
+        extendPerReadMs: config.handshakeTimeouts.extendSeconds * 1000,
+        totalMs: config.handshakeTimeouts.totalSeconds * 1000,
+      },
+      log: createLogger("relay"),
+      refusals: this.#refusals,
+    });
+    this.#hubServer = this.#serveHub(config);
+    try {
+      this.relay.listen();
+    } catch (error) {
+      void this.#hubServer.shutdown();
+      this.#sweeper.close();
+      throw error;
+    }
+    this.mesh?.start();
+    this.#housekeeping = setInterval(() => this.#refusals.flush(), 1_000);
+    Deno.unrefTimer(this.#housekeeping);
+    log.info("node started", {
+      hub: `${this.#hubServer.addr.hostname}:${this.#hubServer.addr.port}`,
+      relay_ports: this.relay.ports.map((p) => `${p.port}/${p.protocol}`).join(","),
+      peers: config.peers.length,
+    });
+  }
+
+  /** The hub's bound address (port 0 in the config picks a free port). */
+  get hubAddress(): Deno.NetAddr {
+    return this.#hubServer.addr;
+  }
+
+  /** Refusal counters by kind, for status and tests. */
+  get refusals(): RateLimitedLog {
+    return this.#refusals;
+  }
+
+  /** Open client connections, including those still in the handshake phase. */
+  get connections(): number {
+    return this.#admission.connections;
+  }
+
+  /**
+   * Graceful shutdown: stop accepting, withdraw this node's routes from its peers, let open streams finish for
+   * up to `drainMs`, then close the rest and every backend and peer session. Idempotent.
+   */
+  shutdown(drainMs: number): Promise<void> {
+    this.#shutdown ??= this.#stop(drainMs);
+    return this.#shutdown;
+  }
+
+  async #stop(drainMs: number): Promise<void> {
+    const log = createLogger("node");
+    this.relay.stopAccepting();
+    this.mesh?.withdraw();
+    log.info("shutting down: no longer accepting", {
+      open_streams: this.relay.activeStreams,
+      drain_ms: drainMs,
+    });
+    const left = await this.relay.drain(drainMs);
+    if (left > 0) log.warn("drain time over; closing remaining connections", { connections: left });
+    this.relay.abortAll("node shutting down");
+    for (const tunnel of this.#tunnels) tunnel.abort("node shutting down");
+    this.hub.closeAll(1001, "node shutting down");
+    await this.mesh?.stop();
+    await this.relay.drain(5_000);
+    await this.#hubServer.shutdown();
+    this.#sweeper.close();
+    clearInterval(this.#housekeeping);
+    this.#refusals.flush();
+    log.info("stopped");
+  }
+
+  #serveHub(config: NodeConfig): Deno.HttpServer<Deno.NetAddr> {
+    const log = createLogger("hub");
+    const mesh = this.mesh;
+    try {
+      return this.#startHubServer(config, log, mesh);
+    } catch (error) {
+      this.#sweeper.close();
+      throw new Error(
+        `Cannot start the hub on ${config.hub.hostname}:${config.hub.port}: ${
+          error instanceof Error ? error.message : String(error)
+        }`,
+      );
+    }
+  }
+
+  #startHubServer(config: NodeConfig, log: Logger, mesh: Mesh | null): Deno.HttpServer<Deno.NetAddr> {
+    return Deno.serve({
+      hostname: config.hub.hostname,
+      port: config.hub.port,
+      cert: config.hub.certPem,
+      key: config.hub.keyPem,
+      onListen: () => {},
+      onError: (error) => {
+        log.error("hub request failed", { error: String(error) });
+        return new Response("Internal error\n", { status: 500 });
+      },
+    }, async (request, info) => {
+      const remote = formatAddress(info.remoteAddr);
+      try {
+        const path = new URL(request.url).pathname;
+        if (path === "/connect") return this.hub.handleUpgrade(request, remote);
+        if (path === "/mesh" && mesh !== null) return await mesh.handleUpgrade(request, remote);
+        if (path === "/healthz") return new Response("ok\n");
+        return new Response("Not found\n", { status: 404 });
+      } catch (error) {
+        log.error("hub request failed", { remote, error: String(error) });
+        return new Response("Internal error\n", { status: 500 });
+      }
+    });
+  }
+
+  /** A peer tunnels a client to us: serve it from our own backends only (one hop, §4.5). */
+  #acceptTunnel(stream: MuxStream, info: StreamOpenInfo): void {
+    const hostname = normalizeHostname(info.hostname);
+    const route = hostname === null ? undefined : this.router.route(hostname, { localOnly: true });
+    const backendStream = route?.upstream.openStream({ ...info, hostname: hostname ?? info.hostname }) ??
+      null;
+    if (backendStream === null) {
+      this.#refusals.event("tunnel_no_backend", "tunnel refused: no local backend", { host: info.hostname });
+      void stream.close("no local backend", { code: "dial_failed" });
+      return;
+    }
+    const splice = new Splice(stream, backendStream);
+    this.#tunnels.add(splice);
+    this.#sweeper.watch(splice);
+    void splice.done.then(() => this.#tunnels.delete(splice));
+  }
+}
