@@ -1,0 +1,164 @@
+/**
+ * Nodes and agents for tests, in-process, on 127.0.0.1 with free ports, built from the same typed settings
+ * the config loader produces.
+ *
+ * @module
+ */
+
+import { Agent, type AgentSettings } from "../../src/agent/agent.ts";
+import { type Target, TargetMap, type TargetRule } from "../../src/agent/targets.ts";
+import { secretTokenSource, type TokenSource } from "../../src/agent/token_source.ts";
+import type { NodeConfig, NodeLimits } from "../../src/config/node_config.ts";
+import { createLogger } from "../../src/log/logger.ts";
+import { Node } from "../../src/node.ts";
+import type { RelayPort } from "../../src/relay/relay.ts";
+import { testCertificates } from "./certs.ts";
+
+/** The backends secret all test nodes and agents share unless a test says otherwise. */
+export const TEST_JWT_SECRET = new TextEncoder().encode("test-backends-secret-0123456789");
+/** The peer secret of test meshes. */
+export const TEST_PEER_SECRET = new TextEncoder().encode("test-peer-secret-0123456789abcdef");
+
+/** Options of {@linkcode startTestNode}; everything has a test-friendly default. */
+export interface TestNodeOptions {
+  readonly relayPorts?: readonly RelayPort[];
+  readonly idleTimeoutSeconds?: number;
+  readonly limits?: Partial<NodeLimits>;
+  readonly peers?: readonly string[];
+  readonly peerSecret?: Uint8Array | null;
+  readonly hubPort?: number;
+  readonly handshakeTimeouts?: NodeConfig["handshakeTimeouts"];
+}
+
+/** A running test node. */
+export interface TestNode {
+  readonly node: Node;
+  readonly hubUrl: string;
+  readonly meshUrl: string;
+  /** Ports by protocol, first of each. */
+  readonly tlsPort: number;
+  readonly httpPort: number;
+  close(): Promise<void>;
+}
+
+/** Starts a node with one TLS and one HTTP relay port unless told otherwise. */
+export async function startTestNode(options: TestNodeOptions = {}): Promise<TestNode> {
+  const certs = await testCertificates();
+  const config: NodeConfig = {
+    hub: {
+      hostname: "127.0.0.1",
+      port: options.hubPort ?? 0,
+      certPem: certs.hub.certPem,
+      keyPem: certs.hub.keyPem,
+    },
+    relay: {
+      bindAddress: "127.0.0.1",
+      ports: options.relayPorts ?? [{ port: 0, protocol: "tls" }, { port: 0, protocol: "http" }],
+    },
+    backendsJwtSecret: TEST_JWT_SECRET,
+    ...(options.peerSecret === null ? {} : { peerSecret: options.peerSecret ?? TEST_PEER_SECRET }),
+    peers: options.peers ?? [],
+    peerCaPem: certs.ca.certPem,
+    idleTimeoutSeconds: options.idleTimeoutSeconds ?? 0,
+    drainTimeoutSeconds: 0,
+    logLevel: (Deno.env.get("NEXUS_TEST_LOG_LEVEL") as NodeConfig["logLevel"] | undefined) ?? "error",
+    limits: {
+      maxConnections: 100_000,
+      maxConnectionsPerIp: 100_000,
+      maxHandshakes: 10_000,
+      maxBackends: 1_000,
+      maxStreamsPerBackend: 100_000,
+      legacyStreamBufferBytes: 4 * 1024 * 1024,
+      halfClosedTimeoutSeconds: 60,
+      ...options.limits,
+    },
+    handshakeTimeouts: options.handshakeTimeouts ??
+      { firstByteSeconds: 15, extendSeconds: 5, totalSeconds: 30 },
+  };
+  const node = new Node(config);
+  const hub = node.hubAddress;
+  const ports = node.relay.ports;
+  return {
+    node,
+    hubUrl: `wss://127.0.0.1:${hub.port}/connect`,
+    meshUrl: `wss://127.0.0.1:${hub.port}/mesh`,
+    tlsPort: ports.find((p) => p.protocol === "tls")?.port ?? 0,
+    httpPort: ports.find((p) => p.protocol === "http")?.port ?? 0,
+    close: () => node.shutdown(0),
+  };
+}
+
+/** Options of {@linkcode startTestAgent}. */
+export interface TestAgentOptions {
+  readonly hubUrls: readonly string[];
+  readonly hostnames: readonly string[];
+  /** Hostname rule → target; a number is a 127.0.0.1 port for both TLS and HTTP. */
+  readonly targets: Record<string, number | TargetRule>;
+  readonly name?: string;
+  readonly weight?: number;
+  readonly tokens?: TokenSource;
+  readonly settings?: Partial<AgentSettings>;
+  /** Wait until every hub has a session (default true). */
+  readonly waitConnected?: boolean;
+}
+
+/** Starts an agent and, by default, waits until it is registered at every hub. */
+export async function startTestAgent(options: TestAgentOptions): Promise<Agent> {
+  const certs = await testCertificates();
+  const rules = new Map<string, TargetRule>();
+  for (const [key, value] of Object.entries(options.targets)) {
+    const target: Target = { host: "127.0.0.1", port: typeof value === "number" ? value : 0 };
+    rules.set(key, typeof value === "number" ? { tls: target, http: target } : value);
+  }
+  const identity = {
+    name: options.name ?? "test-agent",
+    hostnames: options.hostnames,
+    weight: options.weight ?? 1,
+  };
+  const agent = new Agent({
+    name: identity.name,
+    hubUrls: options.hubUrls,
+    hubCaPem: certs.ca.certPem,
+    tokens: options.tokens ?? secretTokenSource(identity, TEST_JWT_SECRET, 30),
+    targets: new TargetMap(rules),
+    maxStreams: 100_000,
+    connectTimeoutMs: 5_000,
+    reconnect: { initialDelayMs: 100, maxDelayMs: 1_000 },
+    heartbeatIntervalMs: 15_000,
+    idleTimeoutMs: 0,
+    halfClosedTimeoutMs: 60_000,
+    legacyStreamBufferBytes: 4 * 1024 * 1024,
+    ...options.settings,
+  }, createLogger(`agent ${identity.name}`));
+  agent.start();
+  if (options.waitConnected !== false && !(await agent.whenConnected(10_000))) {
+    await agent.stop(0);
+    throw new Error(`test agent ${identity.name} did not connect to ${options.hubUrls.join(", ")}`);
+  }
+  return agent;
+}
+
+/** Opens a TLS connection to the relay on `port` with SNI `servername`, trusting the test CA. */
+export async function connectTls(port: number, servername: string): Promise<Deno.TlsConn> {
+  const certs = await testCertificates();
+  const tcp = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    return await Deno.startTls(tcp, { hostname: servername, caCerts: [certs.ca.certPem] });
+  } catch (error) {
+    try {
+      tcp.close();
+    } catch {
+      // startTls may have taken it.
+    }
+    throw error;
+  }
+}
+
+/** Polls `condition` every 10 ms until it holds; fails the test with `what` after `timeoutMs`. */
+export async function waitFor(condition: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
