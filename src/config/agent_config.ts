@@ -6,7 +6,6 @@
  */
 
 import { parseHostnameClaim } from "../hostnames/hostname.ts";
-import type { LogLevel } from "../log/logger.ts";
 import { MAX_WEIGHT } from "../protocol/backend_token.ts";
 import {
   DEFAULT_TARGET_KEY,
@@ -15,7 +14,12 @@ import {
   TargetMap,
   type TargetRule,
 } from "../agent/targets.ts";
-import { readLogLevel } from "./node_config.ts";
+import {
+  type OperationKeys,
+  readOperationKeys,
+  readStreamLimitKeys,
+  type StreamLimitKeys,
+} from "./shared_keys.ts";
 import { checkWebSocketUrl, readPemFile, readSecret } from "./sources.ts";
 import { type MapReader, readYamlConfig, type ValueReader } from "./yaml_reader.ts";
 
@@ -25,7 +29,7 @@ export type TokenConfig =
   | { readonly kind: "command"; readonly argv: readonly string[]; readonly timeoutSeconds: number };
 
 /** Everything an agent needs. */
-export interface AgentConfig {
+export interface AgentConfig extends OperationKeys {
   readonly name: string;
   readonly hubs: readonly string[];
   readonly hubCaPem?: string;
@@ -33,15 +37,7 @@ export interface AgentConfig {
   readonly weight: number;
   readonly token: TokenConfig;
   readonly targets: TargetMap;
-  readonly logLevel: LogLevel;
-  readonly drainTimeoutSeconds: number;
-  readonly idleTimeoutSeconds: number;
-  readonly limits: {
-    readonly maxStreams: number;
-    readonly connectTimeoutSeconds: number;
-    readonly halfClosedTimeoutSeconds: number;
-    readonly legacyStreamBufferBytes: number;
-  };
+  readonly limits: StreamLimitKeys & { readonly maxStreams: number; readonly connectTimeoutSeconds: number };
   readonly reconnect: { readonly initialDelaySeconds: number; readonly maxDelaySeconds: number };
 }
 
@@ -85,22 +81,11 @@ export function readAgentConfig(text: string, fileName: string, configDir: strin
       weight: root.integer("weight", { min: 1, max: MAX_WEIGHT, default: 1 }),
       token: readToken(root.map("token", { required: true }), configDir),
       targets,
-      logLevel: readLogLevel(root),
-      drainTimeoutSeconds: root.integer("drainTimeoutSeconds", { min: 0, max: 3_600, default: 30 }),
-      idleTimeoutSeconds: root.integer("idleTimeoutSeconds", { min: 0, max: 7 * 86_400, default: 0 }),
+      ...readOperationKeys(root, { idleTimeoutSeconds: 0 }),
       limits: {
         maxStreams: limits.integer("maxStreams", { min: 1, max: 1_000_000, default: 10_000 }),
         connectTimeoutSeconds: limits.integer("connectTimeoutSeconds", { min: 1, max: 300, default: 10 }),
-        halfClosedTimeoutSeconds: limits.integer("halfClosedTimeoutSeconds", {
-          min: 0,
-          max: 86_400,
-          default: 60,
-        }),
-        legacyStreamBufferBytes: limits.integer("legacyStreamBufferBytes", {
-          min: 64 * 1024,
-          max: 1024 * 1024 * 1024,
-          default: 4 * 1024 * 1024,
-        }),
+        ...readStreamLimitKeys(limits),
       },
       reconnect: {
         initialDelaySeconds: reconnect.integer("initialDelaySeconds", { min: 1, max: 3_600, default: 1 }),

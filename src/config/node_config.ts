@@ -6,12 +6,17 @@
  */
 
 import type { RelayPort, RelayProtocol } from "../relay/relay.ts";
-import type { LogLevel } from "../log/logger.ts";
+import {
+  type OperationKeys,
+  readOperationKeys,
+  readStreamLimitKeys,
+  type StreamLimitKeys,
+} from "./shared_keys.ts";
 import { checkWebSocketUrl, readPemFile, readSecret } from "./sources.ts";
 import { type MapReader, readYamlConfig } from "./yaml_reader.ts";
 
 /** Everything a node needs. */
-export interface NodeConfig {
+export interface NodeConfig extends OperationKeys {
   readonly hub: {
     readonly hostname: string;
     readonly port: number;
@@ -23,9 +28,6 @@ export interface NodeConfig {
   readonly peerSecret?: Uint8Array;
   readonly peers: readonly string[];
   readonly peerCaPem?: string;
-  readonly idleTimeoutSeconds: number;
-  readonly drainTimeoutSeconds: number;
-  readonly logLevel: LogLevel;
   readonly limits: NodeLimits;
   readonly handshakeTimeouts: {
     readonly firstByteSeconds: number;
@@ -35,18 +37,13 @@ export interface NodeConfig {
 }
 
 /** Caps and buffer sizes, each with a default an operator rarely needs to change. */
-export interface NodeLimits {
+export interface NodeLimits extends StreamLimitKeys {
   readonly maxConnections: number;
   readonly maxConnectionsPerIp: number;
   readonly maxHandshakes: number;
   readonly maxBackends: number;
   readonly maxStreamsPerBackend: number;
-  readonly legacyStreamBufferBytes: number;
-  readonly halfClosedTimeoutSeconds: number;
 }
-
-/** Log levels accepted by `logLevel`. */
-export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
 
 const ADDRESS_PATTERN = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):[0-9]{1,5}$/;
 
@@ -85,9 +82,7 @@ export function readNodeConfig(text: string, fileName: string, configDir: string
         "peerCaPem",
         readPemFile(root, "peerCaFile", configDir, "certificate", { required: false }),
       ),
-      idleTimeoutSeconds: root.integer("idleTimeoutSeconds", { min: 0, max: 7 * 86_400, default: 300 }),
-      drainTimeoutSeconds: root.integer("drainTimeoutSeconds", { min: 0, max: 3_600, default: 30 }),
-      logLevel: readLogLevel(root),
+      ...readOperationKeys(root, { idleTimeoutSeconds: 300 }),
       limits: {
         maxConnections: limits.integer("maxConnections", { min: 1, max: 10_000_000, default: 20_000 }),
         maxConnectionsPerIp: limits.integer("maxConnectionsPerIp", {
@@ -102,16 +97,7 @@ export function readNodeConfig(text: string, fileName: string, configDir: string
           max: 1_000_000,
           default: 10_000,
         }),
-        legacyStreamBufferBytes: limits.integer("legacyStreamBufferBytes", {
-          min: 64 * 1024,
-          max: 1024 * 1024 * 1024,
-          default: 4 * 1024 * 1024,
-        }),
-        halfClosedTimeoutSeconds: limits.integer("halfClosedTimeoutSeconds", {
-          min: 0,
-          max: 86_400,
-          default: 60,
-        }),
+        ...readStreamLimitKeys(limits),
       },
       handshakeTimeouts: {
         firstByteSeconds: timeouts.integer("firstByteSeconds", { min: 1, max: 300, default: 15 }),
@@ -141,14 +127,6 @@ export function parseListenAddress(
   }
   const host = text.slice(0, colon).replace(/^\[|\]$/g, "");
   return { hostname: host === "" ? "0.0.0.0" : host, port };
-}
-
-/** Log level at `logLevel`, default `info`. */
-export function readLogLevel(root: MapReader): LogLevel {
-  const level = root.string("logLevel", { default: "info" });
-  if ((LOG_LEVELS as readonly string[]).includes(level)) return level as LogLevel;
-  root.problem("logLevel", `expected one of ${LOG_LEVELS.join(", ")}, got "${level}"`);
-  return "info";
 }
 
 /** `443` (TLS), `80` (HTTP), or `{ port: 8080, protocol: http }`. */
