@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { connectTls, startTestAgent, startTestNode, type TestNode, waitFor } from "../helpers/cluster.ts";
 import { testCertificates } from "../helpers/certs.ts";
-import { type RecordingService, recordingService } from "../helpers/recorder.ts";
+import { chunked, concat, rawExchange, type RecordingService, recordingService } from "../helpers/raw.ts";
 import { patternBytes, readAll, serveConnections, type TestService, writeAll } from "../helpers/services.ts";
 import type { Agent } from "../../src/agent/agent.ts";
 import {
@@ -168,53 +168,6 @@ async function goodClient(port: number): Promise<string> {
   }
 }
 
-/**
- * A raw TCP client: writes `chunks` one TCP write each (no delay), optionally half-closes, then reads until
- * the relay closes. Returns every byte it got back.
- */
-async function rawExchange(
-  port: number,
-  chunks: readonly Uint8Array[],
-  options: { halfClose?: boolean } = {},
-): Promise<Uint8Array> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    conn.setNoDelay(true);
-    const reading = readAll(conn);
-    try {
-      for (const chunk of chunks) await writeAll(conn, chunk);
-      if (options.halfClose) await conn.closeWrite();
-    } finally {
-      // The read ends when the relay closes; a refused client's writes may fail once it has.
-      await reading.catch(() => {});
-    }
-    return await reading;
-  } finally {
-    conn.close();
-  }
-}
-
-/** `bytes` cut into consecutive chunks of the given sizes, used in turn. */
-function chunked(bytes: Uint8Array, sizes: readonly number[]): Uint8Array[] {
-  const chunks: Uint8Array[] = [];
-  for (let offset = 0, i = 0; offset < bytes.length; i++) {
-    const end = Math.min(offset + sizes[i % sizes.length], bytes.length);
-    chunks.push(bytes.subarray(offset, end));
-    offset = end;
-  }
-  return chunks;
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
-
 function refusalCounts(node: TestNode): Record<RefusalKind, number> {
   return Object.fromEntries(REFUSAL_KINDS.map((kind) => [kind, node.node.refusals.total(kind)])) as Record<
     RefusalKind,
@@ -226,11 +179,32 @@ function zeroCounts(): Record<RefusalKind, number> {
   return Object.fromEntries(REFUSAL_KINDS.map((kind) => [kind, 0])) as Record<RefusalKind, number>;
 }
 
-/** Whether `command` runs at all (`versionArgs` is its harmless "print your version"). */
-async function commandExists(command: string, versionArgs: string[]): Promise<boolean> {
-  const probe = await new Deno.Command(command, { args: versionArgs, stdout: "null", stderr: "null" })
+/**
+ * Runs an external client against a fresh fixture with the test CA in a file, or skips (saying why) when
+ * the command is not installed. `run` returns what the client printed on stdout and stderr, and its exit code.
+ */
+async function withExternalClient(
+  t: Deno.TestContext,
+  command: string,
+  run: (port: number, caFile: string) => Promise<Deno.CommandOutput>,
+): Promise<{ output: Deno.CommandOutput; fixture: Fixture } | null> {
+  const probe = await new Deno.Command(command, { args: ["version"], stdout: "null", stderr: "null" })
     .output().catch(() => null);
-  return probe?.success === true;
+  if (probe === null) {
+    console.log(`${command} is not installed: this test is skipped`);
+    await t.step({ name: `${command} is not installed: skipped`, ignore: true, fn: () => {} });
+    return null;
+  }
+  const certs = await testCertificates();
+  const fixture = await startFixture();
+  const caFile = await Deno.makeTempFile({ suffix: ".pem" });
+  try {
+    await Deno.writeTextFile(caFile, certs.ca.certPem);
+    return { output: await run(fixture.node.tlsPort, caFile), fixture };
+  } finally {
+    await Deno.remove(caFile);
+    await fixture.close();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -248,18 +222,8 @@ Deno.test("Deno's TLS client gets the service's answer through the node, verifie
 });
 
 Deno.test("curl's ClientHello is routed by SNI and curl gets the service's answer", async (t) => {
-  if (!(await commandExists("curl", ["--version"]))) {
-    console.log("curl is not installed: this test is skipped");
-    await t.step({ name: "curl is not installed: skipped", ignore: true, fn: () => {} });
-    return;
-  }
-  const certs = await testCertificates();
-  const fixture = await startFixture();
-  const caFile = await Deno.makeTempFile({ suffix: ".pem" });
-  try {
-    await Deno.writeTextFile(caFile, certs.ca.certPem);
-    const port = fixture.node.tlsPort;
-    const output = await new Deno.Command("curl", {
+  const ran = await withExternalClient(t, "curl", (port, caFile) =>
+    new Deno.Command("curl", {
       args: [
         "--silent",
         "--show-error",
@@ -274,33 +238,22 @@ Deno.test("curl's ClientHello is routed by SNI and curl gets the service's answe
       ],
       stdout: "piped",
       stderr: "piped",
-    }).output();
-    assert.equal(output.code, 0, decoder.decode(output.stderr));
-    assert.equal(decoder.decode(output.stdout), APP_BODY);
-    assert.equal(fixture.app.accepted, 1);
-    assert.deepEqual(refusalCounts(fixture.node), zeroCounts());
-  } finally {
-    await Deno.remove(caFile);
-    await fixture.close();
-  }
+    }).output());
+  if (ran === null) return;
+  const { output, fixture } = ran;
+  assert.equal(output.code, 0, decoder.decode(output.stderr));
+  assert.equal(decoder.decode(output.stdout), APP_BODY);
+  assert.equal(fixture.app.accepted, 1);
+  assert.deepEqual(refusalCounts(fixture.node), zeroCounts());
 });
 
 Deno.test("openssl s_client's ClientHello is routed by SNI and it gets the service's answer", async (t) => {
-  if (!(await commandExists("openssl", ["version"]))) {
-    console.log("openssl is not installed: this test is skipped");
-    await t.step({ name: "openssl is not installed: skipped", ignore: true, fn: () => {} });
-    return;
-  }
-  const certs = await testCertificates();
-  const fixture = await startFixture();
-  const caFile = await Deno.makeTempFile({ suffix: ".pem" });
-  try {
-    await Deno.writeTextFile(caFile, certs.ca.certPem);
+  const ran = await withExternalClient(t, "openssl", async (port, caFile) => {
     const child = new Deno.Command("openssl", {
       args: [
         "s_client",
         "-connect",
-        `127.0.0.1:${fixture.node.tlsPort}`,
+        `127.0.0.1:${port}`,
         "-servername",
         APP,
         "-CAfile",
@@ -318,16 +271,15 @@ Deno.test("openssl s_client's ClientHello is routed by SNI and it gets the servi
     const writer = child.stdin.getWriter();
     await writer.write(encoder.encode(APP_REQUEST));
     await writer.close();
-    const output = await child.output();
-    const stderr = decoder.decode(output.stderr);
-    assert.equal(decoder.decode(output.stdout), APP_RESPONSE, stderr);
-    assert.equal(output.code, 0, stderr);
-    assert.equal(fixture.app.accepted, 1);
-    assert.deepEqual(refusalCounts(fixture.node), zeroCounts());
-  } finally {
-    await Deno.remove(caFile);
-    await fixture.close();
-  }
+    return await child.output();
+  });
+  if (ran === null) return;
+  const { output, fixture } = ran;
+  const stderr = decoder.decode(output.stderr);
+  assert.equal(decoder.decode(output.stdout), APP_RESPONSE, stderr);
+  assert.equal(output.code, 0, stderr);
+  assert.equal(fixture.app.accepted, 1);
+  assert.deepEqual(refusalCounts(fixture.node), zeroCounts());
 });
 
 // ---------------------------------------------------------------------------------------------------------

@@ -1,11 +1,63 @@
 /**
- * A raw TCP "recorder" service for tests that must prove a backend received exactly the bytes a client sent:
- * it reads each connection to its end, keeps every byte, then optionally answers and half-closes.
+ * Raw TCP clients and services for end-to-end tests that compare bytes exactly: a client that writes chosen
+ * chunks and reads to the end, a recorder that keeps every byte a backend received, and a service that says
+ * its name and then echoes, so a test can tell which backend a connection reached.
  *
  * @module
  */
 
 import { readAll, serveConnections, type TestService, writeAll } from "./services.ts";
+
+/** The parts, one after the other. */
+export function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+/** `bytes` cut into consecutive chunks of the given sizes, used in turn. */
+export function chunked(bytes: Uint8Array, sizes: readonly number[]): Uint8Array[] {
+  const chunks: Uint8Array[] = [];
+  for (let offset = 0, i = 0; offset < bytes.length; i++) {
+    const end = Math.min(offset + sizes[i % sizes.length], bytes.length);
+    chunks.push(bytes.subarray(offset, end));
+    offset = end;
+  }
+  return chunks;
+}
+
+/**
+ * Connects to `port` on 127.0.0.1, writes `chunks` one TCP write each (no Nagle delay), optionally
+ * half-closes, and reads until the far side closes. Returns every byte read. Writes that fail because the
+ * far side already closed (a refused client) are not an error: what was read is the answer.
+ */
+export async function rawExchange(
+  port: number,
+  chunks: readonly Uint8Array[],
+  options: { halfClose?: boolean } = {},
+): Promise<Uint8Array> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    conn.setNoDelay(true);
+    const reading = readAll(conn);
+    try {
+      for (const chunk of chunks) await writeAll(conn, chunk);
+      if (options.halfClose) await conn.closeWrite();
+    } catch (error) {
+      await reading.catch(() => {});
+      if (!(error instanceof Deno.errors.BrokenPipe || error instanceof Deno.errors.ConnectionReset)) {
+        throw error;
+      }
+    }
+    return await reading;
+  } finally {
+    conn.close();
+  }
+}
 
 /** A running recorder. */
 export interface RecordingService extends TestService {
@@ -33,4 +85,21 @@ export function recordingService(reply?: (received: Uint8Array) => Uint8Array): 
     recordings,
     close: () => service.close(),
   };
+}
+
+/**
+ * Starts a plain TCP service that writes `name` and a newline as soon as it accepts, then echoes every byte
+ * until the client half-closes, then half-closes too.
+ */
+export function namedEchoService(name: string): TestService {
+  return serveConnections(async (conn) => {
+    await writeAll(conn, new TextEncoder().encode(`${name}\n`));
+    const buffer = new Uint8Array(64 * 1024);
+    for (;;) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      await writeAll(conn, buffer.subarray(0, n));
+    }
+    await conn.closeWrite();
+  });
 }
