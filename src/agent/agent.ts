@@ -74,6 +74,13 @@ export class Agent {
     return this.#splices.size;
   }
 
+  /** Bytes received from hubs that the local services have not taken yet (for status and tests). */
+  get bufferedBytes(): number {
+    let total = 0;
+    for (const session of this.#sessions.values()) total += session.bufferedBytes;
+    return total;
+  }
+
   /** Starts one session loop per hub. */
   start(): void {
     for (const url of this.#settings.hubUrls) this.#loops.push(this.#runHub(url));

@@ -130,6 +130,16 @@ export class MuxSession {
     return this.#streams.size;
   }
 
+  /**
+   * Bytes received for open streams that their readers have not taken yet: what this session holds in memory
+   * on the receiving side. Summed on demand (for status and tests), so the data path pays nothing for it.
+   */
+  get bufferedBytes(): number {
+    let total = 0;
+    for (const stream of this.#streams.values()) total += stream.bufferedBytes;
+    return total;
+  }
+
   /** Whether the session is still open. */
   get isOpen(): boolean {
     return this.#end === null;

@@ -68,6 +68,11 @@ export class MuxStream implements Duplex {
     return this.#receive.bufferedFrames;
   }
 
+  /** Bytes waiting for the local reader (for tests and status). */
+  get bufferedBytes(): number {
+    return this.#receive.bufferedBytes;
+  }
+
   read(): Promise<Uint8Array | null> {
     const chunk = this.#queue.shift();
     if (chunk !== undefined) {
@@ -129,7 +134,8 @@ export class MuxStream implements Duplex {
     if (this.#closedReason !== null || this.#remoteEnded) return;
     if (!this.#receive.arrive(payload.length)) {
       this.#transport.reportOverflow(this);
-      void this.close("receive buffer overflow: the sender ignored flow control");
+      // `buffer_full` is the original's word for this (§3.1), so either kind of peer knows why.
+      void this.close("receive buffer overflow: the sender ignored flow control", { code: "buffer_full" });
       return;
     }
     this.#queue.push(payload);

@@ -1,0 +1,479 @@
+/**
+ * Flow control: the credit primitive's exact arithmetic, then sessions and streams over a real WebSocket on
+ * loopback, checked frame by frame with a hand-driven peer where the wire order matters.
+ */
+
+import assert from "node:assert/strict";
+import { ReceiveWindow, SendWindow, StreamClosedError } from "../../src/mux/flow_control.ts";
+import { MuxSession } from "../../src/mux/session.ts";
+import type { MuxStream } from "../../src/mux/stream.ts";
+import {
+  CREDIT_REPLENISH_BATCH,
+  INITIAL_STREAM_CREDITS,
+  MAX_CREDIT_GRANT,
+  MAX_DATA_PAYLOAD_BYTES,
+  newStreamId,
+} from "../../src/protocol/frames.ts";
+import { PeerGoneError } from "../../src/stream/duplex.ts";
+import { readExactly, readToEnd, writeUntilHeldBack } from "../helpers/duplex_conformance.ts";
+import { patternBytes, sha256Hex } from "../helpers/services.ts";
+import {
+  openSessionPair,
+  openWebSocketPair,
+  RawPeer,
+  sessionOptions,
+  TEST_OPEN_INFO,
+  whenClosed,
+} from "../helpers/ws_pair.ts";
+
+/** Whether a promise has settled, checked after the microtasks queued so far have run. */
+async function settled(promise: Promise<unknown>): Promise<boolean> {
+  let done = false;
+  promise.then(() => (done = true), () => (done = true));
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  return done;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// SendWindow
+
+Deno.test("SendWindow: exactly the granted frames may be sent, then the sender waits", async () => {
+  const window = new SendWindow(INITIAL_STREAM_CREDITS);
+  for (let i = 0; i < INITIAL_STREAM_CREDITS; i++) assert.equal(window.tryTake(), true, `credit ${i + 1}`);
+  assert.equal(window.credits, 0);
+  assert.equal(window.tryTake(), false);
+  const waiting = window.take();
+  assert.equal(await settled(waiting), false);
+  window.grant(CREDIT_REPLENISH_BATCH, INITIAL_STREAM_CREDITS);
+  await waiting;
+  // The waiter took one of the eight.
+  assert.equal(window.credits, CREDIT_REPLENISH_BATCH - 1);
+});
+
+Deno.test("SendWindow: grants are floored, negative ones ignored, and the total clamped at 2^20", () => {
+  const window = new SendWindow(10);
+  window.grant(3.9, INITIAL_STREAM_CREDITS);
+  assert.equal(window.credits, 13);
+  window.grant(-5, INITIAL_STREAM_CREDITS);
+  assert.equal(window.credits, 13);
+  window.grant(2 ** 40, INITIAL_STREAM_CREDITS);
+  assert.equal(window.credits, MAX_CREDIT_GRANT);
+  window.grant(1, INITIAL_STREAM_CREDITS);
+  assert.equal(window.credits, MAX_CREDIT_GRANT);
+});
+
+Deno.test("SendWindow: a peer without credits is unlimited until its first grant, then counted with a full window", () => {
+  const window = new SendWindow(Infinity);
+  for (let i = 0; i < 10_000; i++) assert.equal(window.tryTake(), true);
+  assert.equal(window.credits, Infinity);
+  // A first grant smaller than the window still gives the whole initial window (§3.3).
+  window.grant(CREDIT_REPLENISH_BATCH, INITIAL_STREAM_CREDITS);
+  assert.equal(window.credits, INITIAL_STREAM_CREDITS);
+
+  const generous = new SendWindow(Infinity);
+  generous.grant(1_000, INITIAL_STREAM_CREDITS);
+  assert.equal(generous.credits, 1_000);
+  const absurd = new SendWindow(Infinity);
+  absurd.grant(2 ** 53, INITIAL_STREAM_CREDITS);
+  assert.equal(absurd.credits, MAX_CREDIT_GRANT);
+});
+
+Deno.test("SendWindow: pause holds the sender even with credits; resume lets it go", async () => {
+  const window = new SendWindow(Infinity);
+  window.pause();
+  assert.equal(window.tryTake(), false);
+  const waiting = window.take();
+  assert.equal(await settled(waiting), false);
+  // A grant while paused does not release the sender: pause wins until resume.
+  window.grant(CREDIT_REPLENISH_BATCH, INITIAL_STREAM_CREDITS);
+  assert.equal(await settled(waiting), false);
+  window.resume();
+  await waiting;
+  assert.equal(window.credits, INITIAL_STREAM_CREDITS - 1);
+});
+
+Deno.test("SendWindow: close wakes the waiting sender with the reason, and every later take fails", async () => {
+  const window = new SendWindow(0);
+  const waiting = window.take();
+  window.close("peer closed the stream");
+  await assert.rejects(waiting, new StreamClosedError("peer closed the stream"));
+  await assert.rejects(window.take(), StreamClosedError);
+  assert.equal(window.tryTake(), false);
+  window.grant(10, INITIAL_STREAM_CREDITS);
+  assert.equal(window.tryTake(), false);
+  // Idempotent: the first reason stays.
+  window.close("second");
+  await assert.rejects(window.take(), new StreamClosedError("peer closed the stream"));
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// ReceiveWindow
+
+Deno.test("ReceiveWindow: credits go back in batches of 8 consumed frames, never fewer", () => {
+  const window = new ReceiveWindow({ maxFrames: 100, maxBytes: Infinity });
+  for (let i = 0; i < 20; i++) assert.equal(window.arrive(1_000), true);
+  assert.equal(window.bufferedFrames, 20);
+  assert.equal(window.bufferedBytes, 20_000);
+  const grants = Array.from({ length: 20 }, () => window.consume(1_000));
+  assert.deepEqual(grants, [0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0]);
+  assert.equal(window.bufferedFrames, 0);
+  assert.equal(window.bufferedBytes, 0);
+});
+
+Deno.test("ReceiveWindow: overflows on the first frame past either limit", () => {
+  const frames = new ReceiveWindow({ maxFrames: 3, maxBytes: Infinity });
+  assert.deepEqual([1, 2, 3, 4].map(() => frames.arrive(10)), [true, true, true, false]);
+  const bytes = new ReceiveWindow({ maxFrames: Infinity, maxBytes: 100 });
+  assert.deepEqual([bytes.arrive(60), bytes.arrive(40), bytes.arrive(1)], [true, true, false]);
+  // Consuming makes room again.
+  const again = new ReceiveWindow({ maxFrames: 1, maxBytes: Infinity });
+  assert.equal(again.arrive(5), true);
+  again.consume(5);
+  assert.equal(again.arrive(5), true);
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Sessions and streams on a real WebSocket
+
+Deno.test("session: connect goes on the wire before the first data, and disconnect after the last", async () => {
+  const sockets = await openWebSocketPair();
+  const peer = new RawPeer(sockets.server);
+  const session = new MuxSession(sockets.client, sessionOptions());
+  try {
+    const stream = session.openStream(TEST_OPEN_INFO)!;
+    await stream.write(patternBytes(MAX_DATA_PAYLOAD_BYTES * 2 + 5, 1));
+    await stream.close("done", { graceful: true });
+    await peer.waitFor(() => peer.received.length === 5, "connect, three data frames, disconnect");
+    const kinds = peer.received.map((f) => f.kind === "control" ? f.message.type : f.kind);
+    assert.deepEqual(kinds, ["open", "data", "data", "data", "close"]);
+    assert.deepEqual(peer.received[0], {
+      kind: "control",
+      message: { type: "open", id: stream.id, info: TEST_OPEN_INFO, credits: INITIAL_STREAM_CREDITS },
+    });
+    const sizes = peer.received.slice(1, 4).map((f) => f.kind === "data" ? f.payload.length : -1);
+    assert.deepEqual(sizes, [MAX_DATA_PAYLOAD_BYTES, MAX_DATA_PAYLOAD_BYTES, 5]);
+    assert.deepEqual(peer.received[4], {
+      kind: "control",
+      message: { type: "close", id: stream.id, reason: "normal" },
+    });
+  } finally {
+    session.close(1000, "test over");
+    await session.closed;
+    await sockets.close();
+  }
+});
+
+Deno.test("session: data that arrives with a peer's connect is delivered in order, then the end at its disconnect", async () => {
+  const sockets = await openWebSocketPair();
+  const peer = new RawPeer(sockets.client);
+  let opened!: (value: { stream: MuxStream; info: unknown }) => void;
+  const arrival = new Promise<{ stream: MuxStream; info: unknown }>((resolve) => (opened = resolve));
+  const session = new MuxSession(
+    sockets.server,
+    sessionOptions({ onStreamOpened: (stream, info) => opened({ stream, info }) }),
+  );
+  try {
+    const id = newStreamId();
+    const parts = [patternBytes(1000, 1), patternBytes(MAX_DATA_PAYLOAD_BYTES, 2), patternBytes(1, 3)];
+    peer.sendControl({ type: "open", id, info: TEST_OPEN_INFO, credits: INITIAL_STREAM_CREDITS });
+    for (const part of parts) peer.sendData(id, part);
+    peer.sendControl({ type: "close", id, reason: "normal" });
+    const { stream, info } = await arrival;
+    assert.equal(stream.id, id);
+    assert.deepEqual(info, TEST_OPEN_INFO);
+    for (const part of parts) assert.deepEqual(await stream.read(), part);
+    assert.equal(await stream.read(), null);
+    // The peer dropped the stream: writing to it is writing to nobody.
+    await assert.rejects(stream.write(new Uint8Array([1])), PeerGoneError);
+  } finally {
+    session.close(1000, "test over");
+    await session.closed;
+    await sockets.close();
+  }
+});
+
+Deno.test("session: half-close sends close_write on a credits session and nothing on a legacy one", async () => {
+  for (const mode of ["credits", "legacy"] as const) {
+    const sockets = await openWebSocketPair(mode === "credits" ? "nexus-mux.v1" : null);
+    const peer = new RawPeer(sockets.server);
+    const session = new MuxSession(sockets.client, sessionOptions({ mode }));
+    try {
+      const stream = session.openStream(TEST_OPEN_INFO)!;
+      assert.equal(stream.canHalfClose, mode === "credits");
+      await stream.write(new Uint8Array([7]));
+      await stream.closeWrite();
+      await stream.closeWrite();
+      await peer.barrier();
+      const types = peer.controls().map((m) => m.type).filter((t) => t !== "pong");
+      assert.deepEqual(types, mode === "credits" ? ["open", "close_write"] : ["open"], mode);
+      // After our half-close the peer's data still reaches us.
+      peer.sendData(stream.id, new Uint8Array([1, 2, 3]));
+      assert.deepEqual(await stream.read(), new Uint8Array([1, 2, 3]));
+    } finally {
+      session.close(1000, "test over");
+      await session.closed;
+      await sockets.close();
+    }
+  }
+});
+
+Deno.test("session: credits go back in batches of 8 as the reader consumes, not as frames arrive", async () => {
+  const sockets = await openWebSocketPair();
+  const peer = new RawPeer(sockets.client);
+  let opened!: (stream: MuxStream) => void;
+  const arrival = new Promise<MuxStream>((resolve) => (opened = resolve));
+  const session = new MuxSession(sockets.server, sessionOptions({ onStreamOpened: (s) => opened(s) }));
+  const grants = () =>
+    peer.controls().flatMap((m) => m.type === "resume" && m.id === id ? [m.credits ?? 0] : []);
+  const id = newStreamId();
+  try {
+    peer.sendControl({ type: "open", id, info: TEST_OPEN_INFO, credits: INITIAL_STREAM_CREDITS });
+    for (let i = 0; i < 20; i++) peer.sendData(id, new Uint8Array([i]));
+    const stream = await arrival;
+    await peer.barrier();
+    assert.deepEqual(grants(), [], "nothing is granted for frames that only arrived");
+    for (let i = 0; i < 7; i++) assert.deepEqual(await stream.read(), new Uint8Array([i]));
+    await peer.barrier();
+    assert.deepEqual(grants(), [], "seven consumed frames are not a batch");
+    assert.deepEqual(await stream.read(), new Uint8Array([7]));
+    await peer.barrier();
+    assert.deepEqual(grants(), [8]);
+    for (let i = 8; i < 20; i++) assert.deepEqual(await stream.read(), new Uint8Array([i]));
+    await peer.barrier();
+    assert.deepEqual(grants(), [8, 8], "twenty consumed frames are two batches and four owed");
+    assert.equal(stream.bufferedFrames, 0);
+  } finally {
+    session.close(1000, "test over");
+    await session.closed;
+    await sockets.close();
+  }
+});
+
+Deno.test("session: a sender stops at exactly the window and resumes on each batch of credits", async () => {
+  const sockets = await openWebSocketPair();
+  const peer = new RawPeer(sockets.server);
+  const session = new MuxSession(sockets.client, sessionOptions());
+  try {
+    const stream = session.openStream(TEST_OPEN_INFO)!;
+    const frame = patternBytes(MAX_DATA_PAYLOAD_BYTES, 5);
+    const data = new Uint8Array(frame.length * 100);
+    for (let i = 0; i < 100; i++) data.set(frame, i * frame.length);
+    const { accepted, pending } = await writeUntilHeldBack(stream, data, frame.length);
+    assert.equal(accepted, INITIAL_STREAM_CREDITS * frame.length, "one frame per credit, 64 credits");
+    assert.notEqual(pending, null);
+    await peer.waitFor(
+      () => peer.received.filter((f) => f.kind === "data").length === INITIAL_STREAM_CREDITS,
+      "64 data frames",
+    );
+    // Eight credits release the pending write and seven more frames' worth.
+    peer.sendControl({ type: "resume", id: stream.id, credits: CREDIT_REPLENISH_BATCH });
+    await pending;
+    for (let i = 0; i < CREDIT_REPLENISH_BATCH - 1; i++) await stream.write(frame);
+    const ninth = stream.write(frame);
+    assert.equal(await settled(ninth), false);
+    await peer.barrier();
+    assert.equal(
+      peer.received.filter((f) => f.kind === "data").length,
+      INITIAL_STREAM_CREDITS + CREDIT_REPLENISH_BATCH,
+    );
+    await stream.close("test over");
+    await assert.rejects(ninth, StreamClosedError);
+  } finally {
+    session.close(1000, "test over");
+    await session.closed;
+    await sockets.close();
+  }
+});
+
+Deno.test("session: a sender that ignores credits overflows its stream, and only that stream is closed", async () => {
+  const sockets = await openWebSocketPair();
+  const peer = new RawPeer(sockets.client);
+  const streams: MuxStream[] = [];
+  const session = new MuxSession(sockets.server, sessionOptions({ onStreamOpened: (s) => streams.push(s) }));
+  const greedy = newStreamId();
+  const polite = newStreamId();
+  try {
+    for (const id of [greedy, polite]) {
+      peer.sendControl({ type: "open", id, info: TEST_OPEN_INFO, credits: INITIAL_STREAM_CREDITS });
+    }
+    // The window plus the tolerated over-send (a kick-start batch and a stall probe, §3.3): still fine.
+    const tolerated = INITIAL_STREAM_CREDITS + CREDIT_REPLENISH_BATCH + 1;
+    for (let i = 0; i < tolerated; i++) peer.sendData(greedy, new Uint8Array([1]));
+    await peer.barrier();
+    assert.equal(streams.length, 2);
+    assert.equal(streams[0].bufferedFrames, tolerated);
+    assert.deepEqual(peer.controls().filter((m) => m.type === "close"), []);
+    // One frame more: that stream is closed and the peer is told; the other one carries on.
+    peer.sendData(greedy, new Uint8Array([1]));
+    await peer.waitFor(() => peer.controls().some((m) => m.type === "close"), "the greedy stream's close");
+    assert.deepEqual(peer.controls().filter((m) => m.type === "close"), [{
+      type: "close",
+      id: greedy,
+      reason: "buffer_full",
+    }]);
+    assert.equal(session.isOpen, true);
+    assert.equal(session.streamCount, 1);
+    peer.sendData(polite, new Uint8Array([9, 9]));
+    assert.deepEqual(await streams[1].read(), new Uint8Array([9, 9]));
+    await streams[1].write(new Uint8Array([4]));
+    await peer.waitFor(() => peer.received.some((f) => f.kind === "data" && f.id === polite), "polite data");
+  } finally {
+    session.close(1000, "test over");
+    await session.closed;
+    await sockets.close();
+  }
+});
+
+Deno.test("session: a legacy peer that ignores pause overflows the byte cap of its stream only", async () => {
+  const sockets = await openWebSocketPair(null);
+  const peer = new RawPeer(sockets.client);
+  const streams: MuxStream[] = [];
+  const cap = 256 * 1024;
+  const session = new MuxSession(
+    sockets.server,
+    sessionOptions({ mode: "legacy", legacyStreamBufferBytes: cap, onStreamOpened: (s) => streams.push(s) }),
+  );
+  const greedy = newStreamId();
+  const polite = newStreamId();
+  try {
+    for (const id of [greedy, polite]) peer.sendControl({ type: "open", id, info: TEST_OPEN_INFO });
+    const chunk = new Uint8Array(16 * 1024);
+    for (let sent = 0; sent < cap; sent += chunk.length) peer.sendData(greedy, chunk);
+    await peer.barrier();
+    assert.equal(streams[0].bufferedFrames, cap / chunk.length, "exactly the cap is still accepted");
+    assert.deepEqual(peer.controls().filter((m) => m.type === "close"), []);
+    peer.sendData(greedy, new Uint8Array(1));
+    await peer.waitFor(() => peer.controls().some((m) => m.type === "close"), "the greedy stream's close");
+    assert.deepEqual(peer.controls().filter((m) => m.type === "close"), [{
+      type: "close",
+      id: greedy,
+      reason: "buffer_full",
+    }]);
+    peer.sendData(polite, new Uint8Array([5]));
+    assert.deepEqual(await streams[1].read(), new Uint8Array([5]));
+    // A legacy peer learns our receive window only from an explicit grant (§3.3).
+    assert.deepEqual(
+      peer.controls().filter((m) => m.type === "resume"),
+      [greedy, polite].map((id) => ({ type: "resume", id, credits: INITIAL_STREAM_CREDITS })),
+    );
+  } finally {
+    session.close(1000, "test over");
+    await session.closed;
+    await sockets.close();
+  }
+});
+
+Deno.test("session: pause_stream from a legacy peer holds our sender; resume_stream releases it", async () => {
+  const sockets = await openWebSocketPair(null);
+  const peer = new RawPeer(sockets.server);
+  const session = new MuxSession(sockets.client, sessionOptions({ mode: "legacy" }));
+  try {
+    const stream = session.openStream(TEST_OPEN_INFO)!;
+    await stream.write(new Uint8Array([1]));
+    peer.sendControl({ type: "pause", id: stream.id });
+    // The pause has been handled once the pong of a later ping is back.
+    await peer.barrier();
+    const held = stream.write(new Uint8Array([2]));
+    assert.equal(await settled(held), false);
+    peer.sendControl({ type: "resume", id: stream.id });
+    await held;
+    await peer.waitFor(
+      () => peer.received.filter((f) => f.kind === "data").length === 2,
+      "both data frames",
+    );
+  } finally {
+    session.close(1000, "test over");
+    await session.closed;
+    await sockets.close();
+  }
+});
+
+Deno.test("session: a close travels both ways and frees the stream id on both sessions", async () => {
+  const pair = await openSessionPair();
+  try {
+    const first = await pair.openStream();
+    await first.local.close("done", { graceful: true });
+    assert.equal(await first.remote.read(), null);
+    await assert.rejects(first.remote.write(new Uint8Array([1])), PeerGoneError);
+    await first.remote.close("done");
+
+    const second = await pair.openStream();
+    await second.remote.close("done", { graceful: true });
+    assert.equal(await second.local.read(), null);
+    await assert.rejects(second.local.write(new Uint8Array([1])), PeerGoneError);
+    await second.local.close("done");
+    assert.equal(pair.opener.streamCount, 0);
+    assert.equal(pair.acceptor.streamCount, 0);
+  } finally {
+    await pair.close();
+  }
+});
+
+Deno.test("session: when it ends, every stream fails, after delivering what had already arrived", async () => {
+  const pair = await openSessionPair();
+  try {
+    const one = await pair.openStream();
+    const two = await pair.openStream();
+    const sent = patternBytes(200_000, 9);
+    await one.local.write(sent);
+    await two.local.write(new Uint8Array([1, 2, 3]));
+    // Both streams' data is at the acceptor before the WebSocket goes.
+    assert.deepEqual(await readExactly(two.remote, 3), new Uint8Array([1, 2, 3]));
+    await pair.sockets.client.close(1000, "gone");
+    await pair.acceptor.closed;
+    // Whatever had arrived is still read in full; then the stream fails rather than looking like an end.
+    const partial = await readExactly(one.remote, sent.length);
+    assert.equal(await sha256Hex(partial), await sha256Hex(sent));
+    await assert.rejects(one.remote.read(), /session ended/);
+    await assert.rejects(two.remote.read(), /session ended/);
+    await assert.rejects(one.remote.write(new Uint8Array([1])), /session ended/);
+    await assert.rejects(one.local.write(new Uint8Array([1])), /session ended/);
+    assert.equal(pair.acceptor.streamCount, 0);
+    assert.equal(pair.opener.streamCount, 0);
+  } finally {
+    await pair.close();
+    await whenClosed(pair.sockets.server);
+  }
+});
+
+Deno.test("session: a stream opened beyond maxStreams is refused, and the limit frees up as streams close", async () => {
+  const pair = await openSessionPair({ opener: { maxStreams: 2 } });
+  try {
+    const one = await pair.openStream();
+    await pair.openStream();
+    assert.equal(pair.opener.acceptsStreams, false);
+    assert.equal(pair.opener.openStream(TEST_OPEN_INFO), null);
+    await one.local.close("done");
+    assert.equal(pair.opener.acceptsStreams, true);
+    const third = await pair.openStream();
+    await third.local.write(new Uint8Array([3]));
+    assert.deepEqual(await third.remote.read(), new Uint8Array([3]));
+  } finally {
+    await pair.close();
+  }
+});
+
+Deno.test("session: a stream whose reader stalls does not hold back another stream on the same session", async () => {
+  const pair = await openSessionPair();
+  try {
+    const stalled = await pair.openStream();
+    const busy = await pair.openStream();
+    const blocked = patternBytes(8 * 1024 * 1024, 3);
+    const stalledWrite = stalled.local.write(blocked);
+    const payload = patternBytes(8 * 1024 * 1024, 4);
+    const [received] = await Promise.all([
+      readToEnd(busy.remote),
+      busy.local.write(payload).then(() => busy.local.closeWrite()),
+    ]);
+    assert.equal(await sha256Hex(received), await sha256Hex(payload));
+    assert.equal(await settled(stalledWrite), false, "the stalled stream's writer is held back");
+    assert.ok(stalled.remote.bufferedFrames <= INITIAL_STREAM_CREDITS);
+    const [late] = await Promise.all([
+      readToEnd(stalled.remote),
+      stalledWrite.then(() => stalled.local.closeWrite()),
+    ]);
+    assert.equal(await sha256Hex(late), await sha256Hex(blocked));
+  } finally {
+    await pair.close();
+  }
+});
