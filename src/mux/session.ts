@@ -59,6 +59,13 @@ export interface MuxSessionOptions {
 
 /** Bytes buffered in the WebSocket above which stream writers wait; they resume below half of it. */
 const WRITE_HIGH_WATER_BYTES = 1024 * 1024;
+/**
+ * The same towards a peer of the original protocol. It can stop us only with `pause_stream` and closes the stream
+ * (`buffer_full`) when more than 16 further frames arrive (§3.1, §3.5); what our buffer holds when the pause comes
+ * is sent all the same, so it must hold far fewer frames than that. With 1 MiB (32 frames) the reference client
+ * closed a stream to a stalled service every time on loopback; with two frames it kept up.
+ */
+const LEGACY_WRITE_HIGH_WATER_BYTES = 2 * MAX_MESSAGE_BYTES;
 const WRITE_POLL_MS = 1;
 /** Credits-mode receivers tolerate the original's safety valves: a kick-start batch and a stall probe (§3.3). */
 const CREDIT_OVERSEND_SLACK_FRAMES = CREDIT_REPLENISH_BATCH + 1;
@@ -80,6 +87,7 @@ export class MuxSession {
   readonly #options: MuxSessionOptions;
   readonly #streams = new Map<string, MuxStream>();
   readonly #transport: StreamTransport;
+  readonly #writeHighWaterBytes: number;
   #drainWaiters: Array<() => void> = [];
   #drainTimer: ReturnType<typeof setTimeout> | undefined;
   #heartbeatTimer: ReturnType<typeof setInterval> | undefined;
@@ -87,6 +95,7 @@ export class MuxSession {
   #end: SessionEnd | null = null;
   #resolveClosed!: (end: SessionEnd) => void;
   #unknownStreamFrames = 0;
+  #pausesReceived = 0;
 
   /** Takes over an open WebSocket whose handshake is complete; sets its message and close handlers. */
   constructor(ws: WebSocket, options: MuxSessionOptions) {
@@ -94,6 +103,9 @@ export class MuxSession {
     this.#options = options;
     this.label = options.label;
     this.mode = options.mode;
+    this.#writeHighWaterBytes = options.mode === "legacy"
+      ? LEGACY_WRITE_HIGH_WATER_BYTES
+      : WRITE_HIGH_WATER_BYTES;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     ws.binaryType = "arraybuffer";
     this.#transport = {
@@ -128,6 +140,11 @@ export class MuxSession {
   /** Streams currently open. */
   get streamCount(): number {
     return this.#streams.size;
+  }
+
+  /** `pause_stream`s the peer has sent so far (the original client's only brake, §3.1), for status and tests. */
+  get pausesReceived(): number {
+    return this.#pausesReceived;
   }
 
   /**
@@ -206,7 +223,7 @@ export class MuxSession {
   }
 
   #whenWritable(): Promise<void> | undefined {
-    if (this.#end !== null || this.#ws.bufferedAmount < WRITE_HIGH_WATER_BYTES) return undefined;
+    if (this.#end !== null || this.#ws.bufferedAmount < this.#writeHighWaterBytes) return undefined;
     return new Promise((resolve) => {
       this.#drainWaiters.push(resolve);
       this.#pollDrain();
@@ -218,7 +235,7 @@ export class MuxSession {
     if (this.#drainTimer !== undefined) return;
     this.#drainTimer = setTimeout(() => {
       this.#drainTimer = undefined;
-      if (this.#end === null && this.#ws.bufferedAmount > WRITE_HIGH_WATER_BYTES / 2) {
+      if (this.#end === null && this.#ws.bufferedAmount > this.#writeHighWaterBytes / 2) {
         this.#pollDrain();
         return;
       }
@@ -278,6 +295,7 @@ export class MuxSession {
         this.#streams.get(message.id)?.receiveCloseWrite();
         return;
       case "pause":
+        this.#pausesReceived += 1;
         this.#streams.get(message.id)?.receivePause();
         return;
       case "resume":
