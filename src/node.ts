@@ -157,7 +157,7 @@ export class Node {
     await this.#hubServer.shutdown();
     this.#sweeper.close();
     clearInterval(this.#housekeeping);
-    this.#refusals.flush();
+    this.#refusals.flush({ all: true });
     log.info("stopped");
   }
 

@@ -57,6 +57,13 @@ export class RouteTable<T> {
     return suffix === null ? undefined : this.#wildcard.get(suffix)?.pick(accept);
   }
 
+  /** Whether any member serves this name, exactly or through a wildcard (pools never stay empty). */
+  has(hostname: string): boolean {
+    if (this.#exact.has(hostname)) return true;
+    const suffix = wildcardSuffixOf(hostname);
+    return suffix !== null && this.#wildcard.has(suffix);
+  }
+
   /** Whether any member serves exactly this name (not through a wildcard). */
   hasExact(hostname: string): boolean {
     return this.#exact.has(hostname);

@@ -76,6 +76,14 @@ export class Router<U extends Upstream> {
     return peer === undefined ? undefined : { kind: "peer", upstream: peer };
   }
 
+  /**
+   * Whether some backend or peer serves this name, whether or not it accepts streams right now: when
+   * {@linkcode route} finds none, this tells "all full" from "nobody".
+   */
+  serves(hostname: string): boolean {
+    return this.#local.has(hostname) || this.#peers.has(hostname);
+  }
+
   /** Whether some backend or peer claims exactly this name (ECH routing needs an exact claim). */
   hasExactRoute(hostname: string): boolean {
     return this.#local.hasExact(hostname) || this.#peers.hasExact(hostname);

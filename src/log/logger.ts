@@ -115,11 +115,14 @@ export class RateLimitedLog {
     return this.#totals;
   }
 
-  /** Reports the counts still held back; call periodically and at shutdown. */
-  flush(): void {
+  /**
+   * Reports the counts held back in windows that are over; call periodically. At shutdown pass `all`, so the
+   * counts of the current windows are reported too instead of being lost.
+   */
+  flush(options: { all?: boolean } = {}): void {
     const now = Date.now();
     for (const [kind, window] of this.#windows) {
-      if (window.suppressed > 0 && now - window.startMs >= this.#windowMs) {
+      if (window.suppressed > 0 && (options.all || now - window.startMs >= this.#windowMs)) {
         this.#reportSuppressed(kind, window.suppressed);
         window.suppressed = 0;
       }

@@ -47,6 +47,9 @@ export class Relay {
   readonly #listeners: Deno.TcpListener[] = [];
   readonly #splices = new Set<Splice>();
   readonly #handlers = new Set<Promise<void>>();
+  /** Connections still in the handshake phase (not yet spliced), so a shutdown can end them too. */
+  readonly #handshaking = new Set<Deno.Conn>();
+  #aborted = false;
 
   constructor(deps: RelayDependencies) {
     this.#deps = deps;
@@ -110,9 +113,11 @@ export class Relay {
     return this.#handlers.size;
   }
 
-  /** Aborts every open connection. */
+  /** Aborts every open connection, those still in the handshake phase included. */
   abortAll(reason: string): void {
+    this.#aborted = true;
     for (const splice of this.#splices) splice.abort(reason);
+    for (const conn of this.#handshaking) closeQuietly(conn);
   }
 
   async #accept(listener: Deno.TcpListener, relayPort: RelayPort): Promise<void> {
@@ -153,6 +158,7 @@ export class Relay {
       return;
     }
     const client = new SocketDuplex(conn, `client ${clientAddress}`);
+    this.#handshaking.add(conn);
     try {
       try {
         conn.setNoDelay(true);
@@ -162,8 +168,14 @@ export class Relay {
       const routed = relayPort.protocol === "tls"
         ? await this.#routeTls(conn, client, relayPort, clientAddress)
         : await this.#routeHttp(conn, client, relayPort, clientAddress);
+      this.#handshaking.delete(conn);
       ticket.handshakeDone();
       if (routed === null) return;
+      if (this.#aborted) {
+        await routed.close("node shutting down");
+        await client.close("node shutting down");
+        return;
+      }
       const splice = new Splice(client, routed);
       this.#splices.add(splice);
       this.#deps.sweeper.watch(splice);
@@ -176,6 +188,7 @@ export class Relay {
         bytes_out: result.bytesBToA,
       });
     } finally {
+      this.#handshaking.delete(conn);
       ticket.release();
     }
   }
@@ -269,7 +282,10 @@ export class Relay {
   /** Opens a stream on the chosen route, or names the refusal. */
   #openStream(hostname: string, relayPort: RelayPort, clientAddress: string, isTls: boolean) {
     const route = this.#deps.router.route(hostname);
-    if (route === undefined) return "no_backend";
+    // Every backend (or peer) of a served name being at its stream limit is not the same as no backend at all.
+    if (route === undefined) {
+      return this.#deps.router.serves(hostname) ? "max_streams_per_backend" : "no_backend";
+    }
     const info: StreamOpenInfo = { hostname, port: relayPort.port, clientAddress, isTls };
     const stream = route.upstream.openStream(info);
     if (stream === null) return "backend_unavailable";
@@ -300,6 +316,11 @@ export class Relay {
     kind: string,
     fields: Record<string, string>,
   ): Promise<null> {
+    if (this.#aborted) {
+      // Ended by the shutdown, not refused: nothing to count or to say.
+      await client.close("node shutting down");
+      return null;
+    }
     this.#deps.refusals.event(kind, `connection refused: ${kind.replaceAll("_", " ")}`, fields);
     if (answer !== null) {
       try {
