@@ -68,11 +68,12 @@ export async function runCli(args: readonly string[]): Promise<number> {
   try {
     switch (command) {
       case undefined:
+        throw new UsageError("a command is required");
       case "--help":
       case "-h":
       case "help":
         print(USAGE.main);
-        return command === undefined ? 2 : 0;
+        return 0;
       case "version":
       case "--version":
         if (wantsHelp(rest, "version")) return 0;
@@ -217,7 +218,14 @@ async function token(args: readonly string[]): Promise<number> {
   if (ttlSeconds === null || ttlSeconds < 1) {
     throw new UsageError(`--ttl must be a duration such as 30s, 5m or 1h, got "${values.ttl}"`);
   }
-  const secret = Deno.readTextFileSync(secretFile).trim();
+  let secret: string;
+  try {
+    secret = Deno.readTextFileSync(secretFile).trim();
+  } catch (error) {
+    throw new Error(
+      `cannot read the secret file ${secretFile}: ${error instanceof Error ? error.message : error}`,
+    );
+  }
   if (secret.length === 0) throw new Error(`secret file ${secretFile} is empty`);
   const nonce = values.nonce ?? (Deno.env.get("NEXUS_SESSION_NONCE") || undefined);
   print(

@@ -20,7 +20,7 @@ import {
   readStreamLimitKeys,
   type StreamLimitKeys,
 } from "./shared_keys.ts";
-import { checkWebSocketUrl, readPemFile, readSecret } from "./sources.ts";
+import { readPemFile, readSecret, readWebSocketUrls } from "./sources.ts";
 import { type MapReader, readYamlConfig, type ValueReader } from "./yaml_reader.ts";
 
 /** How the agent obtains its tokens. */
@@ -44,27 +44,32 @@ export interface AgentConfig extends OperationKeys {
 /** Reads and validates an agent config; throws `ConfigError` listing every problem. */
 export function readAgentConfig(text: string, fileName: string, configDir: string): AgentConfig {
   return readYamlConfig(text, fileName, (root) => {
-    const hubs = root.stringList("hubs", { required: true, nonEmpty: true });
-    hubs.forEach((url, i) => {
-      const problem = checkWebSocketUrl(url);
-      if (problem !== null) root.problem("hubs", `hubs[${i}]: ${problem}`);
-    });
-    const hostnames = root.stringList("hostnames", { required: true, nonEmpty: true });
-    for (const name of hostnames) {
+    const hubs = readWebSocketUrls(root, "hubs", { required: true, nonEmpty: true });
+    const hostnames = root.list("hostnames", (value) => {
+      const name = value.asString();
+      if (name === undefined) return undefined;
       const claim = parseHostnameClaim(name);
-      if (claim.kind === "invalid") root.problem("hostnames", claim.reason);
-    }
-    const rules = root.entries("targets", readTargetRule, { required: true, nonEmpty: true });
-    for (const key of rules.keys()) {
+      if (claim.kind !== "invalid") return name;
+      value.problem(claim.reason);
+      return undefined;
+    }, { required: true, nonEmpty: true });
+    // Every rule as written, an invalid one as already reported: the names it was meant to serve are not
+    // reported a second time as served by nothing.
+    const written = new Map<string, TargetRule>();
+    const rules = root.entries("targets", (key, value) => {
       if (key !== DEFAULT_TARGET_KEY && parseHostnameClaim(key).kind === "invalid") {
-        root.problem("targets", `"${key}" is neither a hostname, a *.wildcard nor "${DEFAULT_TARGET_KEY}"`);
-        rules.delete(key);
+        value.problem(`"${key}" is neither a hostname, a *.wildcard nor "${DEFAULT_TARGET_KEY}"`);
+        return undefined;
       }
-    }
+      const rule = readTargetRule(value);
+      written.set(key, rule ?? REPORTED_RULE);
+      return rule;
+    }, { required: true, nonEmpty: true });
     const targets = new TargetMap(rules);
+    const asWritten = new TargetMap(written);
     for (const name of hostnames) {
       const probe = name.startsWith("*.") ? `x${name.slice(1)}` : name;
-      if (targets.resolve(probe, true) === undefined && targets.resolve(probe, false) === undefined) {
+      if (asWritten.resolve(probe, true) === undefined && asWritten.resolve(probe, false) === undefined) {
         root.problem("targets", `no target serves the claimed hostname ${name}`);
       }
     }
@@ -95,8 +100,11 @@ export function readAgentConfig(text: string, fileName: string, configDir: strin
   });
 }
 
+/** Stands for a target rule that was invalid and has been reported. */
+const REPORTED_RULE: TargetRule = { tls: { host: "", port: 0 }, http: { host: "", port: 0 } };
+
 /** `"host:port"` for both protocols, or `{ tls: "host:port", http: "host:port" }`. */
-function readTargetRule(_key: string, value: ValueReader): TargetRule | undefined {
+function readTargetRule(value: ValueReader): TargetRule | undefined {
   if (value.isScalar()) {
     const target = readTarget(value);
     return target === undefined ? undefined : { tls: target, http: target };

@@ -12,7 +12,7 @@ import {
   readStreamLimitKeys,
   type StreamLimitKeys,
 } from "./shared_keys.ts";
-import { checkWebSocketUrl, readPemFile, readSecret } from "./sources.ts";
+import { readPemFile, readSecret, readWebSocketUrls } from "./sources.ts";
 import { type MapReader, readYamlConfig } from "./yaml_reader.ts";
 
 /** Everything a node needs. */
@@ -55,11 +55,7 @@ export function readNodeConfig(text: string, fileName: string, configDir: string
     const keyPem = readPemFile(root, "hubTlsKeyFile", configDir, "private key", { required: true });
     const relayPorts = root.list("relayPorts", readRelayPort, { required: true, nonEmpty: true });
     checkDistinctPorts(root, relayPorts, listen?.port);
-    const peers = root.stringList("peers", { default: [] });
-    peers.forEach((url, i) => {
-      const problem = checkWebSocketUrl(url);
-      if (problem !== null) root.problem("peers", `peers[${i}]: ${problem}`);
-    });
+    const peers = readWebSocketUrls(root, "peers", { default: [] });
     const peerSecret = readSecret(root, "peerSecret", configDir, { required: peers.length > 0 });
     const limits = root.map("limits");
     const timeouts = root.map("handshakeTimeouts");

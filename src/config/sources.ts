@@ -94,8 +94,27 @@ export function readPemFile(
   return text;
 }
 
+/**
+ * Reads a list of `wss://` URLs; each bad one is reported at its own item (`hubs[1]`, its line and column) and
+ * left out.
+ */
+export function readWebSocketUrls(
+  map: MapReader,
+  key: string,
+  options: { required: true; nonEmpty: true } | { default: readonly string[] },
+): string[] {
+  return map.list(key, (value) => {
+    const text = value.asString();
+    if (text === undefined) return undefined;
+    const problem = checkWebSocketUrl(text);
+    if (problem === null) return text;
+    value.problem(problem);
+    return undefined;
+  }, options);
+}
+
 /** Checks a `wss://host[:port]/path` URL; returns an error text or null. */
-export function checkWebSocketUrl(text: string): string | null {
+function checkWebSocketUrl(text: string): string | null {
   let url: URL;
   try {
     url = new URL(text);
