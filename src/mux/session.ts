@@ -246,6 +246,9 @@ export class MuxSession {
   }
 
   #onMessage(data: unknown): void {
+    // The WebSocket still delivers what arrives during its closing handshake; an ended session must not act
+    // on it (a late announcement would re-add the routes of a link already removed from the router).
+    if (this.#end !== null) return;
     this.#lastReceivedMs = Date.now();
     if (typeof data === "string") {
       if (this.#options.onText) this.#options.onText(data);

@@ -1,0 +1,49 @@
+/**
+ * A link that this node has closed must not act on what its peer still sends during the WebSocket closing
+ * handshake: an announcement arriving then would re-add routes for a link the router has already dropped.
+ */
+
+import assert from "node:assert/strict";
+import { createLogger } from "../../src/log/logger.ts";
+import { waitForOpen } from "../../src/mux/inbox.ts";
+import { MUX_SUBPROTOCOL, MuxSession } from "../../src/mux/session.ts";
+import { encodeControlFrame } from "../../src/protocol/frames.ts";
+
+Deno.test("a closed link ignores an announcement that arrives during its closing handshake", async () => {
+  let serverSide: Promise<void> = Promise.resolve();
+  // The peer answers our first frame with an announcement; our close frame follows that first frame, so the
+  // announcement reaches us after we closed and before the peer's close reply.
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
+    const { socket, response } = Deno.upgradeWebSocket(request, { protocol: MUX_SUBPROTOCOL });
+    socket.onmessage = () => {
+      socket.send(encodeControlFrame({ type: "announce", version: 7, routes: ["late.test.nexus"] }));
+    };
+    serverSide = new Promise((resolve) => (socket.onclose = () => resolve()));
+    return response;
+  });
+  try {
+    const ws = new WebSocket(`ws://127.0.0.1:${server.addr.port}/mesh`, [MUX_SUBPROTOCOL]);
+    assert.equal(await waitForOpen(ws, 5_000), null);
+    const announced: string[][] = [];
+    const link = new MuxSession(ws, {
+      label: "peer under test",
+      mode: "credits",
+      log: createLogger("test"),
+      maxStreams: 10,
+      legacyStreamBufferBytes: 0,
+      onAnnounce: (_version, routes) => announced.push([...routes]),
+    });
+    let messagesAfterClose = 0;
+    const closed = new Promise<void>((resolve) => ws.addEventListener("close", () => resolve()));
+    link.announce(1, []);
+    link.close(1000, "test over");
+    ws.addEventListener("message", () => (messagesAfterClose += 1));
+    await closed;
+    await serverSide;
+    assert.equal(messagesAfterClose, 1, "the announcement arrived during the closing handshake");
+    assert.deepEqual(announced, []);
+    assert.deepEqual(await link.closed, { reason: "test over", local: true });
+  } finally {
+    await server.shutdown();
+  }
+});
