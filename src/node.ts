@@ -145,10 +145,14 @@ export class Node {
     this.mesh?.withdraw();
     log.info("shutting down: no longer accepting", {
       open_streams: this.relay.activeStreams,
+      open_tunnels: this.#tunnels.size,
       drain_ms: drainMs,
     });
-    const left = await this.relay.drain(drainMs);
-    if (left > 0) log.warn("drain time over; closing remaining connections", { connections: left });
+    // Tunnels from peers drain like our own clients: the peers were told to send no new ones (withdraw).
+    const [left, tunnelsLeft] = await Promise.all([this.relay.drain(drainMs), this.#drainTunnels(drainMs)]);
+    if (left + tunnelsLeft > 0) {
+      log.warn("drain time over; closing remaining connections", { connections: left, tunnels: tunnelsLeft });
+    }
     this.relay.abortAll("node shutting down");
     for (const tunnel of this.#tunnels) tunnel.abort("node shutting down");
     this.hub.closeAll(1001, "node shutting down");
@@ -159,6 +163,17 @@ export class Node {
     clearInterval(this.#housekeeping);
     this.#refusals.flush({ all: true });
     log.info("stopped");
+  }
+
+  /** Resolves when every tunnel from a peer has ended, or after `timeoutMs`; returns how many were still open. */
+  async #drainTunnels(timeoutMs: number): Promise<number> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.#tunnels].map((tunnel) => tunnel.done)),
+      new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs))),
+    ]);
+    clearTimeout(timer);
+    return this.#tunnels.size;
   }
 
   #serveHub(config: NodeConfig): Deno.HttpServer<Deno.NetAddr> {

@@ -47,7 +47,8 @@ export class Agent {
   readonly #sweeper: SpliceSweeper;
   readonly #httpClient: Deno.HttpClient | undefined;
   readonly #sessions = new Map<string, MuxSession>();
-  readonly #splices = new Set<Splice>();
+  /** Streams being served, with what the node said about each (name, client address). */
+  readonly #splices = new Map<Splice, StreamOpenInfo>();
   readonly #loops: Promise<void>[] = [];
   readonly #stopping = new AbortController();
   #onConnected: (hubUrl: string) => void = () => {};
@@ -72,6 +73,14 @@ export class Agent {
   /** Streams being served right now. */
   get activeStreams(): number {
     return this.#splices.size;
+  }
+
+  /**
+   * What the node said about each stream being served right now: the name and the original client's address
+   * (for a client that reached another node of the mesh too), for status output and tests.
+   */
+  get streamInfos(): StreamOpenInfo[] {
+    return [...this.#splices.values()];
   }
 
   /** Bytes received from hubs that the local services have not taken yet (for status and tests). */
@@ -112,12 +121,12 @@ export class Agent {
       this.#log.info("draining streams", { streams: this.#splices.size, drain_ms: drainMs });
       let timer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([
-        Promise.allSettled([...this.#splices].map((splice) => splice.done)),
+        Promise.allSettled([...this.#splices.keys()].map((splice) => splice.done)),
         new Promise((resolve) => (timer = setTimeout(resolve, drainMs))),
       ]);
       clearTimeout(timer);
     }
-    for (const splice of this.#splices) splice.abort("agent shutting down");
+    for (const splice of this.#splices.keys()) splice.abort("agent shutting down");
     for (const session of this.#sessions.values()) session.close(1000, "agent shutting down");
     await Promise.allSettled(this.#loops);
     this.#sweeper.close();
@@ -248,7 +257,7 @@ export class Agent {
       // Only latency.
     }
     const splice = new Splice(stream, new SocketDuplex(conn, `service ${target.host}:${target.port}`));
-    this.#splices.add(splice);
+    this.#splices.set(splice, info);
     this.#sweeper.watch(splice);
     const result = await splice.done;
     this.#splices.delete(splice);

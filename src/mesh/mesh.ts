@@ -32,7 +32,12 @@ export interface MeshSettings {
 const PEER_TOKEN_ISSUER = "nexus-peer";
 const PEER_TOKEN_AUDIENCE = "nexus-mesh";
 const PEER_TOKEN_TTL_SECONDS = 60;
+/** Accepted difference between the clocks of two peers, for the token's `iat` and `exp`. */
+const PEER_CLOCK_TOLERANCE_SECONDS = 30;
 const CONNECT_TIMEOUT_MS = 15_000;
+
+/** Where the link to one configured peer URL stands. */
+export type PeerDialState = "dialling" | "linked" | "this node";
 
 /** Links to peer nodes and the routes they announced. */
 export class Mesh {
@@ -44,10 +49,13 @@ export class Mesh {
   readonly #links = new Set<MuxSession>();
   readonly #lastVersion = new Map<MuxSession, number>();
   readonly #loops: Promise<void>[] = [];
+  readonly #inbound = new Set<Promise<void>>();
   readonly #stopping = new AbortController();
   readonly #httpClient: Deno.HttpClient | undefined;
-  /** Distinguishes this process from its peers, so a node listed among its own peers notices. */
-  readonly #instanceId = crypto.randomUUID();
+  /** `jti` of each token this node is dialling with → the URL it dials, so a node that dials itself notices. */
+  readonly #dialling = new Map<string, string>();
+  readonly #peerStates = new Map<string, PeerDialState>();
+  readonly #selfUrls = new Set<string>();
   #announceVersion = 0;
   #withdrawn = false;
 
@@ -71,6 +79,11 @@ export class Mesh {
   /** Open links, inbound and outbound. */
   get links(): ReadonlySet<MuxSession> {
     return this.#links;
+  }
+
+  /** Each configured peer URL and where its link stands, for status output and tests. */
+  get peerStates(): ReadonlyMap<string, PeerDialState> {
+    return this.#peerStates;
   }
 
   /** Starts dialling every configured peer. */
@@ -107,7 +120,9 @@ export class Mesh {
       protocol: MUX_SUBPROTOCOL,
       idleTimeout: 60,
     });
-    void this.#serveLink(socket, `peer ${remoteAddress} (inbound)`);
+    const inbound = this.#acceptLink(socket, `peer ${remoteAddress} (inbound)`);
+    this.#inbound.add(inbound);
+    void inbound.finally(() => this.#inbound.delete(inbound));
     return response;
   }
 
@@ -122,8 +137,18 @@ export class Mesh {
   async stop(): Promise<void> {
     this.#stopping.abort();
     for (const link of this.#links) link.close(1001, "node shutting down");
-    await Promise.allSettled(this.#loops);
+    await Promise.allSettled([...this.#loops, ...this.#inbound]);
     this.#httpClient?.close();
+  }
+
+  /** Serves an accepted link once its WebSocket is open: until then every frame sent on it would be lost. */
+  async #acceptLink(ws: WebSocket, label: string): Promise<void> {
+    const openError = await waitForOpen(ws, CONNECT_TIMEOUT_MS);
+    if (openError !== null) {
+      this.#log.warn("inbound peer link failed before it opened", { peer: label, why: openError });
+      return;
+    }
+    await this.#serveLink(ws, label);
   }
 
   async #verifyPeerToken(token: string): Promise<string | null> {
@@ -133,9 +158,12 @@ export class Mesh {
         audience: PEER_TOKEN_AUDIENCE,
         algorithms: ["HS256"],
         maxTokenAge: `${PEER_TOKEN_TTL_SECONDS}s`,
+        clockTolerance: PEER_CLOCK_TOLERANCE_SECONDS,
       });
-      if (payload.jti === this.#instanceId) return "this node is listed among its own peers";
-      return null;
+      const ownUrl = typeof payload.jti === "string" ? this.#dialling.get(payload.jti) : undefined;
+      if (ownUrl === undefined) return null;
+      this.#selfUrls.add(ownUrl);
+      return `this node is listed among its own peers as ${ownUrl}`;
     } catch (error) {
       return `peer token refused: ${error instanceof Error ? error.message : String(error)}`;
     }
@@ -145,8 +173,14 @@ export class Mesh {
     const { initialDelayMs, maxDelayMs } = this.#settings.reconnect;
     let attempt = 0;
     while (!this.#stopping.signal.aborted) {
+      this.#peerStates.set(url, "dialling");
       const reason = await this.#dial(url).catch((error) => String(error));
       if (this.#stopping.signal.aborted) return;
+      if (this.#selfUrls.has(url)) {
+        this.#peerStates.set(url, "this node");
+        this.#log.warn("peer URL leads back to this node; not dialling it again", { peer: url });
+        return;
+      }
       const delayMs = reconnectDelayMs(attempt, initialDelayMs, maxDelayMs);
       attempt = reason === null ? 0 : attempt + 1;
       this.#log.warn("peer link down; redialling", {
@@ -160,11 +194,12 @@ export class Mesh {
 
   /** Dials one peer and serves the link until it ends; null if it was established, else why not. */
   async #dial(url: string): Promise<string | null> {
+    const jti = crypto.randomUUID();
     const token = await new SignJWT({})
       .setProtectedHeader({ alg: "HS256", typ: "JWT" })
       .setIssuer(PEER_TOKEN_ISSUER)
       .setAudience(PEER_TOKEN_AUDIENCE)
-      .setJti(this.#instanceId)
+      .setJti(jti)
       .setIssuedAt()
       .setExpirationTime(`${PEER_TOKEN_TTL_SECONDS}s`)
       .sign(this.#settings.peerSecret);
@@ -173,17 +208,33 @@ export class Mesh {
       headers: { authorization: `Bearer ${token}` },
       ...(this.#httpClient ? { client: this.#httpClient } : {}),
     });
+    // Shutdown must not wait for a dial to a peer that does not answer.
+    const abandon = () => ws.close(1000, "node shutting down");
+    this.#stopping.signal.addEventListener("abort", abandon);
+    this.#dialling.set(jti, url);
     const openError = await waitForOpen(ws, CONNECT_TIMEOUT_MS);
-    if (openError !== null) return openError;
+    this.#dialling.delete(jti);
+    this.#stopping.signal.removeEventListener("abort", abandon);
+    if (openError !== null) {
+      // After a timeout the WebSocket is still connecting: give its socket up rather than leak it.
+      ws.close();
+      return openError;
+    }
     if (ws.protocol !== MUX_SUBPROTOCOL) {
       ws.close(1000, "subprotocol not accepted");
       return `peer did not accept the ${MUX_SUBPROTOCOL} subprotocol`;
     }
+    this.#peerStates.set(url, "linked");
     await this.#serveLink(ws, `peer ${url}`);
     return null;
   }
 
   async #serveLink(ws: WebSocket, label: string): Promise<void> {
+    // A link that opened while the node began to stop would outlive `stop()`.
+    if (this.#stopping.signal.aborted) {
+      ws.close(1000, "node shutting down");
+      return;
+    }
     const link = new MuxSession(ws, {
       label,
       mode: "credits",
