@@ -45,7 +45,8 @@ export class Agent {
   readonly #settings: AgentSettings;
   readonly #log: Logger;
   readonly #sweeper: SpliceSweeper;
-  readonly #httpClient: Deno.HttpClient | undefined;
+  /** Closed and cleared by the first `stop` that gets that far: closing it twice throws. */
+  #httpClient: Deno.HttpClient | undefined;
   readonly #sessions = new Map<string, MuxSession>();
   /** Streams being served, with what the node said about each (name, client address). */
   readonly #splices = new Map<Splice, StreamOpenInfo>();
@@ -131,6 +132,7 @@ export class Agent {
     await Promise.allSettled(this.#loops);
     this.#sweeper.close();
     this.#httpClient?.close();
+    this.#httpClient = undefined;
   }
 
   async #runHub(url: string): Promise<void> {
