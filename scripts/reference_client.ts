@@ -119,13 +119,24 @@ interface RunResult {
   readonly stderr: string;
 }
 
-/** Runs a program to completion; a string says why it could not be started (not installed, no permission). */
+/**
+ * Longest a go command may take. Offline, `go mod download` can wait on connect timeouts for minutes; the tests
+ * that need the client would rather be skipped with a reason than hang.
+ */
+const GO_COMMAND_TIMEOUT_MS = 180_000;
+
+/**
+ * Runs a program to completion; a string says why it could not be started (not installed, no permission) or
+ * did not finish in time.
+ */
 async function run(
   program: string,
   args: string[],
   cwd: string,
   env: Record<string, string> = {},
 ): Promise<RunResult | string> {
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), GO_COMMAND_TIMEOUT_MS);
   try {
     const output = await new Deno.Command(program, {
       args,
@@ -134,7 +145,11 @@ async function run(
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
+      signal: abort.signal,
     }).output();
+    if (abort.signal.aborted) {
+      return `"${program} ${args.join(" ")}" did not finish within ${GO_COMMAND_TIMEOUT_MS / 1000} s`;
+    }
     const decoder = new TextDecoder();
     return {
       code: output.code,
@@ -144,6 +159,8 @@ async function run(
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return `"${program}" is not installed (not found on the PATH)`;
     return `cannot run "${program}": ${describe(error)}`;
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -52,6 +52,7 @@ export class Node {
       halfClosedTimeoutMs: config.limits.halfClosedTimeoutSeconds * 1000,
     });
     this.router = new Router<MuxSession>(() => this.mesh?.announce());
+    const tokenSeconds = config.handshakeTimeouts.backendTokenSeconds;
     this.hub = new Hub(
       {
         jwtSecret: config.backendsJwtSecret,
@@ -60,6 +61,7 @@ export class Node {
         legacyStreamBufferBytes: config.limits.legacyStreamBufferBytes,
         pingIdleSeconds: BACKEND_PING_IDLE_SECONDS,
         heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
+        tokenWaitMs: tokenSeconds === undefined ? undefined : tokenSeconds * 1000,
       },
       createLogger("hub"),
       this.#refusals,

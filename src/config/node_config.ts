@@ -33,6 +33,8 @@ export interface NodeConfig extends OperationKeys {
     readonly firstByteSeconds: number;
     readonly extendSeconds: number;
     readonly totalSeconds: number;
+    /** Seconds the hub waits for each of a backend's two tokens; absent: the original's 10 s (§1.2). */
+    readonly backendTokenSeconds?: number;
   };
 }
 
@@ -99,6 +101,7 @@ export function readNodeConfig(text: string, fileName: string, configDir: string
         firstByteSeconds: timeouts.integer("firstByteSeconds", { min: 1, max: 300, default: 15 }),
         extendSeconds: timeouts.integer("extendSeconds", { min: 1, max: 300, default: 5 }),
         totalSeconds: timeouts.integer("totalSeconds", { min: 1, max: 600, default: 30 }),
+        ...optional("backendTokenSeconds", timeouts.integer("backendTokenSeconds", { min: 1, max: 120 })),
       },
     };
   });

@@ -30,6 +30,8 @@ export interface HubSettings {
   readonly pingIdleSeconds: number;
   /** Session ping interval for backends that speak our subprotocol. */
   readonly heartbeatIntervalMs: number;
+  /** Wait for each handshake token; absent: the original's 10 s (`TOKEN_WAIT_MS`). */
+  readonly tokenWaitMs?: number;
 }
 
 /** Close code for handshake refusals (§1.2: 1008 policy violation). */
@@ -109,6 +111,7 @@ export class Hub {
   async #admit(ws: WebSocket, remoteAddress: string, speaksCredits: boolean): Promise<void> {
     const outcome = await acceptBackendHandshake(ws, this.#settings.jwtSecret, {
       acknowledge: speaksCredits,
+      tokenWaitMs: this.#settings.tokenWaitMs,
     });
     if (!outcome.ok) {
       this.#refusals.event("backend_rejected", "backend rejected", {
