@@ -15,7 +15,7 @@ import {
   waitFor,
 } from "../helpers/cluster.ts";
 import { testCertificates } from "../helpers/certs.ts";
-import { rawExchange } from "../helpers/raw.ts";
+import { rawExchange, readExactly } from "../helpers/raw.ts";
 import { writeAll } from "../helpers/services.ts";
 import { signBackendToken } from "../../src/protocol/backend_token.ts";
 import {
@@ -453,17 +453,6 @@ async function echoStreams(
       events.closed.push(frame.message.id);
     }
   }
-}
-
-/** Reads exactly `length` bytes, or fails if the stream ends first. */
-async function readExactly(conn: Deno.Conn, length: number): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
-  for (let filled = 0; filled < length;) {
-    const n = await conn.read(out.subarray(filled));
-    if (n === null) throw new Error(`the relayed client was closed after ${filled} of ${length} bytes`);
-    filled += n;
-  }
-  return out;
 }
 
 Deno.test("a correct two-stage handshake without a subprotocol registers; relayed clients are then served in the original frame protocol", async (t) => {

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { startTestAgent, startTestNode, waitFor } from "../helpers/cluster.ts";
-import { namedEchoService } from "../helpers/raw.ts";
+import { namedEchoService, readExactly, readLine } from "../helpers/raw.ts";
 import { readAll, serveConnections, writeAll } from "../helpers/services.ts";
 import { buildClientHello } from "../sni/client_hello_builder.ts";
 
@@ -45,24 +45,7 @@ async function connect(port: number, servername: string): Promise<{ conn: Deno.C
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   conn.setNoDelay(true);
   await writeAll(conn, buildClientHello({ serverName: servername }));
-  let line = "";
-  const byte = new Uint8Array(1);
-  while (!line.endsWith("\n")) {
-    if ((await conn.read(byte)) === null) throw new Error(`${servername}: closed before the name line`);
-    line += decoder.decode(byte);
-  }
-  return { conn, served: line.trim() };
-}
-
-/** Reads exactly `length` bytes or fails. */
-async function readExactly(conn: Deno.Conn, length: number): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
-  for (let filled = 0; filled < length;) {
-    const n = await conn.read(out.subarray(filled));
-    if (n === null) throw new Error(`stream ended after ${filled} of ${length} bytes`);
-    filled += n;
-  }
-  return out;
+  return { conn, served: await readLine(conn) };
 }
 
 /** How a read on an idle client ended: `eof` or the error's name; fails the test if it does not end. */

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { startTestAgent, startTestNode, type TestNode, waitFor } from "../helpers/cluster.ts";
-import { concat, namedEchoService } from "../helpers/raw.ts";
+import { concat, namedEchoService, readLine } from "../helpers/raw.ts";
 import { patternBytes, type TestService, writeAll } from "../helpers/services.ts";
 import type { Agent } from "../../src/agent/agent.ts";
 import { buildClientHello } from "../sni/client_hello_builder.ts";
@@ -186,13 +186,7 @@ class Transfer {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port });
     const hello = buildClientHello({ serverName: servername });
     await writeAll(conn, hello);
-    let line = "";
-    const byte = new Uint8Array(1);
-    while (!line.endsWith("\n")) {
-      if ((await conn.read(byte)) === null) throw new Error("closed before the service said its name");
-      line += decoder.decode(byte);
-    }
-    const transfer = new Transfer(conn, line.trim(), seed);
+    const transfer = new Transfer(conn, await readLine(conn), seed);
     transfer.sent.push(hello);
     return transfer;
   }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { readAll, serveConnections, type TestService, writeAll } from "./services.ts";
+import { echo, readAll, serveConnections, type TestService, writeAll } from "./services.ts";
 
 /** The parts, one after the other. */
 export function concat(...parts: Uint8Array[]): Uint8Array {
@@ -94,12 +94,28 @@ export function recordingService(reply?: (received: Uint8Array) => Uint8Array): 
 export function namedEchoService(name: string): TestService {
   return serveConnections(async (conn) => {
     await writeAll(conn, new TextEncoder().encode(`${name}\n`));
-    const buffer = new Uint8Array(64 * 1024);
-    for (;;) {
-      const n = await conn.read(buffer);
-      if (n === null) break;
-      await writeAll(conn, buffer.subarray(0, n));
-    }
-    await conn.closeWrite();
+    await echo(conn);
   });
+}
+
+/** Reads exactly `length` bytes; throws if the stream ends first. */
+export async function readExactly(conn: Deno.Conn, length: number): Promise<Uint8Array> {
+  const out = new Uint8Array(length);
+  for (let filled = 0; filled < length;) {
+    const n = await conn.read(out.subarray(filled));
+    if (n === null) throw new Error(`stream ended after ${filled} of ${length} bytes`);
+    filled += n;
+  }
+  return out;
+}
+
+/** Reads one line byte by byte (so nothing after it is consumed) and returns it without the newline. */
+export async function readLine(conn: Deno.Conn): Promise<string> {
+  const bytes: number[] = [];
+  const byte = new Uint8Array(1);
+  while (bytes.at(-1) !== 0x0a) {
+    if ((await conn.read(byte)) === null) throw new Error("stream ended before the end of the line");
+    bytes.push(byte[0]);
+  }
+  return new TextDecoder().decode(Uint8Array.from(bytes.slice(0, -1)));
 }
