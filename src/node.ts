@@ -144,6 +144,7 @@ export class Node {
   async #stop(drainMs: number): Promise<void> {
     const log = createLogger("node");
     this.relay.stopAccepting();
+    this.hub.drainAll();
     this.mesh?.withdraw();
     log.info("shutting down: no longer accepting", {
       open_streams: this.relay.activeStreams,
@@ -157,7 +158,7 @@ export class Node {
     }
     this.relay.abortAll("node shutting down");
     for (const tunnel of this.#tunnels) tunnel.abort("node shutting down");
-    this.hub.closeAll(1001, "node shutting down");
+    await this.hub.closeAll(1001, "node shutting down", 5_000);
     await this.mesh?.stop();
     await this.relay.drain(5_000);
     await this.#hubServer.shutdown();

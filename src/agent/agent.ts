@@ -37,6 +37,8 @@ export interface AgentSettings {
 
 /** How long to wait for each handshake step (the original client waits 15 s for the challenge, §1.2). */
 const HANDSHAKE_STEP_MS = 15_000;
+/** How long a stopping agent waits for each hub to answer its close (and so to have read everything). */
+const SESSION_CLOSE_WAIT_MS = 5_000;
 /** A session that lived this long resets the reconnect backoff. */
 const STABLE_SESSION_MS = 30_000;
 
@@ -113,11 +115,14 @@ export class Agent {
   }
 
   /**
-   * Stops: no new sessions, open streams get `drainMs` to finish, then every session closes. A second call
-   * (a second signal) with 0 cuts everything at once.
+   * Stops: no new sessions, the hubs are told to send no new streams, open streams get `drainMs` to finish,
+   * then every session closes (waiting for the hubs' answers, so nothing sent is cut off). A second call with
+   * 0 cuts the drain short.
    */
   async stop(drainMs: number): Promise<void> {
     this.#stopping.abort();
+    // The hubs take this backend out of their pools at once, so new clients go to other backends.
+    for (const session of this.#sessions.values()) session.drain();
     if (drainMs > 0 && this.#splices.size > 0) {
       this.#log.info("draining streams", { streams: this.#splices.size, drain_ms: drainMs });
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -128,7 +133,12 @@ export class Agent {
       clearTimeout(timer);
     }
     for (const splice of this.#splices.keys()) splice.abort("agent shutting down");
-    for (const session of this.#sessions.values()) session.close(1000, "agent shutting down");
+    // Closing handshakes, not just closes: the process exits next, and the hub must get the last bytes first.
+    await Promise.all(
+      [...this.#sessions.values()].map((session) =>
+        session.closeGracefully(1000, "agent shutting down", SESSION_CLOSE_WAIT_MS)
+      ),
+    );
     await Promise.allSettled(this.#loops);
     this.#sweeper.close();
     this.#httpClient?.close();
@@ -196,6 +206,7 @@ export class Agent {
       heartbeatIntervalMs: mode === "credits" ? this.#settings.heartbeatIntervalMs : 0,
       pendingMessages: inbox.detach(),
       onStreamOpened: (stream, info) => void this.#serve(stream, info),
+      onDrain: () => this.#log.info("hub is shutting down: it sends no new streams", { hub: url }),
       onText: (text) => void this.#onText(session, text),
     });
     if (!session.isOpen) return { established: false, reason: "hub closed the session during the handshake" };

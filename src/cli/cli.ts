@@ -150,9 +150,7 @@ async function serve(args: readonly string[]): Promise<number> {
   const { text, dir } = readConfigText(path);
   const config = readNodeConfig(text, path, dir);
   const node = new Node(config);
-  await untilSignalled((second) =>
-    second ? Promise.resolve() : node.shutdown(config.drainTimeoutSeconds * 1000)
-  );
+  await untilSignalled(() => node.shutdown(config.drainTimeoutSeconds * 1000));
   return 0;
 }
 
@@ -164,7 +162,7 @@ async function agent(args: readonly string[]): Promise<number> {
   setLogLevel(config.logLevel);
   const agent = new Agent(agentSettings(config), createLogger("agent"));
   agent.start();
-  await untilSignalled((second) => agent.stop(second ? 0 : config.drainTimeoutSeconds * 1000));
+  await untilSignalled(() => agent.stop(config.drainTimeoutSeconds * 1000));
   return 0;
 }
 
@@ -260,10 +258,11 @@ function check(args: readonly string[]): number {
 }
 
 /**
- * Resolves once `stop` has finished after SIGINT or SIGTERM; a second signal calls `stop(true)` to cut the
- * drain short.
+ * Resolves once `stop` has finished after SIGINT or SIGTERM. A second signal exits at once with code 1: it
+ * must not wait for anything (a close handshake with a peer that no longer answers), and the kernel closes
+ * every socket with the process.
  */
-async function untilSignalled(stop: (second: boolean) => Promise<void>): Promise<void> {
+async function untilSignalled(stop: () => Promise<void>): Promise<void> {
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT", "SIGBREAK"] : ["SIGINT", "SIGTERM"];
   let received = 0;
   let stopped: Promise<void> | null = null;
@@ -271,10 +270,10 @@ async function untilSignalled(stop: (second: boolean) => Promise<void>): Promise
     const onSignal = () => {
       received += 1;
       if (received === 1) {
-        stopped = stop(false).then(resolve);
+        stopped = stop().then(resolve);
       } else {
         printError("nexus: second signal: exiting now");
-        void stop(true).finally(() => Deno.exit(1));
+        Deno.exit(1);
       }
     };
     for (const signal of signals) Deno.addSignalListener(signal, onSignal);

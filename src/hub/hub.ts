@@ -102,10 +102,25 @@ export class Hub {
     return response;
   }
 
-  /** Closes every backend session (shutdown); new backends are refused from now on. */
-  closeAll(code: number, reason: string): void {
+  /**
+   * Tells every backend that this node is shutting down: they get no new streams, open ones go on. New
+   * backends are refused from now on.
+   */
+  drainAll(): void {
     this.#closing = true;
-    for (const backend of this.#backends) backend.session.close(code, reason);
+    for (const backend of this.#backends) backend.session.drain();
+  }
+
+  /**
+   * Closes every backend session (shutdown) and waits, at most `timeoutMs`, for their closing handshakes, so
+   * the last bytes of finished streams reach the backends before the process exits. New backends are refused
+   * from now on.
+   */
+  async closeAll(code: number, reason: string, timeoutMs: number): Promise<void> {
+    this.#closing = true;
+    await Promise.all(
+      [...this.#backends].map((backend) => backend.session.closeGracefully(code, reason, timeoutMs)),
+    );
   }
 
   async #admit(ws: WebSocket, remoteAddress: string, speaksCredits: boolean): Promise<void> {
@@ -127,6 +142,8 @@ export class Hub {
     }
     const { claims } = outcome;
     const name = claims.name || remoteAddress;
+    // A backend that drains (its agent is shutting down) leaves the pools at once; its open streams go on.
+    let leavePool = () => {};
     const session = new MuxSession(ws, {
       label: `backend ${name} ${remoteAddress}`,
       mode: speaksCredits ? "credits" : "legacy",
@@ -137,6 +154,7 @@ export class Hub {
       pendingMessages: outcome.pendingMessages,
       onText: () =>
         this.#log.debug("text message from backend ignored (no re-authentication pending)", { name }),
+      onDrain: () => leavePool(),
     });
     if (!session.isOpen) return;
     const backend: Backend = {
@@ -157,10 +175,24 @@ export class Hub {
     if (claims.ignoredPortClaims) {
       this.#log.warn("backend's port claims ignored: this node routes by hostname", { name });
     }
+    let inPool = true;
+    leavePool = () => {
+      if (!inPool) return;
+      inPool = false;
+      this.#onDown(backend);
+      if (session.isOpen) {
+        this.#log.info("backend draining: no new streams", {
+          name,
+          remote: remoteAddress,
+          streams: session.streamCount,
+        });
+      }
+    };
     this.#onUp(backend);
+    if (session.draining) leavePool();
     const end = await session.closed;
     this.#backends.delete(backend);
-    this.#onDown(backend);
+    leavePool();
     this.#log.info("backend left", { name, remote: remoteAddress, why: end.reason });
   }
 }

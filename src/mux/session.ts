@@ -11,6 +11,7 @@ import {
   type ControlMessage,
   CREDIT_REPLENISH_BATCH,
   decodeFrame,
+  type DisconnectReason,
   encodeControlFrame,
   encodeDataFrame,
   INITIAL_STREAM_CREDITS,
@@ -49,6 +50,8 @@ export interface MuxSessionOptions {
   readonly onStreamOpened?: (stream: MuxStream, info: StreamOpenInfo) => void;
   /** A peer announced the names it serves (mesh). */
   readonly onAnnounce?: (version: number, routes: readonly string[]) => void;
+  /** The peer is shutting down: it opens no more streams and accepts none (open ones go on). */
+  readonly onDrain?: () => void;
   /** A text message arrived after the handshake (the original's re-authentication challenges). */
   readonly onText?: (text: string) => void;
   /** Sends a session ping this often and closes the session after two intervals of silence; 0: never. */
@@ -94,7 +97,12 @@ export class MuxSession {
   #lastReceivedMs = Date.now();
   #end: SessionEnd | null = null;
   #resolveClosed!: (end: SessionEnd) => void;
+  /** Resolves when the WebSocket itself has closed (its closing handshake done, or the connection gone). */
+  readonly #socketClosed: Promise<void>;
+  #resolveSocketClosed!: () => void;
   #unknownStreamFrames = 0;
+  /** Either side said it is shutting down: no new streams either way. */
+  #draining = false;
   #pausesReceived = 0;
 
   /** Takes over an open WebSocket whose handshake is complete; sets its message and close handlers. */
@@ -107,6 +115,7 @@ export class MuxSession {
       ? LEGACY_WRITE_HIGH_WATER_BYTES
       : WRITE_HIGH_WATER_BYTES;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+    this.#socketClosed = new Promise((resolve) => (this.#resolveSocketClosed = resolve));
     ws.binaryType = "arraybuffer";
     this.#transport = {
       label: options.label,
@@ -124,7 +133,10 @@ export class MuxSession {
       },
     };
     ws.onmessage = (event) => this.#onMessage(event.data);
-    ws.onclose = (event) => this.#finish(event.reason || `closed with code ${event.code}`, false);
+    ws.onclose = (event) => {
+      this.#resolveSocketClosed();
+      this.#finish(event.reason || `closed with code ${event.code}`, false);
+    };
     ws.onerror = () => {
       // The close event follows with the reason; nothing to do here but keep the error from being unhandled.
     };
@@ -134,7 +146,10 @@ export class MuxSession {
       Deno.unrefTimer(this.#heartbeatTimer);
     }
     for (const data of options.pendingMessages ?? []) this.#onMessage(data);
-    if (ws.readyState === WebSocket.CLOSED) this.#finish("closed during the handshake", false);
+    if (ws.readyState === WebSocket.CLOSED) {
+      this.#resolveSocketClosed();
+      this.#finish("closed during the handshake", false);
+    }
   }
 
   /** Streams currently open. */
@@ -162,9 +177,25 @@ export class MuxSession {
     return this.#end === null;
   }
 
-  /** Whether {@linkcode openStream} would succeed now: open and below its stream limit. */
+  /** Whether {@linkcode openStream} would succeed now: open, not draining and below its stream limit. */
   get acceptsStreams(): boolean {
-    return this.#end === null && this.#streams.size < this.#options.maxStreams;
+    return this.#end === null && !this.#draining && this.#streams.size < this.#options.maxStreams;
+  }
+
+  /** Whether either side has said it is shutting down ({@linkcode drain}). */
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /**
+   * Tells the peer this side is shutting down: from now on neither side opens a stream on this session, and
+   * streams already open go on until they end or the session closes. A peer of the original protocol has no
+   * word for it and is not told; streams it still opens are refused with reason `shutdown`. Idempotent.
+   */
+  drain(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    if (this.mode === "credits") this.#send(encodeControlFrame({ type: "drain" }));
   }
 
   /**
@@ -203,6 +234,21 @@ export class MuxSession {
       }
     }
     this.#finish(reason, true);
+  }
+
+  /**
+   * Closes like {@linkcode close}, then waits (at most `timeoutMs`) for the WebSocket's closing handshake to
+   * finish. The peer answers a close only after reading everything sent before it, so once this resolves the
+   * last frames of the streams that finished have arrived, and the process may exit without cutting them off.
+   */
+  async closeGracefully(code: number, reason: string, timeoutMs: number): Promise<void> {
+    this.close(code, reason);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#socketClosed,
+      new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs))),
+    ]);
+    clearTimeout(timer);
   }
 
   #createStream(id: string, sendCredits: number): MuxStream {
@@ -316,6 +362,11 @@ export class MuxSession {
       case "pong_stream":
       case "pong":
         return;
+      case "drain":
+        if (this.#draining) return;
+        this.#draining = true;
+        this.#options.onDrain?.();
+        return;
       case "announce":
         if (this.#options.onAnnounce) this.#options.onAnnounce(message.version, message.routes);
         return;
@@ -323,11 +374,12 @@ export class MuxSession {
   }
 
   #onOpen(id: string, info: StreamOpenInfo, credits: number | undefined): void {
-    const refuse = (why: string) => {
+    const refuse = (why: string, reason: DisconnectReason = "local_error") => {
       this.#options.log.warn("stream refused", { session: this.label, stream: id, why });
-      this.#send(encodeControlFrame({ type: "close", id, reason: "local_error" }));
+      this.#send(encodeControlFrame({ type: "close", id, reason }));
     };
     if (this.#options.onStreamOpened === undefined) return refuse("this side does not accept streams");
+    if (this.#draining) return refuse("shutting down", "shutdown");
     if (this.#streams.has(id)) return refuse("stream id already in use");
     if (this.#streams.size >= this.#options.maxStreams) return refuse("too many streams on this session");
     const sendCredits = credits ?? (this.mode === "credits" ? INITIAL_STREAM_CREDITS : Infinity);

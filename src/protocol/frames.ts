@@ -76,6 +76,8 @@ export type ControlMessage =
   | { readonly type: "resume"; readonly id: string; readonly credits?: number }
   | { readonly type: "ping" }
   | { readonly type: "pong" }
+  /** The sender is shutting down: no new streams on this session either way; open ones go on (our extension). */
+  | { readonly type: "drain" }
   | { readonly type: "announce"; readonly version: number; readonly routes: readonly string[] };
 
 /** A decoded binary message. Views point into the message; nothing is copied. */
@@ -178,6 +180,7 @@ function toWire(message: ControlMessage): Record<string, unknown> {
       };
     case "ping":
     case "pong":
+    case "drain":
       return { event: message.type };
     case "announce":
       return { event: "announce", version: message.version, routes: message.routes };
@@ -222,7 +225,9 @@ function decodeControl(json: Uint8Array): DecodedFrame {
   const fields = value as Record<string, unknown>;
   const event = fields.event;
   if (typeof event !== "string") return { kind: "invalid", reason: "control frame has no event name" };
-  if (event === "ping" || event === "pong") return { kind: "control", message: { type: event } };
+  if (event === "ping" || event === "pong" || event === "drain") {
+    return { kind: "control", message: { type: event } };
+  }
   if (event === "announce") return decodeAnnounce(fields);
 
   const id = fields.client_id;

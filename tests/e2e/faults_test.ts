@@ -40,11 +40,13 @@ function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
  * after the close that was awaited, so this polls (bounded) rather than compares once.
  */
 async function descriptorsReleased(baseline: number): Promise<void> {
-  await waitFor(
-    () => openDescriptors() <= baseline,
-    `open descriptors back to ${baseline} (${openDescriptors()})`,
-    10_000,
-  );
+  const deadline = Date.now() + 10_000;
+  let open = await openDescriptors();
+  while (open > baseline) {
+    if (Date.now() > deadline) throw new Error(`${open} descriptors open, ${baseline} before the test`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    open = await openDescriptors();
+  }
 }
 
 /** Reads until the stream ends or is reset; returns the bytes read and how it ended. */
@@ -67,7 +69,7 @@ async function readUntilCut(
 }
 
 Deno.test("an agent killed mid-transfer: its streams end at both ends, another agent's stream goes on byte-exact, the backend leaves the pool", async () => {
-  const descriptorsBefore = openDescriptors();
+  const descriptorsBefore = await openDescriptors();
   const killedService = await startTrafficService();
   const otherService = await startTrafficService();
   const test = await startTestNode();
@@ -161,7 +163,7 @@ function retryDelays(lines: readonly string[]): number[] {
 }
 
 Deno.test("a node restarted on the same hub port: open streams end at both ends, the agent comes back by itself with backoff and jitter", async () => {
-  const descriptorsBefore = openDescriptors();
+  const descriptorsBefore = await openDescriptors();
   const service = await startTrafficService();
   const first = await startTestNode();
   const hubPort = first.node.hubAddress.port;

@@ -225,16 +225,28 @@ export async function spawnAgent(
   }
 }
 
-/** Open file descriptors of a process (this one by default), from `/proc/<pid>/fd`. */
-export function openDescriptors(pid: number | "self" = "self"): number {
-  let count = 0;
-  for (const _ of Deno.readDirSync(`/proc/${pid}/fd`)) count += 1;
-  return count;
+/**
+ * Runs a small command and returns its stdout. Reading `/proc/<pid>/...` from Deno itself needs every
+ * permission at once (`--allow-all`), so the test tasks' permissions go through `ls` and `cat` instead.
+ */
+async function procText(command: string, args: string[]): Promise<string> {
+  const output = await new Deno.Command(command, { args, stdin: "null", stdout: "piped", stderr: "null" })
+    .output();
+  if (!output.success) throw new Error(`${command} ${args.join(" ")} failed with code ${output.code}`);
+  return new TextDecoder().decode(output.stdout);
+}
+
+/**
+ * Open file descriptors of a process (this one by default), from `/proc/<pid>/fd`. Counted while `ls` runs,
+ * so this process's pipe to it is included; compare counts taken the same way.
+ */
+export async function openDescriptors(pid: number = Deno.pid): Promise<number> {
+  return (await procText("ls", ["-1", `/proc/${pid}/fd`])).split("\n").filter((line) => line !== "").length;
 }
 
 /** Peak and current resident set size of a process in bytes, from `/proc/<pid>/status` (VmHWM, VmRSS). */
-export function memoryOf(pid: number | "self" = "self"): { peakRssBytes: number; rssBytes: number } {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+export async function memoryOf(pid: number = Deno.pid): Promise<{ peakRssBytes: number; rssBytes: number }> {
+  const status = await procText("cat", [`/proc/${pid}/status`]);
   const kib = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? 0) * 1024;
   return { peakRssBytes: kib("VmHWM"), rssBytes: kib("VmRSS") };
 }

@@ -477,3 +477,102 @@ Deno.test("session: a stream whose reader stalls does not hold back another stre
     await pair.close();
   }
 });
+
+Deno.test("session: after a drain neither side opens streams, open ones go on, and a late open is refused with shutdown", async () => {
+  const pair = await openSessionPair();
+  const drains: string[] = [];
+  try {
+    const open = await pair.openStream();
+    // The acceptor (an agent, say) is shutting down.
+    pair.acceptor.drain();
+    pair.acceptor.drain();
+    assert.equal(pair.acceptor.acceptsStreams, false);
+    await waitUntil(() => pair.opener.draining, "the opener to hear of the drain");
+    assert.equal(pair.opener.acceptsStreams, false);
+    assert.equal(pair.opener.openStream(TEST_OPEN_INFO), null);
+    // The open stream still works both ways.
+    await open.local.write(new Uint8Array([1]));
+    assert.deepEqual(await open.remote.read(), new Uint8Array([1]));
+    await open.remote.write(new Uint8Array([2]));
+    assert.deepEqual(await open.local.read(), new Uint8Array([2]));
+  } finally {
+    await pair.close();
+  }
+
+  // A peer that opens a stream anyway (it had not heard yet) is refused with the reason `shutdown`.
+  const sockets = await openWebSocketPair();
+  const peer = new RawPeer(sockets.client);
+  const session = new MuxSession(
+    sockets.server,
+    sessionOptions({ onStreamOpened: () => drains.push("opened"), onDrain: () => drains.push("drain") }),
+  );
+  try {
+    session.drain();
+    const id = newStreamId();
+    peer.sendControl({ type: "open", id, info: TEST_OPEN_INFO, credits: INITIAL_STREAM_CREDITS });
+    await peer.barrier();
+    assert.deepEqual(peer.controls().filter((m) => m.type !== "pong"), [
+      { type: "drain" },
+      { type: "close", id, reason: "shutdown" },
+    ]);
+    assert.equal(drains.length, 0, "our own drain is not the peer's, and no stream was opened");
+  } finally {
+    session.close(1000, "test over");
+    await session.closed;
+    await sockets.close();
+  }
+
+  // A legacy peer has no word for it and is not told; its opens are refused all the same.
+  const legacySockets = await openWebSocketPair(null);
+  const legacyPeer = new RawPeer(legacySockets.client);
+  const legacy = new MuxSession(
+    legacySockets.server,
+    sessionOptions({ mode: "legacy", onStreamOpened: () => drains.push("opened") }),
+  );
+  try {
+    legacy.drain();
+    const id = newStreamId();
+    legacyPeer.sendControl({ type: "open", id, info: TEST_OPEN_INFO });
+    await legacyPeer.barrier();
+    assert.deepEqual(legacyPeer.controls().filter((m) => m.type !== "pong"), [
+      { type: "close", id, reason: "shutdown" },
+    ]);
+    assert.equal(drains.length, 0);
+  } finally {
+    legacy.close(1000, "test over");
+    await legacy.closed;
+    await legacySockets.close();
+  }
+});
+
+Deno.test("session: closeGracefully resolves only once the peer has everything sent before the close", async () => {
+  const sockets = await openWebSocketPair();
+  const peer = new RawPeer(sockets.server);
+  const session = new MuxSession(sockets.client, sessionOptions());
+  try {
+    const stream = session.openStream(TEST_OPEN_INFO)!;
+    for (let i = 0; i < INITIAL_STREAM_CREDITS; i++) {
+      await stream.write(patternBytes(MAX_DATA_PAYLOAD_BYTES, i + 1));
+    }
+    await stream.close("done", { graceful: true });
+    // A plain close returns at once, with most of these 2 MiB still on their way; this waits for the answer.
+    await session.closeGracefully(1000, "done", 10_000);
+    const data = peer.received.filter((f) => f.kind === "data");
+    assert.equal(data.length, INITIAL_STREAM_CREDITS);
+    assert.deepEqual(peer.received.at(-1), {
+      kind: "control",
+      message: { type: "close", id: stream.id, reason: "normal" },
+    });
+  } finally {
+    session.close(1000, "test over");
+    await sockets.close();
+  }
+});
+
+async function waitUntil(condition: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
