@@ -69,7 +69,8 @@ export async function verifyBackendToken(token: string, secret: Uint8Array): Pro
 function describeJoseError(error: unknown): string {
   if (error instanceof errors.JWTExpired) return "token expired";
   if (error instanceof errors.JWTClaimValidationFailed) {
-    if (error.claim === "nbf") return "token not yet valid";
+    // Only a well-formed nbf in the future may heal; a malformed one never will (and must say so, §1.7).
+    if (error.claim === "nbf" && error.reason === "check_failed") return "token not yet valid";
     if (error.claim === "iss") return `authentication failed: token issuer must be "${TOKEN_ISSUER}"`;
     if (error.claim === "aud") {
       return `authentication failed: token audience must include "${TOKEN_AUDIENCE}"`;
