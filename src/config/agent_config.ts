@@ -75,6 +75,12 @@ export function readAgentConfig(text: string, fileName: string, configDir: strin
     }
     const limits = root.map("limits");
     const reconnect = root.map("reconnect");
+    const initialDelaySeconds = reconnect.integer("initialDelaySeconds", { min: 1, max: 3_600, default: 1 });
+    const maxDelaySeconds = reconnect.integer("maxDelaySeconds", { min: 1, max: 86_400, default: 60 });
+    // Otherwise the backoff would silently start at the maximum.
+    if (maxDelaySeconds < initialDelaySeconds) {
+      reconnect.problem("maxDelaySeconds", `must be at least initialDelaySeconds (${initialDelaySeconds})`);
+    }
     return {
       name: root.string("name", { default: "agent", nonEmpty: true }),
       hubs,
@@ -92,10 +98,7 @@ export function readAgentConfig(text: string, fileName: string, configDir: strin
         connectTimeoutSeconds: limits.integer("connectTimeoutSeconds", { min: 1, max: 300, default: 10 }),
         ...readStreamLimitKeys(limits),
       },
-      reconnect: {
-        initialDelaySeconds: reconnect.integer("initialDelaySeconds", { min: 1, max: 3_600, default: 1 }),
-        maxDelaySeconds: reconnect.integer("maxDelaySeconds", { min: 1, max: 86_400, default: 60 }),
-      },
+      reconnect: { initialDelaySeconds, maxDelaySeconds },
     };
   });
 }
@@ -135,11 +138,13 @@ function readTarget(value: ValueReader): Target | undefined {
 
 function readToken(map: MapReader, configDir: string): TokenConfig {
   const command = map.stringList("command", { nonEmpty: true });
-  const secret = readSecret(map, "secret", configDir, { required: command === undefined });
-  if (command !== undefined && secret !== undefined) {
+  // Decided by presence: a command that is set but wrong has been reported, and no secret is missing then.
+  const commandGiven = map.has("command");
+  const secret = readSecret(map, "secret", configDir, { required: !commandGiven });
+  if (commandGiven && ["secret", "secretFile", "secretEnv"].some((key) => map.has(key))) {
     map.problem("command", "set either command or a secret, not both");
   }
-  if (command !== undefined) {
+  if (commandGiven) {
     if (Deno.permissions.querySync({ name: "run" }).state !== "granted") {
       map.problem(
         "command",
@@ -152,7 +157,7 @@ function readToken(map: MapReader, configDir: string): TokenConfig {
     }
     return {
       kind: "command",
-      argv: command,
+      argv: command ?? [],
       timeoutSeconds: map.integer("timeoutSeconds", { min: 1, max: 300, default: 15 }),
     };
   }

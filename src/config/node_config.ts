@@ -61,6 +61,12 @@ export function readNodeConfig(text: string, fileName: string, configDir: string
     const peerSecret = readSecret(root, "peerSecret", configDir, { required: peers.length > 0 });
     const limits = root.map("limits");
     const timeouts = root.map("handshakeTimeouts");
+    const firstByteSeconds = timeouts.integer("firstByteSeconds", { min: 1, max: 300, default: 15 });
+    const totalSeconds = timeouts.integer("totalSeconds", { min: 1, max: 600, default: 30 });
+    // The original's rule (§6.1): a first-byte deadline past the total one would never apply.
+    if (firstByteSeconds > totalSeconds) {
+      timeouts.problem("firstByteSeconds", `must not exceed totalSeconds (${totalSeconds})`);
+    }
     return {
       hub: {
         hostname: listen?.hostname ?? "",
@@ -98,9 +104,9 @@ export function readNodeConfig(text: string, fileName: string, configDir: string
         ...readStreamLimitKeys(limits),
       },
       handshakeTimeouts: {
-        firstByteSeconds: timeouts.integer("firstByteSeconds", { min: 1, max: 300, default: 15 }),
+        firstByteSeconds,
         extendSeconds: timeouts.integer("extendSeconds", { min: 1, max: 300, default: 5 }),
-        totalSeconds: timeouts.integer("totalSeconds", { min: 1, max: 600, default: 30 }),
+        totalSeconds,
         ...optional("backendTokenSeconds", timeouts.integer("backendTokenSeconds", { min: 1, max: 120 })),
       },
     };

@@ -31,7 +31,8 @@ export function readSecret(
     pattern: SECRET_ENV_PATTERN,
     patternHint: "a variable named NEXUS_…",
   });
-  const given = [inline, file, env].filter((v) => v !== undefined).length;
+  // Counted by presence: a form that is set but wrong has been reported, and is not also "missing".
+  const given = [key, `${key}File`, `${key}Env`].filter((k) => map.has(k)).length;
   if (given > 1) {
     map.problem(key, `set only one of ${key}, ${key}File and ${key}Env`);
     return undefined;
@@ -40,6 +41,7 @@ export function readSecret(
     if (options.required) map.problem(key, `one of ${key}, ${key}File or ${key}Env is required`);
     return undefined;
   }
+  if (inline === undefined && file === undefined && env === undefined) return undefined;
   let secret: string | undefined = inline;
   if (file !== undefined) {
     try {

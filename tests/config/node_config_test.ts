@@ -1,0 +1,491 @@
+/**
+ * The node config: every key read into its typed value, every key's mistakes reported with the exact
+ * `file:line:column: key: message`, and over arbitrary YAML (and arbitrary bytes), nothing thrown but a
+ * `ConfigError`.
+ */
+
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { stringify } from "yaml";
+import { type NodeConfig, readNodeConfig } from "../../src/config/node_config.ts";
+import { ConfigError } from "../../src/config/yaml_reader.ts";
+import { testCertificates } from "../helpers/certs.ts";
+import { TEST_JWT_SECRET } from "../helpers/cluster.ts";
+import { type ConfigDir, makeConfigDir } from "../helpers/processes.ts";
+
+const REQUIRED = [
+  'backendListenAddress: ":8443"',
+  'hubTlsCertFile: "hub.crt"',
+  'hubTlsKeyFile: "hub.key"',
+  "relayPorts: [443, 80]",
+  'backendsJWTSecretFile: "backends.secret"',
+];
+
+let shared: Promise<ConfigDir> | undefined;
+/** One directory of certificate and secret files for the whole file (removed by the last test). */
+function configDir(): Promise<ConfigDir> {
+  shared ??= makeConfigDir();
+  return shared;
+}
+
+/** The problems of `lines` as the operator sees them (one line each), or "valid". */
+async function problems(lines: readonly string[]): Promise<string[] | "valid"> {
+  const dir = await configDir();
+  try {
+    readNodeConfig(lines.join("\n") + "\n", "node.yaml", dir.path);
+    return "valid";
+  } catch (error) {
+    if (error instanceof ConfigError) return error.message.split("\n");
+    throw error;
+  }
+}
+
+/** The required lines with line `index` replaced (or removed, for `null`), then `extra` lines. */
+function withLine(index: number, line: string | null, extra: readonly string[] = []): string[] {
+  const lines: string[] = [...REQUIRED];
+  if (line === null) lines.splice(index, 1);
+  else lines[index] = line;
+  return [...lines, ...extra];
+}
+
+Deno.test("a config with every key reads into exactly these typed values", async () => {
+  const dir = await configDir();
+  const certs = await testCertificates();
+  Deno.env.set("NEXUS_NODE_CONFIG_TEST_PEER_SECRET", "peer-secret-from-the-environment");
+  const text = [
+    'backendListenAddress: "127.0.0.1:9443"',
+    'hubTlsCertFile: "hub.crt"',
+    `hubTlsKeyFile: "${dir.path}/hub.key"`,
+    "relayPorts:",
+    "  - 443",
+    "  - 80",
+    "  - { port: 8080, protocol: http }",
+    "  - { port: 8443 }",
+    'relayBindAddress: "::"',
+    'backendsJWTSecret: "an-inline-backends-secret"',
+    "peerSecretEnv: NEXUS_NODE_CONFIG_TEST_PEER_SECRET",
+    'peers: ["wss://peer-1.example.com:8443/mesh", "wss://peer-2.example.com/mesh"]',
+    'peerCaFile: "ca.pem"',
+    "idleTimeoutSeconds: 0",
+    "drainTimeoutSeconds: 3600",
+    "logLevel: debug",
+    "limits:",
+    "  maxConnections: 1",
+    "  maxConnectionsPerIp: 10000000",
+    "  maxHandshakes: 7",
+    "  maxBackends: 100000",
+    "  maxStreamsPerBackend: 1000000",
+    "  legacyStreamBufferBytes: 65536",
+    "  halfClosedTimeoutSeconds: 0",
+    "handshakeTimeouts:",
+    "  firstByteSeconds: 2",
+    "  extendSeconds: 300",
+    "  totalSeconds: 600",
+    "  backendTokenSeconds: 120",
+    "",
+  ].join("\n");
+  try {
+    const expected: NodeConfig = {
+      hub: { hostname: "127.0.0.1", port: 9443, certPem: certs.hub.certPem, keyPem: certs.hub.keyPem },
+      relay: {
+        bindAddress: "::",
+        ports: [
+          { port: 443, protocol: "tls" },
+          { port: 80, protocol: "http" },
+          { port: 8080, protocol: "http" },
+          { port: 8443, protocol: "tls" },
+        ],
+      },
+      backendsJwtSecret: new TextEncoder().encode("an-inline-backends-secret"),
+      peerSecret: new TextEncoder().encode("peer-secret-from-the-environment"),
+      peers: ["wss://peer-1.example.com:8443/mesh", "wss://peer-2.example.com/mesh"],
+      peerCaPem: certs.ca.certPem,
+      drainTimeoutSeconds: 3600,
+      idleTimeoutSeconds: 0,
+      logLevel: "debug",
+      limits: {
+        maxConnections: 1,
+        maxConnectionsPerIp: 10_000_000,
+        maxHandshakes: 7,
+        maxBackends: 100_000,
+        maxStreamsPerBackend: 1_000_000,
+        legacyStreamBufferBytes: 65_536,
+        halfClosedTimeoutSeconds: 0,
+      },
+      handshakeTimeouts: {
+        firstByteSeconds: 2,
+        extendSeconds: 300,
+        totalSeconds: 600,
+        backendTokenSeconds: 120,
+      },
+    };
+    assert.deepEqual(readNodeConfig(text, "node.yaml", dir.path), expected);
+  } finally {
+    Deno.env.delete("NEXUS_NODE_CONFIG_TEST_PEER_SECRET");
+  }
+});
+
+Deno.test("a config with only the required keys gets every default", async () => {
+  const dir = await configDir();
+  const certs = await testCertificates();
+  assert.deepEqual(
+    readNodeConfig(REQUIRED.join("\n"), "node.yaml", dir.path),
+    {
+      hub: { hostname: "0.0.0.0", port: 8443, certPem: certs.hub.certPem, keyPem: certs.hub.keyPem },
+      relay: {
+        bindAddress: "0.0.0.0",
+        ports: [{ port: 443, protocol: "tls" }, { port: 80, protocol: "http" }],
+      },
+      backendsJwtSecret: TEST_JWT_SECRET,
+      peers: [],
+      drainTimeoutSeconds: 30,
+      idleTimeoutSeconds: 300,
+      logLevel: "info",
+      limits: {
+        maxConnections: 20_000,
+        maxConnectionsPerIp: 1_000,
+        maxHandshakes: 1_024,
+        maxBackends: 1_000,
+        maxStreamsPerBackend: 10_000,
+        legacyStreamBufferBytes: 4 * 1024 * 1024,
+        halfClosedTimeoutSeconds: 60,
+      },
+      handshakeTimeouts: { firstByteSeconds: 15, extendSeconds: 5, totalSeconds: 30 },
+    } satisfies NodeConfig,
+  );
+});
+
+Deno.test("each key's mistakes are reported at their line and column, with what was expected", async (t) => {
+  const dir = await configDir();
+  const cases: Array<[string, string[], string[]]> = [
+    ["backendListenAddress missing", withLine(0, null), [
+      "node.yaml:1:1: backendListenAddress: required key is missing",
+    ]],
+    ["backendListenAddress without a port", withLine(0, 'backendListenAddress: "8443"'), [
+      'node.yaml:1:23: backendListenAddress: expected host:port, e.g. :8443, got "8443"',
+    ]],
+    ["backendListenAddress as a number", withLine(0, "backendListenAddress: 8443"), [
+      'node.yaml:1:23: backendListenAddress: expected host:port, e.g. :8443, got "8443", which YAML reads as a ' +
+      "number; quote it to make it a string",
+    ]],
+    ["backendListenAddress port out of range", withLine(0, 'backendListenAddress: ":70000"'), [
+      "node.yaml:1:23: backendListenAddress: port 70000 is out of range 0-65535",
+    ]],
+    ["hubTlsCertFile holding a key", withLine(1, 'hubTlsCertFile: "hub.key"'), [
+      "node.yaml:2:17: hubTlsCertFile: hub.key holds no PEM certificate",
+    ]],
+    ["hubTlsCertFile missing on disk", withLine(1, 'hubTlsCertFile: "nope.crt"'), [
+      `node.yaml:2:17: hubTlsCertFile: cannot read nope.crt: No such file or directory (os error 2): ` +
+      `readfile '${dir.path}/nope.crt'`,
+    ]],
+    ["hubTlsKeyFile holding a certificate", withLine(2, 'hubTlsKeyFile: "hub.crt"'), [
+      "node.yaml:3:16: hubTlsKeyFile: hub.crt holds no PEM private key",
+    ]],
+    ["hubTlsKeyFile missing", withLine(2, null), ["node.yaml:1:1: hubTlsKeyFile: required key is missing"]],
+    ["relayPorts empty", withLine(3, "relayPorts: []"), [
+      "node.yaml:4:13: relayPorts: expected a non-empty list, got an empty one",
+    ]],
+    ["relayPorts not a list", withLine(3, "relayPorts: 443"), [
+      'node.yaml:4:13: relayPorts: expected a list, got "443"',
+    ]],
+    ["relayPorts twice the same", withLine(3, "relayPorts: [443, 443]"), [
+      "node.yaml:4:13: relayPorts: port 443 is listed twice",
+    ]],
+    ["relayPorts on the hub's port", withLine(3, "relayPorts: [8443]"), [
+      "node.yaml:4:13: relayPorts: port 8443 is also the hub's backendListenAddress port",
+    ]],
+    ["relayPorts port 0 as a number", withLine(3, "relayPorts: [0]"), [
+      'node.yaml:4:14: relayPorts[0]: expected an integer from 1 to 65535, got "0"',
+    ]],
+    ["relayPorts entry without a port", withLine(3, "relayPorts: [{ protocol: http }]"), [
+      "node.yaml:4:14: relayPorts[0].port: required key is missing",
+    ]],
+    ["relayPorts entry with a bad protocol", withLine(3, "relayPorts: [{ port: 8080, protocol: udp }]"), [
+      'node.yaml:4:38: relayPorts[0].protocol: expected tls or http, got "udp"',
+    ]],
+    ["relayPorts entry with an unknown key", withLine(3, "relayPorts: [{ port: 8080, proxy: true }]"), [
+      "node.yaml:4:28: relayPorts[0].proxy: unknown key",
+    ]],
+    ["relayBindAddress empty", withLine(0, REQUIRED[0], ['relayBindAddress: ""']), [
+      'node.yaml:6:19: relayBindAddress: expected a non-empty string, got ""',
+    ]],
+    ["no backends secret", withLine(4, null), [
+      "node.yaml:1:1: backendsJWTSecret: one of backendsJWTSecret, backendsJWTSecretFile or " +
+      "backendsJWTSecretEnv is required",
+    ]],
+    [
+      "two forms of the backends secret",
+      withLine(0, REQUIRED[0], ['backendsJWTSecret: "0123456789abcdef0"']),
+      [
+        "node.yaml:6:20: backendsJWTSecret: set only one of backendsJWTSecret, backendsJWTSecretFile and " +
+        "backendsJWTSecretEnv",
+      ],
+    ],
+    ["a short secret", withLine(4, "backendsJWTSecret: short"), [
+      "node.yaml:5:20: backendsJWTSecret: the secret must be at least 16 characters long",
+    ]],
+    ["a secret variable not named NEXUS_", withLine(4, "backendsJWTSecretEnv: HOME"), [
+      'node.yaml:5:23: backendsJWTSecretEnv: expected a variable named NEXUS_…, got "HOME"',
+    ]],
+    ["a secret variable that is not set", withLine(4, "backendsJWTSecretEnv: NEXUS_SURELY_UNSET_VARIABLE"), [
+      "node.yaml:5:23: backendsJWTSecretEnv: environment variable NEXUS_SURELY_UNSET_VARIABLE is not set",
+    ]],
+    ["peers without a peer secret", withLine(0, REQUIRED[0], ['peers: ["wss://x.example.com/mesh"]']), [
+      "node.yaml:1:1: peerSecret: one of peerSecret, peerSecretFile or peerSecretEnv is required",
+    ]],
+    ["a peer URL that is not wss", withLine(0, REQUIRED[0], ['peers: ["https://x.example.com/mesh"]']), [
+      'node.yaml:6:9: peers[0]: "https://x.example.com/mesh" must start with wss:// (the hub only speaks TLS)',
+    ]],
+    [
+      "a peer URL with credentials",
+      withLine(0, REQUIRED[0], [
+        'peers: ["wss://user:pw@x.example.com/mesh"]',
+        'peerSecret: "0123456789abcdef0"',
+      ]),
+      ['node.yaml:6:9: peers[0]: "wss://user:pw@x.example.com/mesh" must not carry credentials'],
+    ],
+    ["a peer URL that is no URL", withLine(0, REQUIRED[0], ['peers: ["not a url"]']), [
+      'node.yaml:6:9: peers[0]: "not a url" is not a URL',
+    ]],
+    ["peerCaFile holding a key", withLine(0, REQUIRED[0], ['peerCaFile: "hub.key"']), [
+      "node.yaml:6:13: peerCaFile: hub.key holds no PEM certificate",
+    ]],
+    ["idleTimeoutSeconds negative", withLine(0, REQUIRED[0], ["idleTimeoutSeconds: -1"]), [
+      'node.yaml:6:21: idleTimeoutSeconds: expected an integer from 0 to 604800, got "-1"',
+    ]],
+    ["drainTimeoutSeconds too long", withLine(0, REQUIRED[0], ["drainTimeoutSeconds: 3601"]), [
+      'node.yaml:6:22: drainTimeoutSeconds: expected an integer from 0 to 3600, got "3601"',
+    ]],
+    ["logLevel unknown", withLine(0, REQUIRED[0], ["logLevel: verbose"]), [
+      'node.yaml:6:11: logLevel: expected one of debug, info, warn, error, got "verbose"',
+    ]],
+    ["limits not a mapping", withLine(0, REQUIRED[0], ["limits: 5"]), [
+      'node.yaml:6:9: limits: expected a mapping, got "5"',
+    ]],
+    [
+      "every limit out of range, and a misspelt one",
+      withLine(0, REQUIRED[0], [
+        "limits:",
+        "  maxConnections: 0",
+        "  maxConnectionsPerIp: lots",
+        "  maxHandshakes: 1.5",
+        "  maxBackends: 100001",
+        "  maxStreamsPerBackend: 0",
+        "  legacyStreamBufferBytes: 1000",
+        "  halfClosedTimeoutSeconds: -5",
+        "  maxConection: 3",
+      ]),
+      [
+        'node.yaml:7:19: limits.maxConnections: expected an integer from 1 to 10000000, got "0"',
+        'node.yaml:8:24: limits.maxConnectionsPerIp: expected an integer from 1 to 10000000, got "lots"',
+        'node.yaml:9:18: limits.maxHandshakes: expected an integer from 1 to 1000000, got "1.5"',
+        'node.yaml:10:16: limits.maxBackends: expected an integer from 1 to 100000, got "100001"',
+        'node.yaml:11:25: limits.maxStreamsPerBackend: expected an integer from 1 to 1000000, got "0"',
+        'node.yaml:12:28: limits.legacyStreamBufferBytes: expected an integer from 65536 to 1073741824, got "1000"',
+        'node.yaml:13:29: limits.halfClosedTimeoutSeconds: expected an integer from 0 to 86400, got "-5"',
+        "node.yaml:14:3: limits.maxConection: unknown key; did you mean `maxConnections`?",
+      ],
+    ],
+    [
+      "every handshake timeout out of range",
+      withLine(0, REQUIRED[0], [
+        "handshakeTimeouts:",
+        "  firstByteSeconds: 0",
+        "  extendSeconds: 301",
+        "  totalSeconds: 601",
+        "  backendTokenSeconds: 121",
+      ]),
+      [
+        'node.yaml:7:21: handshakeTimeouts.firstByteSeconds: expected an integer from 1 to 300, got "0"',
+        'node.yaml:8:18: handshakeTimeouts.extendSeconds: expected an integer from 1 to 300, got "301"',
+        'node.yaml:9:17: handshakeTimeouts.totalSeconds: expected an integer from 1 to 600, got "601"',
+        'node.yaml:10:24: handshakeTimeouts.backendTokenSeconds: expected an integer from 1 to 120, got "121"',
+      ],
+    ],
+    [
+      "a first-byte deadline past the total one",
+      withLine(0, REQUIRED[0], [
+        "handshakeTimeouts:",
+        "  firstByteSeconds: 60",
+        "  totalSeconds: 30",
+      ]),
+      ["node.yaml:7:21: handshakeTimeouts.firstByteSeconds: must not exceed totalSeconds (30)"],
+    ],
+    [
+      "a total deadline under the default first-byte one",
+      withLine(0, REQUIRED[0], [
+        "handshakeTimeouts:",
+        "  totalSeconds: 10",
+      ]),
+      ["node.yaml:7:3: handshakeTimeouts.firstByteSeconds: must not exceed totalSeconds (10)"],
+    ],
+    ["an unknown key, with a suggestion", withLine(0, REQUIRED[0], ["idleTimeoutSecond: 5"]), [
+      "node.yaml:6:1: idleTimeoutSecond: unknown key; did you mean `idleTimeoutSeconds`?",
+    ]],
+    ["a key given twice", withLine(0, REQUIRED[0], ["relayPorts: [8080]"]), [
+      "node.yaml:6:1: relayPorts: duplicate key (first defined at line 4)",
+    ]],
+    ["several mistakes at once, in file order", [
+      "logLevel: loud",
+      ...withLine(3, "relayPorts: [0, 70000]"),
+      "drainTimeoutSeconds: soon",
+    ], [
+      'node.yaml:1:11: logLevel: expected one of debug, info, warn, error, got "loud"',
+      'node.yaml:5:14: relayPorts[0]: expected an integer from 1 to 65535, got "0"',
+      'node.yaml:5:17: relayPorts[1]: expected an integer from 1 to 65535, got "70000"',
+      'node.yaml:7:22: drainTimeoutSeconds: expected an integer from 0 to 3600, got "soon"',
+    ]],
+  ];
+  for (const [name, lines, expected] of cases) {
+    await t.step(name, async () => assert.deepEqual(await problems(lines), expected));
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Properties
+
+/** Reads `text`; anything thrown that is not a ConfigError fails. Problems must point into the file. */
+async function readsOrExplains(text: string): Promise<void> {
+  const dir = await configDir();
+  try {
+    readNodeConfig(text, "node.yaml", dir.path);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    assert.ok(error.problems.length > 0);
+    const lineCount = text.split(/\r\n|\r|\n/).length;
+    for (const problem of error.problems) {
+      assert.ok(problem.line >= 1 && problem.line <= lineCount, `line ${problem.line} of ${lineCount}`);
+      assert.ok(problem.column >= 1, `column ${problem.column}`);
+      assert.ok(problem.message.length > 0);
+    }
+  }
+}
+
+const KEYS = [
+  "backendListenAddress",
+  "hubTlsCertFile",
+  "hubTlsKeyFile",
+  "relayPorts",
+  "relayBindAddress",
+  "backendsJWTSecret",
+  "backendsJWTSecretFile",
+  "backendsJWTSecretEnv",
+  "peerSecret",
+  "peers",
+  "peerCaFile",
+  "idleTimeoutSeconds",
+  "drainTimeoutSeconds",
+  "logLevel",
+  "limits",
+  "handshakeTimeouts",
+  "maxConnections",
+  "firstByteSeconds",
+  "port",
+  "protocol",
+];
+
+/** YAML-looking text: known keys, indentation, flow collections, anchors, aliases, tags, comments. */
+const yamlishText = fc.array(
+  fc.tuple(
+    fc.constantFrom("", "  ", "    ", "- ", "  - ", "\t"),
+    fc.oneof(fc.constantFrom(...KEYS), fc.string({ maxLength: 8 })),
+    fc.constantFrom(": ", ":", " : ", ""),
+    fc.oneof(
+      fc.constantFrom(
+        "",
+        "443",
+        '":8443"',
+        "[443, 80]",
+        "{ port: 0 }",
+        "&a 1",
+        "*a",
+        "!!str 5",
+        "~",
+        "|",
+        "#c",
+      ),
+      fc.string({ maxLength: 12 }),
+    ),
+  ).map(([indent, key, colon, value]) => `${indent}${key}${colon}${value}`),
+  { maxLength: 12 },
+).map((lines) => lines.join("\n"));
+
+Deno.test("property: arbitrary text and YAML-looking text never throw anything but a ConfigError", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.oneof(yamlishText, fc.string({ maxLength: 200 }), fc.string({ unit: "binary", maxLength: 200 })),
+      readsOrExplains,
+    ),
+    { numRuns: 1_000 },
+  );
+});
+
+Deno.test("property: documents of the right keys with values of any shape never throw anything but a ConfigError", async () => {
+  const anyValue = fc.oneof(
+    fc.jsonValue({ maxDepth: 3 }),
+    fc.constantFrom("hub.crt", "hub.key", "ca.pem", "backends.secret", ":8443", "wss://p.example.com/mesh"),
+  );
+  const document = fc.dictionary(
+    fc.oneof({ arbitrary: fc.constantFrom(...KEYS), weight: 4 }, fc.string({ maxLength: 10 })),
+    fc.oneof(anyValue, fc.dictionary(fc.constantFrom(...KEYS), anyValue, { maxKeys: 4 })),
+    { maxKeys: 10 },
+  );
+  await fc.assert(
+    fc.asyncProperty(document, fc.boolean(), async (value, flow) => {
+      await readsOrExplains(stringify(value, { collectionStyle: flow ? "flow" : "block" }));
+    }),
+    { numRuns: 500 },
+  );
+});
+
+Deno.test("property: a valid config with one line's value replaced by anything is read or explained", async () => {
+  const valid = [...REQUIRED, "limits:", "  maxConnections: 10", "handshakeTimeouts:", "  totalSeconds: 40"];
+  await fc.assert(
+    fc.asyncProperty(
+      fc.nat({ max: valid.length - 1 }),
+      fc.oneof(fc.string({ maxLength: 30 }), fc.jsonValue({ maxDepth: 2 }).map((v) => JSON.stringify(v))),
+      async (index, value) => {
+        const lines = [...valid];
+        const colon = lines[index].indexOf(":");
+        lines[index] = `${lines[index].slice(0, colon + 1)} ${value}`;
+        await readsOrExplains(lines.join("\n"));
+      },
+    ),
+    { numRuns: 500 },
+  );
+});
+
+Deno.test("hostile YAML is explained, not thrown: alias bombs, deep nesting, tags, merge keys, tabs", async () => {
+  const bomb = [
+    'a: &a ["x","x","x","x","x","x","x","x","x"]',
+    "b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]",
+    "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]",
+    "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]",
+    "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]",
+    "f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]",
+    "peers: *f",
+    "relayPorts: *f",
+  ].join("\n");
+  for (
+    const text of [
+      bomb,
+      `relayPorts: ${"[".repeat(5_000)}${"]".repeat(5_000)}`,
+      `limits: ${"{a: ".repeat(2_000)}1${"}".repeat(2_000)}`,
+      "!!binary aGVsbG8=",
+      "a: !!js/function 'x'\n",
+      "<<: {relayPorts: [1]}\n",
+      "? [a, b]\n: c\n",
+      "relayPorts: [&x 1, *x, *y]\n",
+      "\t\tfoo\n",
+      "%YAML 1.1\n---\nfoo: yes\n",
+      "---\n...\n",
+      "\uFEFF" + REQUIRED.join("\n"),
+      REQUIRED.join("\r\n"),
+      "x".repeat(100_000),
+    ]
+  ) {
+    await readsOrExplains(text);
+  }
+  // The last test of the file removes the shared directory.
+  await (await configDir()).remove();
+});
