@@ -1,0 +1,106 @@
+import assert from "node:assert/strict";
+
+const REPO = new URL("..", import.meta.url).pathname;
+
+/** The rows every report has, in order: what the issue asks to measure, each beside direct and HAProxy. */
+const ROWS = [
+  "One stream, client → service",
+  "One stream, service → client",
+  "64 concurrent streams, aggregate (service → client)",
+  "New TLS connections",
+  "Requests on 16 kept-alive connections",
+  "Request/response p50",
+  "Request/response p99",
+  "Added p50 latency vs direct",
+  "Added p99 latency vs direct",
+  "Proxy RSS with 10 idle connections",
+  "Proxy RSS with 20 idle connections",
+  "Proxy memory per idle connection, at 10",
+  "Proxy memory per idle connection, at 20",
+  "Agent memory per idle connection, at 20",
+  "CPU per GiB moved, node (HAProxy: its process)",
+  "CPU per GiB moved, agent",
+  "CPU per GiB moved, node + agent",
+];
+
+/** Rows measured on the direct connection too; the others are about proxy processes only. */
+const DIRECT_ROWS = new Set(ROWS.slice(0, 7));
+/** Rows with no HAProxy counterpart. */
+const NEXUS_ONLY_ROWS = new Set(["Agent memory per idle connection, at 20", "CPU per GiB moved, agent"]);
+
+async function haproxyInstalled(): Promise<boolean> {
+  try {
+    return (await new Deno.Command("haproxy", { args: ["-v"], stdout: "null", stderr: "null" }).output())
+      .success;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("bench --quick with tiny sizes writes a report with every row, a plot and a log entry", async () => {
+  const out = await Deno.makeTempDir({ prefix: "nexus-bench-smoke-" });
+  try {
+    const run = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-net",
+        "--allow-read",
+        "--allow-write",
+        "--allow-env",
+        "--allow-run",
+        "--allow-sys",
+        `${REPO}scripts/bench.ts`,
+        "--quick",
+        "--out",
+        out,
+        "--label",
+        "smoke",
+        "--bulk-mib",
+        "1",
+        "--stream-kib",
+        "16",
+        "--seconds",
+        "0.3",
+        "--idle",
+        "10,20",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+    const stdout = new TextDecoder().decode(run.stdout);
+    assert.equal(run.code, 0, `${stdout}\n${new TextDecoder().decode(run.stderr)}`);
+    const withHaproxy = await haproxyInstalled();
+    if (!withHaproxy) assert.match(stdout, /HAProxy is not installed: .*apt-get install haproxy/);
+
+    const report = await Deno.readTextFile(`${out}/benchmarks.md`);
+    const table = report.split("## Results")[1].split("![")[0].trim().split("\n");
+    const rows = table.slice(2).map((line) => line.split("|").slice(1, -1).map((cell) => cell.trim()));
+    assert.equal(rows.length, ROWS.length);
+    const number = /^[−+]?[\d,]+(\.\d+)?$/;
+    ROWS.forEach((label, i) => {
+      const [name, , direct, haproxy, nexus] = rows[i];
+      assert.ok(name.startsWith(label), `row ${i + 1} is "${name}", expected "${label}..."`);
+      assert.match(nexus, number, `Nexus cell of "${label}"`);
+      if (DIRECT_ROWS.has(label)) assert.match(direct, number, `direct cell of "${label}"`);
+      else assert.equal(direct, "—", `direct cell of "${label}"`);
+      if (withHaproxy && !NEXUS_ONLY_ROWS.has(label)) {
+        assert.match(haproxy, number, `HAProxy cell of "${label}"`);
+      } else assert.equal(haproxy, "—", `HAProxy cell of "${label}"`);
+    });
+    assert.match(report, /Machine: .+, \d+ cores, Linux /);
+    assert.match(report, new RegExp(`Versions: Deno ${Deno.version.deno.replaceAll(".", "\\.")} `));
+    assert.match(report, /\| smoke \(quick\) \|/);
+
+    const svg = await Deno.readTextFile(`${out}/benchmarks.svg`);
+    assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+    assert.ok(svg.trimEnd().endsWith("</svg>"));
+    for (const name of ["Direct", "HAProxy", "Nexus"]) assert.ok(svg.includes(`>${name}</text>`), name);
+
+    const history = JSON.parse(await Deno.readTextFile(`${out}/benchmarks_history.json`));
+    assert.equal(history.length, 1);
+    assert.equal(history[0].label, "smoke");
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
