@@ -57,11 +57,14 @@ export function nodeYaml(
   ].join("\n");
 }
 
-/** An agent config for `hubUrls`, serving `targets` (hostname rule → local port, TLS and HTTP alike). */
+/**
+ * An agent config for `hubUrls`, serving `targets`: hostname rule → local port for TLS and HTTP alike, or
+ * `{ tls, http }` ports.
+ */
 export function agentYaml(options: {
   hubUrls: readonly string[];
   hostnames: readonly string[];
-  targets: Record<string, number>;
+  targets: Record<string, number | { tls: number; http: number }>;
   name?: string;
   drainTimeoutSeconds?: number;
   extra?: string;
@@ -76,7 +79,11 @@ export function agentYaml(options: {
     `token:`,
     `  secretFile: "backends.secret"`,
     `targets:`,
-    ...Object.entries(options.targets).map(([name, port]) => `  "${name}": "127.0.0.1:${port}"`),
+    ...Object.entries(options.targets).map(([name, port]) =>
+      typeof port === "number"
+        ? `  "${name}": "127.0.0.1:${port}"`
+        : `  "${name}": { tls: "127.0.0.1:${port.tls}", http: "127.0.0.1:${port.http}" }`
+    ),
     `drainTimeoutSeconds: ${options.drainTimeoutSeconds ?? 5}`,
     `logLevel: info`,
     `reconnect:`,
