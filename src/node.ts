@@ -18,7 +18,7 @@ import { createLogger, type Logger, RateLimitedLog, setLogLevel } from "./log/lo
 import { Mesh } from "./mesh/mesh.ts";
 import type { MuxSession } from "./mux/session.ts";
 import type { MuxStream } from "./mux/stream.ts";
-import type { StreamOpenInfo } from "./protocol/frames.ts";
+import { MAX_DATA_PAYLOAD_BYTES, type StreamOpenInfo } from "./protocol/frames.ts";
 import { Admission } from "./relay/admission.ts";
 import { formatAddress, Relay } from "./relay/relay.ts";
 import { Splice, SpliceSweeper } from "./stream/splice.ts";
@@ -59,6 +59,7 @@ export class Node {
         maxBackends: config.limits.maxBackends,
         maxStreamsPerBackend: config.limits.maxStreamsPerBackend,
         legacyStreamBufferBytes: config.limits.legacyStreamBufferBytes,
+        streamWindowFrames: Math.floor(config.limits.streamWindowBytes / MAX_DATA_PAYLOAD_BYTES),
         pingIdleSeconds: BACKEND_PING_IDLE_SECONDS,
         heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
         tokenWaitMs: tokenSeconds === undefined ? undefined : tokenSeconds * 1000,

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { INITIAL_STREAM_CREDITS, MAX_DATA_PAYLOAD_BYTES } from "../protocol/frames.ts";
 import type { RelayPort, RelayProtocol } from "../relay/relay.ts";
 import {
   type OperationKeys,
@@ -45,6 +46,8 @@ export interface NodeLimits extends StreamLimitKeys {
   readonly maxHandshakes: number;
   readonly maxBackends: number;
   readonly maxStreamsPerBackend: number;
+  /** What one stream may buffer here for a client that reads slowly: its credit window, in bytes. */
+  readonly streamWindowBytes: number;
 }
 
 const ADDRESS_PATTERN = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):[0-9]{1,5}$/;
@@ -100,6 +103,12 @@ export function readNodeConfig(text: string, fileName: string, configDir: string
           min: 1,
           max: 1_000_000,
           default: 10_000,
+        }),
+        // 64 frames of 32 KiB, the protocol's window (§3.3); at least 2 frames, at most 1,024.
+        streamWindowBytes: limits.integer("streamWindowBytes", {
+          min: 2 * MAX_DATA_PAYLOAD_BYTES,
+          max: 1_024 * MAX_DATA_PAYLOAD_BYTES,
+          default: INITIAL_STREAM_CREDITS * MAX_DATA_PAYLOAD_BYTES,
         }),
         ...readStreamLimitKeys(limits),
       },

@@ -26,6 +26,8 @@ export interface HubSettings {
   readonly maxBackends: number;
   readonly maxStreamsPerBackend: number;
   readonly legacyStreamBufferBytes: number;
+  /** Frames each stream to a backend may buffer here for a slow client (the credits granted at open). */
+  readonly streamWindowFrames: number;
   /** Seconds of silence after which the hub pings a backend, and as long again for its pong (WebSocket level). */
   readonly pingIdleSeconds: number;
   /** Session ping interval for backends that speak our subprotocol. */
@@ -150,6 +152,7 @@ export class Hub {
       log: this.#log,
       maxStreams: this.#settings.maxStreamsPerBackend,
       legacyStreamBufferBytes: this.#settings.legacyStreamBufferBytes,
+      receiveWindowFrames: this.#settings.streamWindowFrames,
       heartbeatIntervalMs: speaksCredits ? this.#settings.heartbeatIntervalMs : 0,
       pendingMessages: outcome.pendingMessages,
       onText: () =>

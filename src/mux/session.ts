@@ -46,6 +46,12 @@ export interface MuxSessionOptions {
   readonly maxStreams: number;
   /** Bytes one stream may buffer from a peer that ignores credits before that stream alone is closed. */
   readonly legacyStreamBufferBytes: number;
+  /**
+   * Frames a stream opened by this side may receive before its reader takes them: the credits its `open`
+   * grants, so what one slow reader can make this side hold. Default 64, the protocol's window (§3.3); the
+   * peer's own opens always get 64, which the peer assumes.
+   */
+  readonly receiveWindowFrames?: number;
   /** A peer opened a stream. Absent: peer-opened streams are refused. */
   readonly onStreamOpened?: (stream: MuxStream, info: StreamOpenInfo) => void;
   /** A peer announced the names it serves (mesh). */
@@ -205,8 +211,13 @@ export class MuxSession {
   openStream(info: StreamOpenInfo): MuxStream | null {
     if (!this.acceptsStreams) return null;
     const id = newStreamId();
-    const stream = this.#createStream(id, this.mode === "credits" ? INITIAL_STREAM_CREDITS : Infinity);
-    this.#send(encodeControlFrame({ type: "open", id, info, credits: INITIAL_STREAM_CREDITS }));
+    const window = this.#options.receiveWindowFrames ?? INITIAL_STREAM_CREDITS;
+    const stream = this.#createStream(
+      id,
+      this.mode === "credits" ? INITIAL_STREAM_CREDITS : Infinity,
+      window,
+    );
+    this.#send(encodeControlFrame({ type: "open", id, info, credits: window }));
     return stream;
   }
 
@@ -251,15 +262,18 @@ export class MuxSession {
     clearTimeout(timer);
   }
 
-  #createStream(id: string, sendCredits: number): MuxStream {
-    const stream = new MuxStream(id, this.#transport, { sendCredits, receiveLimits: this.#receiveLimits() });
+  #createStream(id: string, sendCredits: number, windowFrames = INITIAL_STREAM_CREDITS): MuxStream {
+    const stream = new MuxStream(id, this.#transport, {
+      sendCredits,
+      receiveLimits: this.#receiveLimits(windowFrames),
+    });
     this.#streams.set(id, stream);
     return stream;
   }
 
-  #receiveLimits(): ReceiveLimits {
+  #receiveLimits(windowFrames: number): ReceiveLimits {
     return this.mode === "credits"
-      ? { maxFrames: INITIAL_STREAM_CREDITS + CREDIT_OVERSEND_SLACK_FRAMES, maxBytes: Infinity }
+      ? { maxFrames: windowFrames + CREDIT_OVERSEND_SLACK_FRAMES, maxBytes: Infinity }
       : { maxFrames: Infinity, maxBytes: this.#options.legacyStreamBufferBytes };
   }
 

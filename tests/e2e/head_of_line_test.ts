@@ -161,6 +161,36 @@ Deno.test("upload: a service that stops reading 64 MiB does not slow an 8 MiB st
   }
 });
 
+Deno.test("limits.streamWindowBytes bounds what the node holds for a stalled download, and nothing is lost", async () => {
+  const windowBytes = 256 * 1024;
+  const service = await startTrafficService();
+  const node = await startTestNode({ limits: { streamWindowBytes: windowBytes } });
+  const agent = await startTestAgent({
+    hubUrls: [node.hubUrl],
+    hostnames: ["app.test.nexus"],
+    targets: { "app.test.nexus": service.port },
+  });
+  const session = [...node.node.hub.backends][0].session;
+  const route: TrafficRoute = { port: node.tlsPort, protocol: "tls", hostname: "app.test.nexus" };
+  const stalled = await openTrafficStream(route, `SEND ${16 * MiB} 9`);
+  const peak = samplePeak(() => session.bufferedBytes);
+  try {
+    await waitUntilQuiet(() => service.bytesSent, "the stalled download");
+    assert.ok(session.bufferedBytes > 0);
+    const received = await withTimeout(digestToEnd(stalled), "the stalled download");
+    assert.deepEqual(received, { bytes: 16 * MiB, sha256: patternSha256(16 * MiB, 9) });
+    const bound = windowBytes + (CREDIT_REPLENISH_BATCH + 1) * MAX_DATA_PAYLOAD_BYTES;
+    const peakBytes = peak.stop();
+    assert.ok(peakBytes <= bound, `the node buffered ${peakBytes} bytes; the window allows ${bound}`);
+  } finally {
+    peak.stop();
+    stalled.close();
+    await agent.stop(0);
+    await node.close();
+    await service.close();
+  }
+});
+
 /** Opens a plain-HTTP client through the node; the head is the first data the backend sees. */
 async function httpClient(port: number): Promise<{ conn: Deno.Conn; head: Uint8Array }> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });

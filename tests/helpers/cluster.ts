@@ -69,6 +69,7 @@ export async function startTestNode(options: TestNodeOptions = {}): Promise<Test
       maxBackends: 1_000,
       maxStreamsPerBackend: 100_000,
       legacyStreamBufferBytes: 4 * 1024 * 1024,
+      streamWindowBytes: 2 * 1024 * 1024,
       halfClosedTimeoutSeconds: 60,
       ...options.limits,
     },

@@ -576,3 +576,56 @@ async function waitUntil(condition: () => boolean, what: string): Promise<void> 
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
 }
+
+Deno.test("session: a smaller receive window is granted in open, the peer's sender stops at it, and it is enforced", async () => {
+  const window = 8;
+  const pair = await openSessionPair({ opener: { receiveWindowFrames: window } });
+  try {
+    const { local, remote } = await pair.openStream();
+    // The acceptor (an agent) may send exactly the window to the opener (the node) before credits come back.
+    const frame = patternBytes(MAX_DATA_PAYLOAD_BYTES, 3);
+    const data = new Uint8Array(frame.length * 20);
+    for (let i = 0; i < 20; i++) data.set(frame, i * frame.length);
+    const { accepted, pending } = await writeUntilHeldBack(remote, data, frame.length);
+    assert.equal(accepted, window * frame.length);
+    assert.notEqual(pending, null);
+    await waitUntil(() => local.bufferedFrames === window, "the window to arrive");
+    const [received] = await Promise.all([
+      readExactly(local, data.length),
+      (async () => {
+        await pending;
+        await remote.write(data.subarray(accepted + frame.length));
+      })(),
+    ]);
+    assert.equal(await sha256Hex(received), await sha256Hex(data));
+  } finally {
+    await pair.close();
+  }
+
+  // A peer that sends past the window and its tolerated over-send has that stream closed.
+  const sockets = await openWebSocketPair();
+  const peer = new RawPeer(sockets.server);
+  const session = new MuxSession(sockets.client, sessionOptions({ receiveWindowFrames: window }));
+  try {
+    const stream = session.openStream(TEST_OPEN_INFO)!;
+    await peer.waitFor(() => peer.controls().length === 1, "the open");
+    assert.deepEqual(peer.controls()[0], {
+      type: "open",
+      id: stream.id,
+      info: TEST_OPEN_INFO,
+      credits: window,
+    });
+    const tolerated = window + CREDIT_REPLENISH_BATCH + 1;
+    for (let i = 0; i < tolerated; i++) peer.sendData(stream.id, new Uint8Array([i]));
+    await peer.barrier();
+    assert.equal(stream.bufferedFrames, tolerated);
+    peer.sendData(stream.id, new Uint8Array([0]));
+    await peer.waitFor(() => peer.controls().some((m) => m.type === "close"), "the overflow close");
+    assert.deepEqual(peer.controls().filter((m) => m.type === "close"), [
+      { type: "close", id: stream.id, reason: "buffer_full" },
+    ]);
+  } finally {
+    session.close(1000, "test over");
+    await sockets.close();
+  }
+});
