@@ -11,6 +11,7 @@ import { type InboxMessage, waitForOpen, WebSocketInbox } from "../mux/inbox.ts"
 import { reconnectDelayMs, sleep } from "../mux/reconnect.ts";
 import { MUX_SUBPROTOCOL, MuxSession } from "../mux/session.ts";
 import type { MuxStream } from "../mux/stream.ts";
+import { WebSocketClient } from "../mux/websocket_client.ts";
 import type { StreamOpenInfo } from "../protocol/frames.ts";
 import { SocketDuplex } from "../stream/socket_duplex.ts";
 import { Splice, SpliceSweeper } from "../stream/splice.ts";
@@ -47,8 +48,6 @@ export class Agent {
   readonly #settings: AgentSettings;
   readonly #log: Logger;
   readonly #sweeper: SpliceSweeper;
-  /** Closed and cleared by the first `stop` that gets that far: closing it twice throws. */
-  #httpClient: Deno.HttpClient | undefined;
   readonly #sessions = new Map<string, MuxSession>();
   /** Streams being served, with what the node said about each (name, client address). */
   readonly #splices = new Map<Splice, StreamOpenInfo>();
@@ -63,9 +62,6 @@ export class Agent {
       idleTimeoutMs: settings.idleTimeoutMs,
       halfClosedTimeoutMs: settings.halfClosedTimeoutMs,
     });
-    this.#httpClient = settings.hubCaPem
-      ? Deno.createHttpClient({ caCerts: [settings.hubCaPem] })
-      : undefined;
   }
 
   /** Hubs with an established session right now. */
@@ -141,8 +137,6 @@ export class Agent {
     );
     await Promise.allSettled(this.#loops);
     this.#sweeper.close();
-    this.#httpClient?.close();
-    this.#httpClient = undefined;
   }
 
   async #runHub(url: string): Promise<void> {
@@ -168,9 +162,10 @@ export class Agent {
 
   /** One session: connect, handshake, serve until it ends. */
   async #session(url: string): Promise<{ established: boolean; reason: string }> {
-    const ws = new WebSocket(url, {
+    // Our own client, not the runtime's WebSocket: that one leaves Nagle's algorithm on (see websocket_client.ts).
+    const ws = new WebSocketClient(url, {
       protocols: [MUX_SUBPROTOCOL],
-      ...(this.#httpClient ? { client: this.#httpClient } : {}),
+      ...(this.#settings.hubCaPem ? { caCerts: [this.#settings.hubCaPem] } : {}),
     });
     const inbox = new WebSocketInbox(ws);
     const abandon = (reason: string) => {

@@ -5,6 +5,8 @@
  * @module
  */
 
+import type { MessageSocket } from "./message_socket.ts";
+
 /** The next message, or why there is none. */
 export type InboxMessage =
   | { readonly kind: "text"; readonly text: string }
@@ -14,12 +16,12 @@ export type InboxMessage =
 
 /** Buffers a WebSocket's messages until a handshake reads them; {@linkcode detach} hands over the rest. */
 export class WebSocketInbox {
-  readonly #ws: WebSocket;
+  readonly #ws: MessageSocket;
   readonly #queue: unknown[] = [];
   #closedReason: string | null = null;
   #waiter: (() => void) | null = null;
 
-  constructor(ws: WebSocket) {
+  constructor(ws: MessageSocket) {
     this.#ws = ws;
     ws.binaryType = "arraybuffer";
     ws.onmessage = (event) => {
@@ -68,7 +70,7 @@ export class WebSocketInbox {
 }
 
 /** Waits until a client WebSocket is open; resolves with an error text if it failed or timed out. */
-export function waitForOpen(ws: WebSocket, timeoutMs: number): Promise<string | null> {
+export function waitForOpen(ws: MessageSocket, timeoutMs: number): Promise<string | null> {
   if (ws.readyState === WebSocket.OPEN) return Promise.resolve(null);
   return new Promise((resolve) => {
     const timer = setTimeout(() => finish("timed out connecting"), timeoutMs);

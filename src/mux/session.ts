@@ -20,6 +20,7 @@ import {
   type StreamOpenInfo,
 } from "../protocol/frames.ts";
 import type { ReceiveLimits } from "./flow_control.ts";
+import type { MessageSocket } from "./message_socket.ts";
 import { MuxStream, type StreamTransport } from "./stream.ts";
 
 /**
@@ -92,7 +93,7 @@ export class MuxSession {
   readonly mode: SessionMode;
   /** Resolves once the WebSocket has closed and every stream has been failed. */
   readonly closed: Promise<SessionEnd>;
-  readonly #ws: WebSocket;
+  readonly #ws: MessageSocket;
   readonly #options: MuxSessionOptions;
   readonly #streams = new Map<string, MuxStream>();
   readonly #transport: StreamTransport;
@@ -112,7 +113,7 @@ export class MuxSession {
   #pausesReceived = 0;
 
   /** Takes over an open WebSocket whose handshake is complete; sets its message and close handlers. */
-  constructor(ws: WebSocket, options: MuxSessionOptions) {
+  constructor(ws: MessageSocket, options: MuxSessionOptions) {
     this.#ws = ws;
     this.#options = options;
     this.label = options.label;
