@@ -3,11 +3,11 @@
  * then a `curl` line to paste. The page is served end to end through the node, with the service's own
  * certificate: the node never sees inside the TLS.
  *
- * Everything it writes goes to one temporary directory (certificates, the node and agent configs, which are
- * real config files loaded the same way `nexus serve` and `nexus agent` load them). Ctrl-C stops it.
+ * Everything it writes goes to one temporary directory: certificates, and the node and agent configs, which are
+ * real config files loaded the same way `nexus serve` and `nexus agent` load them. Ctrl-C stops it.
  *
- * Ports (override with NEXUS_DEMO_TLS_PORT, NEXUS_DEMO_HTTP_PORT, NEXUS_DEMO_HUB_PORT): 8443 for TLS clients,
- * 8080 for plain HTTP, 9443 for the hub.
+ * Ports (override with NEXUS_DEMO_TLS_PORT, NEXUS_DEMO_HTTP_PORT, NEXUS_DEMO_HUB_PORT; 0 picks a free one):
+ * 8443 for TLS clients, 8080 for plain HTTP, 9443 for the hub.
  *
  * @module
  */
@@ -23,53 +23,36 @@ import { createCertificateAuthority, issueCertificate } from "./dev_certs.ts";
 /** The name the demo service answers to. */
 export const DEMO_HOSTNAME = "app.demo.test";
 
-/** A running demo: what a user (or a test) needs to reach it, and how to stop it. */
-export interface Demo {
-  readonly dir: string;
-  readonly tlsPort: number;
-  readonly httpPort: number;
-  readonly curlCommand: string;
-  stop(): Promise<void>;
+/** The ports of a demo: the node's relay and hub ports, and the sample service's TLS and plain-HTTP ports. */
+export interface DemoPorts {
+  readonly tls: number;
+  readonly http: number;
+  readonly hub: number;
+  readonly serviceTls: number;
+  readonly serviceHttp: number;
 }
 
-function portFromEnv(name: string, fallback: number): number {
-  const value = Deno.env.get(name);
-  return value === undefined ? fallback : Number(value);
+/** What {@linkcode writeDemoFiles} wrote. */
+export interface DemoFiles {
+  readonly nodeConfig: string;
+  readonly agentConfig: string;
+  readonly caFile: string;
+  /** The sample service's certificate for {@linkcode DEMO_HOSTNAME}. */
+  readonly service: { readonly certPem: string; readonly keyPem: string };
 }
 
-/** Starts the demo; ports 0 pick free ports (the tests do that). */
-export async function startDemo(ports: { tls: number; http: number; hub: number }): Promise<Demo> {
-  const dir = await Deno.makeTempDir({ prefix: "nexus-demo-" });
+/**
+ * Writes a demo's certificates, secret and configs into `dir`: what `nexus serve --config node.yaml` and
+ * `nexus agent --config agent.yaml` need, for the in-process demo and for a compiled binary alike.
+ */
+export async function writeDemoFiles(dir: string, ports: DemoPorts): Promise<DemoFiles> {
   const ca = await createCertificateAuthority({ commonName: "Nexus demo CA" });
-  const hubCert = await issueCertificate(ca, { dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"] });
-  const serviceCert = await issueCertificate(ca, { dnsNames: [DEMO_HOSTNAME] });
-  const secret = crypto.randomUUID();
+  const hub = await issueCertificate(ca, { dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"] });
+  const service = await issueCertificate(ca, { dnsNames: [DEMO_HOSTNAME] });
   await Deno.writeTextFile(`${dir}/ca.pem`, ca.certPem);
-  await Deno.writeTextFile(`${dir}/hub.pem`, hubCert.certPem);
-  await Deno.writeTextFile(`${dir}/hub-key.pem`, hubCert.keyPem, { mode: 0o600 });
-  await Deno.writeTextFile(`${dir}/backends.secret`, secret, { mode: 0o600 });
-
-  // The sample service: HTTPS with its own certificate, and plain HTTP for ACME-style challenges.
-  const service = Deno.serve(
-    {
-      hostname: "127.0.0.1",
-      port: 0,
-      cert: serviceCert.certPem,
-      key: serviceCert.keyPem,
-      onListen: () => {},
-    },
-    (request) =>
-      new Response(
-        `Hello from the demo service behind Nexus Proxy.\n` +
-          `You asked for ${new URL(request.url).pathname} on ${new URL(request.url).host}.\n` +
-          `TLS ended here, at the service: the node only forwarded encrypted bytes.\n`,
-      ),
-  );
-  const challenges = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
-    (request) => new Response(`plain HTTP reached the service: ${new URL(request.url).pathname}\n`),
-  );
-
+  await Deno.writeTextFile(`${dir}/hub.pem`, hub.certPem);
+  await Deno.writeTextFile(`${dir}/hub-key.pem`, hub.keyPem, { mode: 0o600 });
+  await Deno.writeTextFile(`${dir}/backends.secret`, crypto.randomUUID(), { mode: 0o600 });
   await Deno.writeTextFile(
     `${dir}/node.yaml`,
     `# Demo node: loopback only.
@@ -85,53 +68,118 @@ backendsJWTSecretFile: backends.secret
 drainTimeoutSeconds: 1
 `,
   );
-  const node = new Node(readNodeConfig(await Deno.readTextFile(`${dir}/node.yaml`), `${dir}/node.yaml`, dir));
-  const tlsPort = node.relay.ports[0].port;
-  const httpPort = node.relay.ports[1].port;
-
   await Deno.writeTextFile(
     `${dir}/agent.yaml`,
     `# Demo agent: serves ${DEMO_HOSTNAME} from the local sample service.
 name: demo-agent
-hubs: ["wss://127.0.0.1:${node.hubAddress.port}/connect"]
+hubs: ["wss://127.0.0.1:${ports.hub}/connect"]
 hubCaFile: ca.pem
 hostnames: [${DEMO_HOSTNAME}]
 token:
   secretFile: backends.secret
 targets:
   ${DEMO_HOSTNAME}:
-    tls: 127.0.0.1:${service.addr.port}
-    http: 127.0.0.1:${challenges.addr.port}
+    tls: 127.0.0.1:${ports.serviceTls}
+    http: 127.0.0.1:${ports.serviceHttp}
 drainTimeoutSeconds: 1
 `,
   );
-  const agentConfig = readAgentConfig(await Deno.readTextFile(`${dir}/agent.yaml`), `${dir}/agent.yaml`, dir);
+  return {
+    nodeConfig: `${dir}/node.yaml`,
+    agentConfig: `${dir}/agent.yaml`,
+    caFile: `${dir}/ca.pem`,
+    service,
+  };
+}
+
+/** The sample HTTPS service's page. */
+export function demoPage(request: Request): Response {
+  const url = new URL(request.url);
+  return new Response(
+    `Hello from the demo service behind Nexus Proxy.\n` +
+      `You asked for ${url.pathname} on ${url.host}.\n` +
+      `TLS ended here, at the service: the node only forwarded encrypted bytes.\n`,
+  );
+}
+
+/** The sample service's plain-HTTP side, where ACME HTTP-01 challenges would arrive. */
+export function challengePage(request: Request): Response {
+  return new Response(`plain HTTP reached the service: ${new URL(request.url).pathname}\n`);
+}
+
+/** Starts the sample service on the demo's service ports. */
+export function startDemoService(files: DemoFiles, ports: DemoPorts): Deno.HttpServer<Deno.NetAddr>[] {
+  return [
+    Deno.serve({
+      hostname: "127.0.0.1",
+      port: ports.serviceTls,
+      cert: files.service.certPem,
+      key: files.service.keyPem,
+      onListen: () => {},
+    }, demoPage),
+    Deno.serve({ hostname: "127.0.0.1", port: ports.serviceHttp, onListen: () => {} }, challengePage),
+  ];
+}
+
+/** A free TCP port on 127.0.0.1 right now. */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/** The curl command that fetches the demo page through the node's TLS port. */
+export function demoCurlCommand(caFile: string, tlsPort: number): string {
+  return `curl --cacert ${caFile} --resolve ${DEMO_HOSTNAME}:${tlsPort}:127.0.0.1 https://${DEMO_HOSTNAME}:${tlsPort}/`;
+}
+
+/** A running in-process demo. */
+export interface Demo {
+  readonly dir: string;
+  readonly ports: DemoPorts;
+  readonly curlCommand: string;
+  stop(): Promise<void>;
+}
+
+/** Starts the demo in this process; a port of 0 picks a free one. */
+export async function startDemo(ports: { tls: number; http: number; hub: number }): Promise<Demo> {
+  const dir = await Deno.makeTempDir({ prefix: "nexus-demo-" });
+  const chosen: DemoPorts = {
+    tls: ports.tls || freePort(),
+    http: ports.http || freePort(),
+    hub: ports.hub || freePort(),
+    serviceTls: freePort(),
+    serviceHttp: freePort(),
+  };
+  const files = await writeDemoFiles(dir, chosen);
+  const servers = startDemoService(files, chosen);
+  const node = new Node(readNodeConfig(await Deno.readTextFile(files.nodeConfig), files.nodeConfig, dir));
+  const agentConfig = readAgentConfig(await Deno.readTextFile(files.agentConfig), files.agentConfig, dir);
   const agent = new Agent(agentSettings(agentConfig), createLogger("agent"));
   agent.start();
   if (!(await agent.whenConnected(10_000))) throw new Error("the demo agent could not connect to the node");
-
   return {
     dir,
-    tlsPort,
-    httpPort,
-    curlCommand: `curl --cacert ${dir}/ca.pem --resolve ${DEMO_HOSTNAME}:${tlsPort}:127.0.0.1 ` +
-      `https://${DEMO_HOSTNAME}:${tlsPort}/`,
+    ports: chosen,
+    curlCommand: demoCurlCommand(files.caFile, chosen.tls),
     async stop() {
       await agent.stop(0);
       await node.shutdown(0);
-      await service.shutdown();
-      await challenges.shutdown();
+      await Promise.all(servers.map((server) => server.shutdown()));
       await Deno.remove(dir, { recursive: true });
     },
   };
 }
 
 if (import.meta.main) {
+  const port = (name: string, fallback: number) => Number(Deno.env.get(name) ?? fallback);
   const demo = await startDemo({
-    tls: portFromEnv("NEXUS_DEMO_TLS_PORT", 8443),
-    http: portFromEnv("NEXUS_DEMO_HTTP_PORT", 8080),
-    hub: portFromEnv("NEXUS_DEMO_HUB_PORT", 9443),
+    tls: port("NEXUS_DEMO_TLS_PORT", 8443),
+    http: port("NEXUS_DEMO_HTTP_PORT", 8080),
+    hub: port("NEXUS_DEMO_HUB_PORT", 9443),
   });
+  const http = demo.ports.http;
   console.log(`
 Nexus demo is running (files in ${demo.dir}).
 
@@ -139,7 +187,7 @@ Through the node, over TLS that only the service can decrypt:
   ${demo.curlCommand}
 
 Plain HTTP on the Host port (how ACME HTTP-01 challenges reach a backend):
-  curl --resolve ${DEMO_HOSTNAME}:${demo.httpPort}:127.0.0.1 http://${DEMO_HOSTNAME}:${demo.httpPort}/.well-known/acme-challenge/test
+  curl --resolve ${DEMO_HOSTNAME}:${http}:127.0.0.1 http://${DEMO_HOSTNAME}:${http}/.well-known/acme-challenge/test
 
 Press Ctrl-C to stop.`);
   await new Promise<void>((resolve) => Deno.addSignalListener("SIGINT", () => resolve()));
