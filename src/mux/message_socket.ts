@@ -12,6 +12,8 @@ export interface MessageSocket {
   readonly bufferedAmount: number;
   readonly protocol: string;
   send(data: string | ArrayBufferLike | ArrayBufferView): void;
+  /** Sends `head` then `payload` as one binary message without joining them first, where the socket can. */
+  sendBinaryParts?(head: Uint8Array, payload: Uint8Array): void;
   close(code?: number, reason?: string): void;
   onmessage: ((event: MessageEvent) => void) | null;
   onclose: ((event: CloseEvent) => void) | null;

@@ -14,6 +14,7 @@ import {
   type DisconnectReason,
   encodeControlFrame,
   encodeDataFrame,
+  encodeDataFrameHeader,
   INITIAL_STREAM_CREDITS,
   MAX_MESSAGE_BYTES,
   newStreamId,
@@ -127,7 +128,7 @@ export class MuxSession {
     this.#transport = {
       label: options.label,
       canHalfClose: options.mode === "credits",
-      sendData: (idBytes, payload) => this.#send(encodeDataFrame(idBytes, payload)),
+      sendData: (idBytes, payload) => this.#sendData(idBytes, payload),
       sendControl: (message) => this.#send(encodeControlFrame(message)),
       whenWritable: () => this.#whenWritable(),
       release: (id) => this.#streams.delete(id),
@@ -281,6 +282,16 @@ export class MuxSession {
   #send(frame: Uint8Array): void {
     if (this.#end !== null || this.#ws.readyState !== WebSocket.OPEN) return;
     this.#ws.send(frame);
+  }
+
+  #sendData(idBytes: Uint8Array, payload: Uint8Array): void {
+    if (this.#end !== null || this.#ws.readyState !== WebSocket.OPEN) return;
+    // Our own client copies header and payload straight into its output: one copy of the payload, not two.
+    if (this.#ws.sendBinaryParts) {
+      this.#ws.sendBinaryParts(encodeDataFrameHeader(idBytes, payload.length), payload);
+    } else {
+      this.#ws.send(encodeDataFrame(idBytes, payload));
+    }
   }
 
   #whenWritable(): Promise<void> | undefined {

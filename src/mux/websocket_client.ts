@@ -129,6 +129,18 @@ export class WebSocketClient implements MessageSocket {
   }
 
   /**
+   * Sends `head` followed by `payload` as one binary message, copying each once into the output (no joined
+   * copy first): the multiplexer's data frames are a 17-byte header and a payload.
+   */
+  sendBinaryParts(head: Uint8Array, payload: Uint8Array): void {
+    if (this.#readyState === CONNECTING) {
+      throw new DOMException("The WebSocket is still connecting", "InvalidStateError");
+    }
+    if (this.#readyState !== OPEN) return;
+    this.#queueFrame(OPCODE_BINARY, head, payload);
+  }
+
+  /**
    * Starts the closing handshake. Like the WebSocket API, a client may only send 1000 or 3000–4999 and a
    * reason of at most 123 bytes; anything else throws.
    */
@@ -393,9 +405,9 @@ export class WebSocketClient implements MessageSocket {
   }
 
   /** Encodes a masked frame (RFC 6455 §5.2) at the end of the pending output and schedules a flush. */
-  #queueFrame(opcode: number, payload: Uint8Array): void {
+  #queueFrame(opcode: number, payload: Uint8Array, more: Uint8Array = EMPTY): void {
     if (this.#finished || this.#conn === null) return;
-    const length = payload.length;
+    const length = payload.length + more.length;
     const lengthBytes = length < 126 ? 0 : length < 65_536 ? 2 : 8;
     const frameBytes = 2 + lengthBytes + 4 + length;
     this.#reserve(frameBytes);
@@ -417,6 +429,7 @@ export class WebSocketClient implements MessageSocket {
     new DataView(out.buffer, out.byteOffset + at, 4).setUint32(0, key);
     at += 4;
     out.set(payload, at);
+    if (more.length > 0) out.set(more, at + payload.length);
     maskInPlace(out, at, length, key);
     this.#pendingBytes = at + length;
     if (!this.#flushScheduled && this.#writingBytes === 0) {
@@ -491,15 +504,23 @@ export function maskInPlace(bytes: Uint8Array, offset: number, length: number, k
   for (; i < head; i++) bytes[offset + i] ^= keyBytes[i & 3];
   const words = (length - i) >>> 2;
   if (words > 0) {
-    // The key as it lines up from here, read as a little-endian word (Uint32Array uses the platform's order,
+    // The key as it lines up from here, read as a little-endian word (typed arrays use the platform's order,
     // little-endian on every target Deno supports).
     const k0 = keyBytes[i & 3],
       k1 = keyBytes[(i + 1) & 3],
       k2 = keyBytes[(i + 2) & 3],
       k3 = keyBytes[(i + 3) & 3];
-    const word = (k0 | (k1 << 8) | (k2 << 16) | (k3 << 24)) >>> 0;
-    const view = new Uint32Array(bytes.buffer, absolute + i, words);
-    for (let w = 0; w < words; w++) view[w] ^= word;
+    // Signed 32-bit words stay small integers in V8; unrolled, this measured twice as fast as a Uint32Array loop.
+    const word = k0 | (k1 << 8) | (k2 << 16) | (k3 << 24);
+    const view = new Int32Array(bytes.buffer, absolute + i, words);
+    let w = 0;
+    for (; w + 4 <= words; w += 4) {
+      view[w] ^= word;
+      view[w + 1] ^= word;
+      view[w + 2] ^= word;
+      view[w + 3] ^= word;
+    }
+    for (; w < words; w++) view[w] ^= word;
     i += words * 4;
   }
   for (; i < length; i++) bytes[offset + i] ^= keyBytes[i & 3];

@@ -136,6 +136,26 @@ export function encodeDataFrame(idBytes: Uint8Array, payload: Uint8Array): Uint8
   return frame;
 }
 
+/**
+ * The 17-byte header of a data frame carrying `payloadBytes` bytes, for a transport that sends a header and a
+ * payload as one message without joining them; {@linkcode encodeDataFrame} is the joined form.
+ *
+ * @example
+ * ```ts
+ * import { encodeDataFrameHeader, newStreamId, streamIdBytes } from "./frames.ts";
+ * encodeDataFrameHeader(streamIdBytes(newStreamId()), 3).length; // 17
+ * ```
+ */
+export function encodeDataFrameHeader(idBytes: Uint8Array, payloadBytes: number): Uint8Array {
+  if (payloadBytes > MAX_DATA_PAYLOAD_BYTES) {
+    throw new RangeError(`Data payload of ${payloadBytes} bytes exceeds ${MAX_DATA_PAYLOAD_BYTES}`);
+  }
+  const header = new Uint8Array(DATA_HEADER_BYTES);
+  header[0] = FRAME_DATA;
+  header.set(idBytes, 1);
+  return header;
+}
+
 /** Encodes one control frame with the original's wire names and field order (§2.4). */
 export function encodeControlFrame(message: ControlMessage): Uint8Array {
   const json = encoder.encode(JSON.stringify(toWire(message)));

@@ -50,14 +50,20 @@ Deno.test("wss: the offered subprotocol is chosen and messages of every length c
     const all = Promise.withResolvers<void>();
     client.onmessage = (event) => {
       received.push(event.data);
-      if (received.length === lengths.length + 1) all.resolve();
+      if (received.length === lengths.length + 2) all.resolve();
     };
     const sent = lengths.map((n) => new Uint8Array(n).map((_, i) => (i * 7 + n) & 0xff));
     for (const bytes of sent) client.send(bytes);
     client.send("text: ünïcödé");
+    // A header and a payload sent as parts arrive as one message.
+    client.sendBinaryParts(new Uint8Array([1, 2, 3]), sent[5]);
     await all.promise;
     sent.forEach((bytes, i) => assert.deepEqual(new Uint8Array(received[i] as ArrayBuffer), bytes));
     assert.equal(received[lengths.length], "text: ünïcödé");
+    assert.deepEqual(
+      new Uint8Array(received[lengths.length + 1] as ArrayBuffer),
+      new Uint8Array([1, 2, 3, ...sent[5]]),
+    );
   } finally {
     const closed = closeEvent(client);
     client.close(1000, "done");
