@@ -75,6 +75,9 @@ export class WebSocketClient implements MessageSocket {
   #closeSent = false;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #finished = false;
+  /** The socket while the opening handshake runs, so a close can drop it; then it is `#conn`. */
+  #dialling: Deno.Conn | null = null;
+  readonly #connectAbort = new AbortController();
   /** Masking keys, drawn from the CSPRNG in batches (RFC 6455 §5.3 asks for unpredictable keys). */
   readonly #maskKeys = new Uint32Array(1024);
   #maskIndex = 1024;
@@ -152,8 +155,14 @@ export class WebSocketClient implements MessageSocket {
     if (reasonBytes.length > 123) throw new DOMException("Close reason longer than 123 bytes", "SyntaxError");
     if (this.#readyState === CLOSING || this.#readyState === CLOSED) return;
     if (this.#readyState === CONNECTING) {
+      // Give the attempt up now (a peer that never answers must not keep the socket): #run then reports the
+      // failed connection with 1006, as the WebSocket API does. Deno keeps the socket of a TLS handshake that
+      // is still waiting for the server's first flight even after the TLS connection is closed (measured with
+      // Deno 2.9); a plain connect or an HTTP answer that never comes is given up here.
       this.#readyState = CLOSING;
-      return; // #run sees it once the connection attempt ends, and reports 1006.
+      this.#connectAbort.abort();
+      if (this.#dialling !== null) closeQuietly(this.#dialling);
+      return;
     }
     this.#readyState = CLOSING;
     this.#sendClose(code ?? 1000, reasonBytes);
@@ -177,6 +186,9 @@ export class WebSocketClient implements MessageSocket {
     }
     this.#readyState = OPEN;
     this.#emit("open", new Event("open"), this.onopen);
+    // Messages that came with the handshake response wait for a later task, as with the runtime's WebSocket:
+    // whoever awaited the open sets `onmessage` in a continuation, and would otherwise miss them.
+    await new Promise((resolve) => setTimeout(resolve, 0));
     try {
       await this.#readFrames(leftover);
     } catch (error) {
@@ -193,18 +205,20 @@ export class WebSocketClient implements MessageSocket {
     const secure = url.protocol === "wss:";
     const hostname = url.hostname.replace(/^\[|\]$/g, "");
     const port = url.port === "" ? (secure ? 443 : 80) : Number(url.port);
-    const tcp = await Deno.connect({ hostname, port });
+    const tcp = await Deno.connect({ hostname, port, signal: this.#connectAbort.signal });
+    this.#dialling = tcp;
     tcp.setNoDelay(true);
     let conn: Deno.Conn = tcp;
     try {
+      if (this.#readyState !== CONNECTING) throw new Error("closed before the connection was open");
       if (secure) {
         conn = await Deno.startTls(tcp, {
           hostname,
           ...(options.caCerts ? { caCerts: [...options.caCerts] } : {}),
           alpnProtocols: ["http/1.1"],
         });
+        this.#dialling = conn;
       }
-      this.#conn = conn;
       const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
       const offered = options.protocols ?? [];
       await writeAll(
@@ -217,11 +231,14 @@ export class WebSocketClient implements MessageSocket {
       );
       const { head, rest } = await readResponseHead(conn);
       this.#protocol = await checkResponse(head, key, offered);
+      if (this.#readyState !== CONNECTING) throw new Error("closed before the connection was open");
+      this.#conn = conn;
       return rest;
     } catch (error) {
       closeQuietly(conn);
-      this.#conn = null;
       throw error;
+    } finally {
+      this.#dialling = null;
     }
   }
 

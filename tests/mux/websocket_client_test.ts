@@ -333,3 +333,21 @@ Deno.test("property: masking is a byte-wise XOR with the key, at every alignment
     ),
   );
 });
+
+Deno.test("close() while the server has not answered the handshake gives the socket up at once", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const client = new WebSocketClient(`ws://127.0.0.1:${listener.addr.port}/`);
+  const conn = await listener.accept();
+  listener.close();
+  try {
+    // The request arrives; no answer is ever sent.
+    assert.ok(((await conn.read(new Uint8Array(4096))) ?? 0) > 0);
+    const closed = closeEvent(client);
+    client.close();
+    assert.equal((await closed).code, 1006);
+    const buffer = new Uint8Array(16);
+    assert.equal(await conn.read(buffer), null);
+  } finally {
+    conn.close();
+  }
+});
