@@ -77,7 +77,7 @@ Deno.test("bench --quick with tiny sizes writes a report with every row, a plot 
     const table = report.split("## Results")[1].split("![")[0].trim().split("\n");
     const rows = table.slice(2).map((line) => line.split("|").slice(1, -1).map((cell) => cell.trim()));
     assert.equal(rows.length, ROWS.length);
-    const number = /^[−+]?[\d,]+(\.\d+)?$/;
+    const number = /^[-−+]?[\d,]+(\.\d+)?$/; // a difference may be negative
     ROWS.forEach((label, i) => {
       const [name, , direct, haproxy, nexus] = rows[i];
       assert.ok(name.startsWith(label), `row ${i + 1} is "${name}", expected "${label}..."`);

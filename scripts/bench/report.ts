@@ -240,13 +240,16 @@ const COLORS: Record<TargetName, string> = { direct: "#8c8c8c", haproxy: "#3b75a
  */
 export function svgPlot(figures: readonly Figure[], title: string): string {
   const panels = [
-    { title: "Throughput (MB/s, higher is better)", keys: ["bulk_up", "bulk_down", "streams"] },
-    { title: "Connections and requests per second (higher is better)", keys: ["connections", "requests"] },
-    { title: "Request/response latency (ms, lower is better)", keys: ["latency_p50", "latency_p99"] },
+    { title: "Throughput, MB/s (higher is better)", keys: ["bulk_up", "bulk_down", "streams"] },
+    { title: "New TLS connections/s", keys: ["connections"] },
+    { title: "Kept-alive requests/s", keys: ["requests"] },
+    { title: "Latency, ms (lower is better)", keys: ["latency_p50", "latency_p99"] },
   ];
   const targets: TargetName[] = ["direct", "haproxy", "nexus"];
-  const width = 960;
-  const panelWidth = width / panels.length;
+  const width = 1200;
+  // Each panel is as wide as its groups of bars need (plus a margin's worth).
+  const units = panels.reduce((sum, panel) => sum + panel.keys.length + 0.6, 0);
+  const panelWidths = panels.map((panel) => (width * (panel.keys.length + 0.6)) / units);
   const height = 420;
   const top = 70;
   const bottom = 330;
@@ -263,8 +266,8 @@ export function svgPlot(figures: readonly Figure[], title: string): string {
     parts.push(`<text x="${x + 17}" y="45">${TARGET_LABELS[target]}</text>`);
   });
   panels.forEach((panel, p) => {
-    const x0 = p * panelWidth + 40;
-    const innerWidth = panelWidth - 60;
+    const x0 = panelWidths.slice(0, p).reduce((sum, w) => sum + w, 0) + 30;
+    const innerWidth = panelWidths[p] - 45;
     const shown = panel.keys.map((key) => figures.find((f) => f.key === key)).filter((f) => f !== undefined);
     const max = Math.max(1e-9, ...shown.flatMap((f) => targets.map((t) => f.values[t] ?? 0)));
     parts.push(
