@@ -53,7 +53,11 @@ Deno.test("soak: 15 s of concurrent streams with an agent kill lose no byte and 
     "every stream is accounted for",
   );
   assert.ok(bytes.verified > 0);
-  assert.equal(node.descriptorsAtEnd, node.descriptorsAtStart, "the node released every socket");
+  // At most as many as at the start: a descriptor of the start-up (the agent's first handshake) may be gone.
+  assert.ok(
+    node.descriptorsAtEnd <= node.descriptorsAtStart,
+    `the node released every socket: ${node.descriptorsAtEnd} open at the end, ${node.descriptorsAtStart} at the start`,
+  );
 });
 
 Deno.test("idle measurement: each idle proxied connection holds exactly one descriptor at the node, released at close", async () => {
