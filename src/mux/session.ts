@@ -10,12 +10,16 @@ import type { Logger } from "../log/logger.ts";
 import {
   type ControlMessage,
   CREDIT_REPLENISH_BATCH,
+  type DecodedFrame,
   decodeFrame,
   type DisconnectReason,
   encodeControlFrame,
   encodeDataFrame,
   encodeDataFrameHeader,
+  FrameBatch,
   INITIAL_STREAM_CREDITS,
+  MAX_BATCH_BYTES,
+  MAX_BATCHED_MESSAGE_BYTES,
   MAX_MESSAGE_BYTES,
   newStreamId,
   type StreamOpenInfo,
@@ -112,6 +116,9 @@ export class MuxSession {
   /** Either side said it is shutting down: no new streams either way. */
   #draining = false;
   #pausesReceived = 0;
+  /** Credits mode: the frames of this turn, sent as one message at its end (null: one message per frame). */
+  readonly #batch: FrameBatch | null;
+  #flushQueued = false;
 
   /** Takes over an open WebSocket whose handshake is complete; sets its message and close handlers. */
   constructor(ws: MessageSocket, options: MuxSessionOptions) {
@@ -122,6 +129,7 @@ export class MuxSession {
     this.#writeHighWaterBytes = options.mode === "legacy"
       ? LEGACY_WRITE_HIGH_WATER_BYTES
       : WRITE_HIGH_WATER_BYTES;
+    this.#batch = options.mode === "credits" ? new FrameBatch() : null;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#socketClosed = new Promise((resolve) => (this.#resolveSocketClosed = resolve));
     ws.binaryType = "arraybuffer";
@@ -230,12 +238,14 @@ export class MuxSession {
 
   /** Sends a text message (handshake and re-authentication tokens). */
   sendText(text: string): void {
+    this.#flush();
     if (this.#end === null && this.#ws.readyState === WebSocket.OPEN) this.#ws.send(text);
   }
 
   /** Closes the WebSocket and fails every stream. `code` 1000 for a normal close. Idempotent. */
   close(code: number, reason: string): void {
     if (this.#end !== null) return;
+    this.#flush();
     try {
       this.#ws.close(code, truncateReason(reason));
     } catch {
@@ -281,21 +291,50 @@ export class MuxSession {
 
   #send(frame: Uint8Array): void {
     if (this.#end !== null || this.#ws.readyState !== WebSocket.OPEN) return;
-    this.#ws.send(frame);
+    if (this.#batch === null) this.#ws.send(frame);
+    else {
+      this.#batch.addFrame(frame);
+      this.#queueFlush();
+    }
   }
 
   #sendData(idBytes: Uint8Array, payload: Uint8Array): void {
     if (this.#end !== null || this.#ws.readyState !== WebSocket.OPEN) return;
-    // Our own client copies header and payload straight into its output: one copy of the payload, not two.
-    if (this.#ws.sendBinaryParts) {
+    if (this.#batch !== null) {
+      this.#batch.addData(idBytes, payload);
+      this.#queueFlush();
+    } else if (this.#ws.sendBinaryParts) {
+      // Our own client copies header and payload straight into its output: one copy of the payload, not two.
       this.#ws.sendBinaryParts(encodeDataFrameHeader(idBytes, payload.length), payload);
     } else {
       this.#ws.send(encodeDataFrame(idBytes, payload));
     }
   }
 
+  /** Sends the batch at the end of this turn, or at once when it is full. */
+  #queueFlush(): void {
+    if (this.#batch!.byteLength >= MAX_BATCH_BYTES) {
+      this.#flush();
+    } else if (!this.#flushQueued) {
+      this.#flushQueued = true;
+      queueMicrotask(() => this.#flush());
+    }
+  }
+
+  #flush(): void {
+    this.#flushQueued = false;
+    if (this.#batch === null || this.#batch.frames === 0) return;
+    const message = this.#batch.take();
+    if (this.#end === null && this.#ws.readyState === WebSocket.OPEN) this.#ws.send(message);
+  }
+
+  /** Bytes sent but not yet written: the socket's buffer and this turn's batch. */
+  get #unsentBytes(): number {
+    return this.#ws.bufferedAmount + (this.#batch?.byteLength ?? 0);
+  }
+
   #whenWritable(): Promise<void> | undefined {
-    if (this.#end !== null || this.#ws.bufferedAmount < this.#writeHighWaterBytes) return undefined;
+    if (this.#end !== null || this.#unsentBytes < this.#writeHighWaterBytes) return undefined;
     return new Promise((resolve) => {
       this.#drainWaiters.push(resolve);
       this.#pollDrain();
@@ -307,7 +346,7 @@ export class MuxSession {
     if (this.#drainTimer !== undefined) return;
     this.#drainTimer = setTimeout(() => {
       this.#drainTimer = undefined;
-      if (this.#end === null && this.#ws.bufferedAmount > this.#writeHighWaterBytes / 2) {
+      if (this.#end === null && this.#unsentBytes > this.#writeHighWaterBytes / 2) {
         this.#pollDrain();
         return;
       }
@@ -328,7 +367,7 @@ export class MuxSession {
       return;
     }
     if (!(data instanceof ArrayBuffer)) return;
-    if (data.byteLength > MAX_MESSAGE_BYTES) {
+    if (data.byteLength > (this.#batch === null ? MAX_MESSAGE_BYTES : MAX_BATCHED_MESSAGE_BYTES)) {
       this.#options.log.warn("closing session: message larger than the protocol allows", {
         session: this.label,
         bytes: data.byteLength,
@@ -337,6 +376,18 @@ export class MuxSession {
       return;
     }
     const frame = decodeFrame(new Uint8Array(data));
+    if (frame.kind !== "batch") return this.#onFrame(frame);
+    if (this.#batch === null) {
+      this.#options.log.warn("invalid frame ignored", {
+        session: this.label,
+        why: "batch outside our protocol",
+      });
+      return;
+    }
+    for (const inner of frame.frames) this.#onFrame(decodeFrame(inner));
+  }
+
+  #onFrame(frame: DecodedFrame): void {
     switch (frame.kind) {
       case "data": {
         const stream = this.#streams.get(frame.id);
@@ -352,7 +403,11 @@ export class MuxSession {
         this.#options.log.debug("frame ignored", { session: this.label, why: frame.reason });
         return;
       case "invalid":
-        this.#options.log.warn("invalid frame ignored", { session: this.label, why: frame.reason });
+      case "batch":
+        this.#options.log.warn("invalid frame ignored", {
+          session: this.label,
+          why: frame.kind === "batch" ? "batch inside a batch" : frame.reason,
+        });
         return;
     }
   }

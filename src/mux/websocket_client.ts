@@ -43,6 +43,12 @@ const ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const MAX_RESPONSE_HEAD_BYTES = 16 * 1024;
 const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024;
 const READ_CHUNK_BYTES = 64 * 1024;
+/**
+ * At most one bare acknowledgement (an empty pong) per this interval. One per read cost as much as the data
+ * itself in a bulk transfer (a read is one 16 KiB TLS record); a read while the interval runs is acknowledged
+ * when it ends, so a frame the server holds back waits at most this long instead of a delayed ACK's 40 ms.
+ */
+const ACK_INTERVAL_MS = 1;
 /** How long a close waits for the server's close frame before dropping the connection. */
 const CLOSE_TIMEOUT_MS = 5_000;
 
@@ -74,6 +80,11 @@ export class WebSocketClient implements MessageSocket {
   /** Bytes of the write in progress not yet accepted by the socket. */
   #writingBytes = 0;
   #flushScheduled = false;
+  /** When a frame was last queued: every frame carries our TCP ACK. */
+  #lastSentMs = 0;
+  /** Data arrived since the last frame we queued, so the server may be waiting for our ACK. */
+  #readSinceSend = false;
+  #ackTimer: ReturnType<typeof setTimeout> | undefined;
   #closeSent = false;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #finished = false;
@@ -315,12 +326,7 @@ export class WebSocketClient implements MessageSocket {
         if (this.#finished) return;
       }
       if (this.#finished) return;
-      if (received && this.#pendingBytes === 0 && this.#readyState === OPEN) {
-        // Acknowledge at once with an unsolicited pong (RFC 6455 §5.5.3) when nothing else goes back this turn:
-        // a server whose socket lacks TCP_NODELAY (Deno's TLS server, the hub) holds its next small frame
-        // until our TCP ACK, which the kernel delays up to 40 ms when it has no data to carry it on.
-        this.#queueFrame(OPCODE_PONG, EMPTY);
-      }
+      if (received && this.#pendingBytes === 0 && this.#readyState === OPEN) this.#acknowledge();
       received = false;
       if (start === end) {
         start = 0;
@@ -404,6 +410,7 @@ export class WebSocketClient implements MessageSocket {
     this.#finished = true;
     this.#readyState = CLOSED;
     clearTimeout(this.#closeTimer);
+    clearTimeout(this.#ackTimer);
     if (this.#conn !== null) closeQuietly(this.#conn);
     this.#pendingBytes = 0;
     this.#emit("close", new CloseEvent("close", { code, reason, wasClean }), this.onclose);
@@ -425,8 +432,27 @@ export class WebSocketClient implements MessageSocket {
   }
 
   /** Encodes a masked frame (RFC 6455 §5.2) at the end of the pending output and schedules a flush. */
+  /**
+   * Acknowledges what was read with an unsolicited pong (RFC 6455 §5.5.3) when nothing else goes back: a server
+   * whose socket lacks TCP_NODELAY (Deno's TLS server, the hub) holds its next small frame until our TCP ACK,
+   * which the kernel delays up to 40 ms when it has no data to carry it on. Paced by ACK_INTERVAL_MS.
+   */
+  #acknowledge(): void {
+    this.#readSinceSend = true;
+    if (performance.now() - this.#lastSentMs >= ACK_INTERVAL_MS) {
+      this.#queueFrame(OPCODE_PONG, EMPTY);
+      return;
+    }
+    this.#ackTimer ??= setTimeout(() => {
+      this.#ackTimer = undefined;
+      if (this.#readSinceSend && this.#readyState === OPEN) this.#queueFrame(OPCODE_PONG, EMPTY);
+    }, ACK_INTERVAL_MS);
+  }
+
   #queueFrame(opcode: number, payload: Uint8Array, more: Uint8Array = EMPTY): void {
     if (this.#finished || this.#conn === null) return;
+    this.#lastSentMs = performance.now();
+    this.#readSinceSend = false;
     const length = payload.length + more.length;
     const lengthBytes = length < 126 ? 0 : length < 65_536 ? 2 : 8;
     const frameBytes = 2 + lengthBytes + 4 + length;

@@ -175,9 +175,15 @@ export class RawPeer {
     ws.onmessage = (event) => {
       if (typeof event.data === "string") this.texts.push(event.data);
       else {
-        const frame = decodeFrame(new Uint8Array(event.data as ArrayBuffer));
-        this.received.push(frame);
-        this.onFrame?.(frame);
+        const message = decodeFrame(new Uint8Array(event.data as ArrayBuffer));
+        // A credits session sends the frames of one turn as one batch: record them one by one, in order.
+        const frames = message.kind === "batch"
+          ? message.frames.map((frame) => decodeFrame(frame))
+          : [message];
+        for (const frame of frames) {
+          this.received.push(frame);
+          this.onFrame?.(frame);
+        }
       }
       const waiters = this.#waiters;
       this.#waiters = [];

@@ -12,8 +12,12 @@ import {
   type DisconnectReason,
   encodeControlFrame,
   encodeDataFrame,
+  FRAME_BATCH,
   FRAME_CONTROL,
   FRAME_DATA,
+  FrameBatch,
+  MAX_BATCH_BYTES,
+  MAX_BATCHED_MESSAGE_BYTES,
   MAX_CREDIT_GRANT,
   MAX_DATA_PAYLOAD_BYTES,
   MAX_MESSAGE_BYTES,
@@ -26,7 +30,13 @@ import {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const ID = "3f0c1a2b-4c5d-4e6f-8a9b-0c1d2e3f4a5b";
-const KINDS = new Set(["data", "control", "ignored", "invalid"]);
+const KINDS = new Set(["data", "control", "batch", "ignored", "invalid"]);
+const OPEN_INFO: StreamOpenInfo = {
+  hostname: "app.example.com",
+  port: 443,
+  clientAddress: "203.0.113.7:52144",
+  isTls: true,
+};
 /** Bounded runs: each property takes well under a few seconds. */
 const RUNS = { numRuns: 300 };
 
@@ -326,7 +336,7 @@ Deno.test("property: data frames with any id and any payload up to 32 KiB round 
   );
 });
 
-Deno.test("property: arbitrary bytes never make decodeFrame throw, and give one of its four kinds", () => {
+Deno.test("property: arbitrary bytes never make decodeFrame throw, and give one of its kinds", () => {
   const check = (bytes: Uint8Array) => {
     const frame = decodeFrame(bytes);
     assert.ok(KINDS.has(frame.kind), frame.kind);
@@ -406,4 +416,85 @@ Deno.test("property: a decoded control message re-encodes to a frame that decode
     ),
     { numRuns: 1_000 },
   );
+});
+
+Deno.test("a batch of one frame is that frame alone; a batch of several splits into the same frames, in order", () => {
+  const batch = new FrameBatch();
+  const id = streamIdBytes(ID);
+  batch.addData(id, new Uint8Array([1, 2, 3]));
+  assert.deepEqual(batch.take(), encodeDataFrame(id, new Uint8Array([1, 2, 3])));
+  assert.equal(batch.frames, 0);
+
+  const close = encodeControlFrame({ type: "close", id: ID, reason: "normal" });
+  const big = new Uint8Array(MAX_DATA_PAYLOAD_BYTES).fill(7);
+  batch.addFrame(encodeControlFrame({ type: "open", id: ID, info: OPEN_INFO, credits: 64 }));
+  batch.addData(id, big);
+  batch.addFrame(close);
+  assert.equal(batch.frames, 3);
+  const message = batch.take();
+  assert.equal(message[0], FRAME_BATCH);
+  const decoded = decodeFrame(message);
+  assert.equal(decoded.kind, "batch");
+  if (decoded.kind !== "batch") return;
+  assert.deepEqual(decoded.frames.map((frame) => decodeFrame(frame)), [
+    { kind: "control", message: { type: "open", id: ID, info: OPEN_INFO, credits: 64 } },
+    { kind: "data", id: ID, payload: big },
+    { kind: "control", message: { type: "close", id: ID, reason: "normal" } },
+  ]);
+});
+
+Deno.test("hostile batches are invalid: lying lengths, a zero length, a batch inside a batch, oversize", () => {
+  const frame = encodeDataFrame(streamIdBytes(ID), new Uint8Array([9]));
+  const withLength = (length: number, body: Uint8Array) => {
+    const out = new Uint8Array(5 + body.length);
+    out[0] = FRAME_BATCH;
+    new DataView(out.buffer).setUint32(1, length);
+    out.set(body, 5);
+    return out;
+  };
+  const reasons = [
+    withLength(frame.length + 1, frame),
+    withLength(0, frame),
+    Uint8Array.of(FRAME_BATCH, 0, 0),
+    withLength(6, Uint8Array.of(FRAME_BATCH, 0, 0, 0, 1, 1)),
+    new Uint8Array(MAX_BATCHED_MESSAGE_BYTES + 1).fill(FRAME_BATCH, 0, 1),
+  ].map((message) => {
+    const decoded = decodeFrame(message);
+    assert.equal(decoded.kind, "invalid");
+    return decoded.kind === "invalid" ? decoded.reason : "";
+  });
+  assert.deepEqual(reasons, [
+    "batch frame length is zero or runs past the message",
+    "batch frame length is zero or runs past the message",
+    "batch ends inside a frame length",
+    "batch inside a batch",
+    `batch of ${MAX_BATCHED_MESSAGE_BYTES + 1} bytes exceeds ${MAX_BATCHED_MESSAGE_BYTES}`,
+  ]);
+  assert.deepEqual(decodeFrame(Uint8Array.of(FRAME_BATCH)), { kind: "batch", frames: [] });
+});
+
+Deno.test("property: any frames batched split back into exactly those frames, and a full batch stays under the cap", () => {
+  const id = streamIdBytes(ID);
+  fc.assert(
+    fc.property(
+      fc.array(fc.uint8Array({ minLength: 1, maxLength: 4_000 }), { minLength: 2, maxLength: 20 }),
+      (payloads) => {
+        const batch = new FrameBatch();
+        for (const payload of payloads) batch.addData(id, payload);
+        const decoded = decodeFrame(batch.take());
+        assert.equal(decoded.kind, "batch");
+        if (decoded.kind !== "batch") return;
+        assert.deepEqual(
+          decoded.frames.map((frame) => decodeFrame(frame)),
+          payloads.map((payload) => ({
+            kind: "data",
+            id: ID,
+            payload,
+          })),
+        );
+      },
+    ),
+    { numRuns: 200 },
+  );
+  assert.ok(MAX_BATCHED_MESSAGE_BYTES > MAX_BATCH_BYTES + MAX_MESSAGE_BYTES);
 });
