@@ -44,11 +44,14 @@ const MAX_RESPONSE_HEAD_BYTES = 16 * 1024;
 const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024;
 const READ_CHUNK_BYTES = 64 * 1024;
 /**
- * At most one bare acknowledgement (an empty pong) per this interval. One per read cost as much as the data
- * itself in a bulk transfer (a read is one 16 KiB TLS record); a read while the interval runs is acknowledged
- * when it ends, so a frame the server holds back waits at most this long instead of a delayed ACK's 40 ms.
+ * Bare acknowledgements (empty pongs) after reads of a full TLS record or more, as in a bulk transfer, go out
+ * at most once per this interval: one per read cost as much as the data itself. A read in between is
+ * acknowledged when the interval ends, so a frame the server holds back waits at most this long instead of a
+ * delayed ACK's 40 ms. Smaller reads, as in request/response traffic, are acknowledged at once.
  */
 const ACK_INTERVAL_MS = 1;
+/** Reads this large count as bulk: one TLS record's worth of plaintext (RFC 8446 §5.1). */
+const BULK_READ_BYTES = 16 * 1024;
 /** How long a close waits for the server's close frame before dropping the connection. */
 const CLOSE_TIMEOUT_MS = 5_000;
 
@@ -265,7 +268,8 @@ export class WebSocketClient implements MessageSocket {
     let fragments: Uint8Array[] = [];
     let fragmentBytes = 0;
     let fragmentOpcode = 0;
-    let received = false;
+    /** Bytes of the last read, until its frames have been handled (0: nothing new). */
+    let received = 0;
     for (;;) {
       // Parse every complete frame in the buffer.
       for (;;) {
@@ -326,8 +330,8 @@ export class WebSocketClient implements MessageSocket {
         if (this.#finished) return;
       }
       if (this.#finished) return;
-      if (received && this.#pendingBytes === 0 && this.#readyState === OPEN) this.#acknowledge();
-      received = false;
+      if (received > 0 && this.#pendingBytes === 0 && this.#readyState === OPEN) this.#acknowledge(received);
+      received = 0;
       if (start === end) {
         start = 0;
         end = 0;
@@ -342,7 +346,7 @@ export class WebSocketClient implements MessageSocket {
         return;
       }
       end += n;
-      received = true;
+      received = n;
     }
   }
 
@@ -435,11 +439,11 @@ export class WebSocketClient implements MessageSocket {
   /**
    * Acknowledges what was read with an unsolicited pong (RFC 6455 §5.5.3) when nothing else goes back: a server
    * whose socket lacks TCP_NODELAY (Deno's TLS server, the hub) holds its next small frame until our TCP ACK,
-   * which the kernel delays up to 40 ms when it has no data to carry it on. Paced by ACK_INTERVAL_MS.
+   * which the kernel delays up to 40 ms when it has no data to carry it on. Bulk reads are paced (ACK_INTERVAL_MS).
    */
-  #acknowledge(): void {
+  #acknowledge(readBytes: number): void {
     this.#readSinceSend = true;
-    if (performance.now() - this.#lastSentMs >= ACK_INTERVAL_MS) {
+    if (readBytes < BULK_READ_BYTES || performance.now() - this.#lastSentMs >= ACK_INTERVAL_MS) {
       this.#queueFrame(OPCODE_PONG, EMPTY);
       return;
     }
