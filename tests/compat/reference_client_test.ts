@@ -21,6 +21,7 @@ import {
   type TestNodeOptions,
   waitFor,
 } from "../helpers/cluster.ts";
+import { readExactly } from "../helpers/raw.ts";
 import {
   echo,
   patternBytes,
@@ -173,18 +174,6 @@ async function waitRegistered(node: TestNode, client: ReferenceClient): Promise<
   const backend = registered(node);
   assert.ok(backend !== undefined, `the client exited before registering\n${client.describe()}`);
   return backend;
-}
-
-/** Reads exactly `length` bytes (the original protocol has no half-close, so readers count instead). */
-async function readExactly(conn: Deno.Conn, length: number): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
-  let filled = 0;
-  while (filled < length) {
-    const n = await conn.read(out.subarray(filled));
-    if (n === null) throw new Error(`stream ended after ${filled} of ${length} bytes`);
-    filled += n;
-  }
-  return out;
 }
 
 /** Reads until the end or a reset; fails if that takes longer than `timeoutMs`. Returns what arrived. */

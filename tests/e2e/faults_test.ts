@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { reconnectDelayMs } from "../../src/mux/reconnect.ts";
-import { startTestAgent, startTestNode, waitFor } from "../helpers/cluster.ts";
+import { startTestAgent, startTestNode, waitFor, withTimeout } from "../helpers/cluster.ts";
 import { agentYaml, makeConfigDir, openDescriptors, spawnAgent } from "../helpers/processes.ts";
 import {
   digestToEnd,
@@ -20,19 +20,6 @@ import {
 
 const MiB = 1024 * 1024;
 const HANG_GUARD_MS = 30_000;
-
-function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`${what} did not happen within ${HANG_GUARD_MS} ms`)),
-        HANG_GUARD_MS,
-      );
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
 
 /**
  * Waits until this process has no more descriptors open than `baseline`: every socket the node, the clients

@@ -12,7 +12,7 @@ import {
   INITIAL_STREAM_CREDITS,
   MAX_DATA_PAYLOAD_BYTES,
 } from "../../src/protocol/frames.ts";
-import { startTestAgent, startTestNode, waitFor } from "../helpers/cluster.ts";
+import { startTestAgent, startTestNode, waitFor, withTimeout } from "../helpers/cluster.ts";
 import { connectLegacyBackend } from "../helpers/legacy_backend.ts";
 import { patternBytes, sha256Hex, writeAll } from "../helpers/services.ts";
 import {
@@ -35,19 +35,6 @@ const SIBLING_BYTES = 8 * MiB;
 const STREAM_BUFFER_BOUND = (INITIAL_STREAM_CREDITS + CREDIT_REPLENISH_BATCH + 1) * MAX_DATA_PAYLOAD_BYTES;
 /** A hang guard for transfers, not a speed requirement. */
 const TRANSFER_TIMEOUT_MS = 60_000;
-
-function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`${what} did not finish within ${TRANSFER_TIMEOUT_MS} ms`)),
-        TRANSFER_TIMEOUT_MS,
-      );
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
 
 /** Echoes 8 MiB through `route` and checks every byte. */
 async function echoSibling(route: TrafficRoute, seed: number): Promise<void> {

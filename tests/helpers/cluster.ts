@@ -163,3 +163,17 @@ export async function waitFor(condition: () => boolean, what: string, timeoutMs 
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
+
+/**
+ * Resolves as `promise` does, or fails with `what` after `timeoutMs`: a guard so a hang fails the test with a
+ * message instead of stalling the suite; not a speed requirement.
+ */
+export function withTimeout<T>(promise: Promise<T>, what: string, timeoutMs = 60_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what} did not happen within ${timeoutMs} ms`)), timeoutMs);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}

@@ -14,6 +14,7 @@ import { waitForOpen } from "../../src/mux/inbox.ts";
 import { MUX_SUBPROTOCOL, MuxSession } from "../../src/mux/session.ts";
 import { connectTls, TEST_PEER_SECRET, type TestNode, waitFor } from "../helpers/cluster.ts";
 import { testCertificates } from "../helpers/certs.ts";
+import { readExactly } from "../helpers/raw.ts";
 import { patternBytes, readAll, serveConnections, type TestService, writeAll } from "../helpers/services.ts";
 import { buildClientHello } from "../sni/client_hello_builder.ts";
 
@@ -139,17 +140,6 @@ export function sourceRequest(length: number): Uint8Array {
   const request = new Uint8Array(4);
   new DataView(request.buffer).setUint32(0, length);
   return request;
-}
-
-/** Reads exactly `length` bytes from a connection; fails if it ends sooner. */
-export async function readExactly(conn: Deno.Conn, length: number): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
-  for (let offset = 0; offset < length;) {
-    const n = await conn.read(out.subarray(offset));
-    if (n === null) throw new Error(`connection ended after ${offset} of ${length} bytes`);
-    offset += n;
-  }
-  return out;
 }
 
 /** Wire constants of the peer token (what a real peer signs), for hand-made upgrades. */
