@@ -6,7 +6,14 @@
 
 import assert from "node:assert/strict";
 import { startTestAgent, startTestNode, waitFor } from "../helpers/cluster.ts";
-import { agentYaml, makeConfigDir, nodeYaml, spawnAgent, spawnNode } from "../helpers/processes.ts";
+import {
+  agentYaml,
+  makeConfigDir,
+  nodeYaml,
+  openDescriptors,
+  spawnAgent,
+  spawnNode,
+} from "../helpers/processes.ts";
 import {
   digestToEnd,
   openTrafficStream,
@@ -141,8 +148,13 @@ Deno.test("serve: at the end of the drain a stream still open is closed, and so 
   try {
     open = await openTrafficStream(route, "ECHO");
     await ping(open);
+    // The silent client counts once the node has accepted it (a descriptor more), not when our connect returns.
+    const before = await openDescriptors(node.pid);
     silent = await Deno.connect({ hostname: "127.0.0.1", port: ports.tlsPort });
-    await node.waitForLine(/relay listening .*protocol=http/);
+    for (let tries = 0; (await openDescriptors(node.pid)) <= before; tries++) {
+      if (tries === 500) throw new Error("the node never accepted the silent client");
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
     node.kill("SIGTERM");
     // Both are closed by the node (the silent one long before its 15 s first-byte deadline would).
     await Promise.all([ended(open), ended(silent)]);
