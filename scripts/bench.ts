@@ -718,23 +718,46 @@ async function profileRun(setup: Setup, generator: Generator, plan: Plan, profil
   log(`profiles and top.txt are in ${profileDir}`);
 }
 
+const USAGE = `Usage: deno task bench [--quick] [--label TEXT] [--out DIR] [--profile DIR] [--repeats N]
+                       [--bulk-mib N] [--stream-kib N] [--seconds N] [--idle N,N]`;
+
 async function main(): Promise<number> {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      quick: { type: "boolean" },
-      out: { type: "string" },
-      label: { type: "string" },
-      repeats: { type: "string" },
-      "bulk-mib": { type: "string" },
-      "stream-kib": { type: "string" },
-      seconds: { type: "string" },
-      idle: { type: "string" },
-      profile: { type: "string" },
-    },
-    strict: true,
-  });
-  const plan = planFromArgs(values);
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: Deno.args,
+      options: {
+        quick: { type: "boolean" },
+        out: { type: "string" },
+        label: { type: "string" },
+        repeats: { type: "string" },
+        "bulk-mib": { type: "string" },
+        "stream-kib": { type: "string" },
+        seconds: { type: "string" },
+        idle: { type: "string" },
+        profile: { type: "string" },
+        help: { type: "boolean" },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (error) {
+    console.error(
+      `bench: ${error instanceof Error ? error.message.split("\n")[0] : String(error)}\n${USAGE}`,
+    );
+    return 2;
+  }
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  let plan: Plan;
+  try {
+    plan = planFromArgs(values);
+  } catch (error) {
+    console.error(`bench: ${error instanceof Error ? error.message : String(error)}\n${USAGE}`);
+    return 2;
+  }
   const outDir = values.out ?? `${REPO}/docs`;
   const startedMs = Date.now();
   const dir = await Deno.makeTempDir({ prefix: "nexus-bench-" });

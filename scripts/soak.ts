@@ -16,8 +16,8 @@
  *
  * The report: streams ok and failed by reason, bytes sent, received and verified, bytes lost on streams that
  * ended cleanly (must be 0), the node's peak RSS (VmHWM) and its open descriptors. Exit code 0 when no stream
- * lost or corrupted data and none failed unexpectedly; 1 when data was lost or corrupted; 2 when streams
- * failed unexpectedly (nothing lost); 3 when the soak could not run.
+ * lost or corrupted data and none failed unexpectedly; 1 when data was lost or corrupted; 2 for a bad flag;
+ * 3 when the soak could not run; 4 when streams failed unexpectedly (nothing lost).
  *
  * @module
  */
@@ -534,26 +534,42 @@ function printSoak(report: SoakReport): void {
   console.error(lines.join("\n"));
 }
 
+const USAGE = `Usage: deno task soak [--duration S] [--concurrency N] [--max-bytes B] [--kill-agent-at F]
+                      [--agent-down S] [--seed N] [--json]
+       deno task soak --idle N [--json]     node memory per idle proxied connection`;
+
 if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      duration: { type: "string", default: "60" },
-      concurrency: { type: "string", default: "200" },
-      "max-bytes": { type: "string", default: String(4 * MiB) },
-      "kill-agent-at": { type: "string", default: "0.4" },
-      "agent-down": { type: "string", default: "1" },
-      seed: { type: "string", default: String(Date.now() % 1_000_000) },
-      idle: { type: "string" },
-      json: { type: "boolean", default: false },
-    },
-    strict: true,
-  });
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: Deno.args,
+      options: {
+        duration: { type: "string", default: "60" },
+        concurrency: { type: "string", default: "200" },
+        "max-bytes": { type: "string", default: String(4 * MiB) },
+        "kill-agent-at": { type: "string", default: "0.4" },
+        "agent-down": { type: "string", default: "1" },
+        seed: { type: "string", default: String(Date.now() % 1_000_000) },
+        idle: { type: "string" },
+        json: { type: "boolean", default: false },
+        help: { type: "boolean", default: false },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (error) {
+    console.error(`soak: ${error instanceof Error ? error.message.split("\n")[0] : String(error)}\n${USAGE}`);
+    Deno.exit(2);
+  }
+  if (values.help) {
+    console.log(USAGE);
+    Deno.exit(0);
+  }
   const number = (name: string, text: string | undefined, min: number) => {
     const value = Number(text);
     if (!Number.isFinite(value) || value < min) {
-      console.error(`soak: --${name} must be a number of at least ${min}, got "${text}"`);
-      Deno.exit(3);
+      console.error(`soak: --${name} must be a number of at least ${min}, got "${text}"\n${USAGE}`);
+      Deno.exit(2);
     }
     return value;
   };
@@ -588,7 +604,7 @@ if (import.meta.main) {
     if (values.json) console.log(JSON.stringify(report));
     printSoak(report);
     const unexpected = Object.values(report.streams.failedUnexpectedly).reduce((a, b) => a + b, 0);
-    Deno.exit(report.streams.lost > 0 || report.streams.corrupted > 0 ? 1 : unexpected > 0 ? 2 : 0);
+    Deno.exit(report.streams.lost > 0 || report.streams.corrupted > 0 ? 1 : unexpected > 0 ? 4 : 0);
   } catch (error) {
     console.error(`soak: could not run: ${error instanceof Error ? error.stack : String(error)}`);
     Deno.exit(3);
