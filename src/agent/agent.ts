@@ -13,6 +13,7 @@ import { MUX_SUBPROTOCOL, MuxSession } from "../mux/session.ts";
 import type { MuxStream } from "../mux/stream.ts";
 import { WebSocketClient } from "../mux/websocket_client.ts";
 import type { StreamOpenInfo } from "../protocol/frames.ts";
+import { type HubMessage, type HubMessageType, parseHubMessage } from "../protocol/hub_messages.ts";
 import { SocketDuplex } from "../stream/socket_duplex.ts";
 import { Splice, SpliceSweeper } from "../stream/splice.ts";
 import type { TargetMap } from "./targets.ts";
@@ -181,14 +182,12 @@ export class Agent {
     const mode = ws.protocol === MUX_SUBPROTOCOL ? "credits" : "legacy";
 
     ws.send(await this.#settings.tokens.token("handshake"));
-    const challenge = expectJson(await inbox.next(HANDSHAKE_STEP_MS), "handshake_challenge");
+    const challenge = expectHubMessage(await inbox.next(HANDSHAKE_STEP_MS), "handshake_challenge");
     if (typeof challenge === "string") return abandon(challenge);
-    const nonce = challenge.nonce;
-    if (typeof nonce !== "string" || nonce.trim() === "") return abandon("challenge without a nonce");
-    ws.send(await this.#settings.tokens.token("attest", nonce));
+    ws.send(await this.#settings.tokens.token("attest", challenge.nonce));
     if (mode === "credits") {
       // Our hub acknowledges; the original sends nothing and a rejection shows only as a close (§1.2).
-      const accepted = expectJson(await inbox.next(HANDSHAKE_STEP_MS), "handshake_accepted");
+      const accepted = expectHubMessage(await inbox.next(HANDSHAKE_STEP_MS), "handshake_accepted");
       if (typeof accepted === "string") return abandon(accepted);
     }
 
@@ -218,8 +217,8 @@ export class Agent {
 
   /** Re-authentication, which an original Go node may ask for (§1.5). */
   async #onText(session: MuxSession, text: string): Promise<void> {
-    const message = parseJsonObject(text);
-    if (message?.type !== "reauth_challenge" || typeof message.nonce !== "string") {
+    const message = parseHubMessage(text);
+    if (message?.type !== "reauth_challenge") {
       this.#log.debug("text message from hub ignored", { session: session.label });
       return;
     }
@@ -273,19 +272,8 @@ export class Agent {
   }
 }
 
-function parseJsonObject(text: string): Record<string, unknown> | null {
-  try {
-    const value: unknown = JSON.parse(text);
-    return typeof value === "object" && value !== null && !Array.isArray(value)
-      ? value as Record<string, unknown>
-      : null;
-  } catch {
-    return null;
-  }
-}
-
-/** The handshake message of `type`, or why it is not there. */
-function expectJson(message: InboxMessage, type: string): Record<string, unknown> | string {
+/** The hub message of `type` (a challenge carries its nonce), or why it is not there. */
+function expectHubMessage(message: InboxMessage, type: HubMessageType): HubMessage | string {
   switch (message.kind) {
     case "closed":
       return `hub closed the connection: ${message.reason}`;
@@ -294,7 +282,7 @@ function expectJson(message: InboxMessage, type: string): Record<string, unknown
     case "binary":
       return `expected ${type} as a text frame, got a binary frame`;
     case "text": {
-      const parsed = parseJsonObject(message.text);
+      const parsed = parseHubMessage(message.text);
       return parsed?.type === type ? parsed : `expected ${type}, got something else`;
     }
   }

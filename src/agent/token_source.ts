@@ -40,7 +40,7 @@ export function secretTokenSource(
 }
 
 /** Default time a token command may run (§1.4: 15 s). */
-export const TOKEN_COMMAND_TIMEOUT_MS = 15_000;
+const TOKEN_COMMAND_TIMEOUT_MS = 15_000;
 
 /**
  * Runs a command per token, with the original's environment (§1.4). Its output is a bare JWT on the first
@@ -79,7 +79,7 @@ export function commandTokenSource(
 }
 
 /** A bare JWT on the first line, or JSON with a `token` field (§1.4). */
-export function parseTokenOutput(stdout: string): string {
+function parseTokenOutput(stdout: string): string {
   const first = stdout.split("\n")[0].trim();
   if (first.startsWith("{")) {
     try {

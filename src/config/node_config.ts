@@ -123,7 +123,7 @@ export function readNodeConfig(text: string, fileName: string, configDir: string
 }
 
 /** Reads `key` as `host:port`, `:port` or `[v6]:port`; an empty host means every address. */
-export function parseListenAddress(
+function parseListenAddress(
   map: MapReader,
   key: string,
 ): { hostname: string; port: number } | undefined {

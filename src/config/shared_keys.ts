@@ -8,7 +8,7 @@ import type { LogLevel } from "../log/logger.ts";
 import type { MapReader } from "./yaml_reader.ts";
 
 /** Log levels accepted by `logLevel`. */
-export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
+const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
 
 /** `drainTimeoutSeconds`, `idleTimeoutSeconds` and `logLevel`. */
 export interface OperationKeys {

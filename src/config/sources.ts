@@ -8,10 +8,10 @@
 import type { MapReader } from "./yaml_reader.ts";
 
 /** Environment variables a secret may come from: the compiled binary may read only `NEXUS_*` variables. */
-export const SECRET_ENV_PATTERN = /^NEXUS_[A-Z0-9_]+$/;
+const SECRET_ENV_PATTERN = /^NEXUS_[A-Z0-9_]+$/;
 
 /** Resolves a path from the config relative to the config file's directory. */
-export function resolvePath(configDir: string, path: string): string {
+function resolvePath(configDir: string, path: string): string {
   return path.startsWith("/") || /^[A-Za-z]:[\\/]/.test(path) ? path : `${configDir}/${path}`;
 }
 

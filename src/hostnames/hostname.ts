@@ -9,7 +9,7 @@
  */
 
 /** Longest name DNS allows (RFC 1035 §2.3.4), without the trailing dot. */
-export const MAX_HOSTNAME_LENGTH = 253;
+const MAX_HOSTNAME_LENGTH = 253;
 const MAX_LABEL_LENGTH = 63;
 // Letters, digits, hyphen; underscore too, because real service names (`_acme-challenge`, SRV-style) use it.
 const LABEL_PATTERN = /^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$/;

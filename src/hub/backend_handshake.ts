@@ -10,14 +10,10 @@
 import { encodeBase64Url } from "../protocol/base64url.ts";
 import { type BackendTokenClaims, sameHostnames, verifyBackendToken } from "../protocol/backend_token.ts";
 import { WebSocketInbox } from "../mux/inbox.ts";
+import { encodeHubMessage } from "../protocol/hub_messages.ts";
 
 /** Time allowed for each token to arrive (§1.2, Appendix A: 10 s). */
 export const TOKEN_WAIT_MS = 10_000;
-
-/** Text message type of the challenge (§1.2). */
-export const HANDSHAKE_CHALLENGE = "handshake_challenge";
-/** Text message our hub sends after stage 1 to a backend that speaks our subprotocol. */
-export const HANDSHAKE_ACCEPTED = "handshake_accepted";
 
 /** The outcome of a backend handshake. */
 export type HandshakeOutcome =
@@ -25,7 +21,7 @@ export type HandshakeOutcome =
   | { readonly ok: false; readonly reason: string };
 
 /** A fresh challenge nonce: 32 random bytes, base64url without padding (§1.2). */
-export function newNonce(): string {
+function newNonce(): string {
   return encodeBase64Url(crypto.getRandomValues(new Uint8Array(32)));
 }
 
@@ -44,7 +40,7 @@ export async function acceptBackendHandshake(
   if (!stage0.ok) return stage0;
 
   const nonce = newNonce();
-  ws.send(JSON.stringify({ type: HANDSHAKE_CHALLENGE, nonce }));
+  ws.send(encodeHubMessage({ type: "handshake_challenge", nonce }));
 
   const second = await readToken(inbox, waitMs, "second");
   if (typeof second !== "string") return second;
@@ -53,7 +49,7 @@ export async function acceptBackendHandshake(
   const mismatch = compareStages(stage0.claims, stage1.claims, nonce);
   if (mismatch !== null) return { ok: false, reason: `handshake mismatch: ${mismatch}` };
 
-  if (options.acknowledge) ws.send(JSON.stringify({ type: HANDSHAKE_ACCEPTED }));
+  if (options.acknowledge) ws.send(encodeHubMessage({ type: "handshake_accepted" }));
   return { ok: true, claims: stage0.claims, pendingMessages: inbox.detach() };
 }
 

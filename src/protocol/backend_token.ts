@@ -14,9 +14,9 @@ import { errors, jwtVerify, SignJWT } from "jose";
 import { claimKey, type HostnameClaim, parseHostnameClaim } from "../hostnames/hostname.ts";
 
 /** Required `iss` (§1.3, `TokenIssuer`). */
-export const TOKEN_ISSUER = "authorizer";
+const TOKEN_ISSUER = "authorizer";
 /** Required `aud` (§1.3, `TokenAudience`). */
-export const TOKEN_AUDIENCE = "nexus";
+const TOKEN_AUDIENCE = "nexus";
 /** Largest weight a token may claim. */
 export const MAX_WEIGHT = 10_000;
 const ALGORITHMS = ["HS256", "HS384", "HS512"];

@@ -13,13 +13,6 @@ export interface SniffDeadlines {
   readonly totalMs: number;
 }
 
-/** The original's deadlines (§5.2, Appendix A). */
-export const DEFAULT_SNIFF_DEADLINES: SniffDeadlines = {
-  firstByteMs: 15_000,
-  extendPerReadMs: 5_000,
-  totalMs: 30_000,
-};
-
 /** How sniffing ended. `bytes` are exactly the bytes read, to be forwarded unchanged. */
 export type SniffOutcome<V> =
   | { readonly kind: "verdict"; readonly verdict: V; readonly bytes: Uint8Array }

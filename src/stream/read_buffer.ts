@@ -7,12 +7,12 @@
  */
 
 /** Smallest buffer: what every idle connection pins. */
-export const MIN_READ_BUFFER_BYTES = 2 * 1024;
+const MIN_READ_BUFFER_BYTES = 2 * 1024;
 /**
  * Largest buffer: one read fills four data frames, sent in one turn. Against one frame per read (32 KiB) it
  * measured 13% less CPU per GiB at node and agent together (docs/benchmarks.md).
  */
-export const MAX_READ_BUFFER_BYTES = 128 * 1024;
+const MAX_READ_BUFFER_BYTES = 128 * 1024;
 
 /** A reusable read buffer whose size follows the traffic. */
 export class AdaptiveReadBuffer {

@@ -9,7 +9,7 @@ import { type Duplex, PeerGoneError } from "./duplex.ts";
 import { AdaptiveReadBuffer } from "./read_buffer.ts";
 
 /** How long a graceful close waits for the peer's FIN after ours, so the kernel never resets unsent data. */
-export const CLOSE_LINGER_MS = 2_000;
+const CLOSE_LINGER_MS = 2_000;
 
 /** A socket as a duplex. */
 export class SocketDuplex implements Duplex {
