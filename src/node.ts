@@ -16,6 +16,7 @@ import { normalizeHostname } from "./hostnames/hostname.ts";
 import { Hub } from "./hub/hub.ts";
 import { createLogger, type Logger, RateLimitedLog, setLogLevel } from "./log/logger.ts";
 import { Mesh } from "./mesh/mesh.ts";
+import { BufferBudget } from "./mux/flow_control.ts";
 import type { MuxSession } from "./mux/session.ts";
 import type { MuxStream } from "./mux/stream.ts";
 import { MAX_DATA_PAYLOAD_BYTES, type StreamOpenInfo } from "./protocol/frames.ts";
@@ -52,6 +53,7 @@ export class Node {
       halfClosedTimeoutMs: config.limits.halfClosedTimeoutSeconds * 1000,
     });
     this.router = new Router<MuxSession>(() => this.mesh?.announce());
+    const receiveBudget = new BufferBudget(config.limits.streamBufferBudgetBytes, MAX_DATA_PAYLOAD_BYTES);
     const tokenSeconds = config.handshakeTimeouts.backendTokenSeconds;
     this.hub = new Hub(
       {
@@ -60,6 +62,7 @@ export class Node {
         maxStreamsPerBackend: config.limits.maxStreamsPerBackend,
         legacyStreamBufferBytes: config.limits.legacyStreamBufferBytes,
         streamWindowFrames: Math.floor(config.limits.streamWindowBytes / MAX_DATA_PAYLOAD_BYTES),
+        receiveBudget,
         pingIdleSeconds: BACKEND_PING_IDLE_SECONDS,
         heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
         tokenWaitMs: tokenSeconds === undefined ? undefined : tokenSeconds * 1000,
@@ -77,6 +80,7 @@ export class Node {
         peerSecret: config.peerSecret,
         ...(config.peerCaPem ? { peerCaPem: config.peerCaPem } : {}),
         maxStreamsPerPeer: config.limits.maxStreamsPerBackend,
+        receiveBudget,
         heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
         reconnect: { initialDelayMs: 1_000, maxDelayMs: 30_000 },
       },

@@ -48,6 +48,8 @@ export interface NodeLimits extends StreamLimitKeys {
   readonly maxStreamsPerBackend: number;
   /** What one stream may buffer here for a client that reads slowly: its credit window, in bytes. */
   readonly streamWindowBytes: number;
+  /** What all streams together may buffer here for slow clients; windows shrink when it runs low. */
+  readonly streamBufferBudgetBytes: number;
 }
 
 const ADDRESS_PATTERN = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):[0-9]{1,5}$/;
@@ -109,6 +111,11 @@ export function readNodeConfig(text: string, fileName: string, configDir: string
           min: 2 * MAX_DATA_PAYLOAD_BYTES,
           max: 1_024 * MAX_DATA_PAYLOAD_BYTES,
           default: INITIAL_STREAM_CREDITS * MAX_DATA_PAYLOAD_BYTES,
+        }),
+        streamBufferBudgetBytes: limits.integer("streamBufferBudgetBytes", {
+          min: 1024 * 1024,
+          max: 1024 * 1024 * 1024 * 1024,
+          default: 512 * 1024 * 1024,
         }),
         ...readStreamLimitKeys(limits),
       },

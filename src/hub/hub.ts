@@ -8,6 +8,7 @@
 import type { HostnameClaim } from "../hostnames/hostname.ts";
 import { claimKey } from "../hostnames/hostname.ts";
 import type { Logger, RateLimitedLog } from "../log/logger.ts";
+import type { BufferBudget } from "../mux/flow_control.ts";
 import { MUX_SUBPROTOCOL, MuxSession, truncateReason } from "../mux/session.ts";
 import { acceptBackendHandshake } from "./backend_handshake.ts";
 
@@ -28,6 +29,8 @@ export interface HubSettings {
   readonly legacyStreamBufferBytes: number;
   /** Frames each stream to a backend may buffer here for a slow client (the credits granted at open). */
   readonly streamWindowFrames: number;
+  /** The node-wide budget those windows are reserved from. */
+  readonly receiveBudget: BufferBudget;
   /** Seconds of silence after which the hub pings a backend, and as long again for its pong (WebSocket level). */
   readonly pingIdleSeconds: number;
   /** Session ping interval for backends that speak our subprotocol. */
@@ -153,6 +156,7 @@ export class Hub {
       maxStreams: this.#settings.maxStreamsPerBackend,
       legacyStreamBufferBytes: this.#settings.legacyStreamBufferBytes,
       receiveWindowFrames: this.#settings.streamWindowFrames,
+      receiveBudget: this.#settings.receiveBudget,
       heartbeatIntervalMs: speaksCredits ? this.#settings.heartbeatIntervalMs : 0,
       pendingMessages: outcome.pendingMessages,
       onText: () =>

@@ -14,6 +14,7 @@ import { jwtVerify, SignJWT } from "jose";
 import type { Router } from "../balancer/router.ts";
 import type { Logger, RateLimitedLog } from "../log/logger.ts";
 import { waitForOpen } from "../mux/inbox.ts";
+import type { BufferBudget } from "../mux/flow_control.ts";
 import type { MessageSocket } from "../mux/message_socket.ts";
 import { reconnectDelayMs, sleep } from "../mux/reconnect.ts";
 import { MUX_SUBPROTOCOL, MuxSession } from "../mux/session.ts";
@@ -27,6 +28,8 @@ export interface MeshSettings {
   readonly peerSecret: Uint8Array;
   readonly peerCaPem?: string;
   readonly maxStreamsPerPeer: number;
+  /** The node-wide budget the receive windows of tunnels this node opens are reserved from. */
+  readonly receiveBudget: BufferBudget;
   readonly heartbeatIntervalMs: number;
   readonly reconnect: { readonly initialDelayMs: number; readonly maxDelayMs: number };
 }
@@ -237,6 +240,7 @@ export class Mesh {
       mode: "credits",
       log: this.#log,
       maxStreams: this.#settings.maxStreamsPerPeer,
+      receiveBudget: this.#settings.receiveBudget,
       legacyStreamBufferBytes: 0,
       heartbeatIntervalMs: this.#settings.heartbeatIntervalMs,
       onStreamOpened: this.#acceptTunnel,

@@ -148,3 +148,37 @@ export class ReceiveWindow {
     return grant;
   }
 }
+
+/**
+ * A node-wide cap on what streams may buffer for slow readers. Each stream this side opens reserves its receive
+ * window from it; once it runs low, new streams get smaller windows (never below a minimum, so none starves),
+ * and a stream's reservation comes back when it closes. Without it, the bound would be the connection limit
+ * times the full window.
+ */
+export class BufferBudget {
+  readonly #frameBytes: number;
+  #availableFrames: number;
+
+  /** @param totalBytes what all windows together may hold; @param frameBytes the size of one frame's credit */
+  constructor(totalBytes: number, frameBytes: number) {
+    this.#frameBytes = frameBytes;
+    this.#availableFrames = Math.floor(totalBytes / frameBytes);
+  }
+
+  /** Bytes not reserved by any window (negative when minimum windows overdraw it). */
+  get availableBytes(): number {
+    return this.#availableFrames * this.#frameBytes;
+  }
+
+  /** Reserves up to `wantedFrames`, at least `minFrames` even when the budget is spent; returns the frames granted. */
+  reserve(wantedFrames: number, minFrames: number): number {
+    const frames = Math.max(minFrames, Math.min(wantedFrames, this.#availableFrames));
+    this.#availableFrames -= frames;
+    return frames;
+  }
+
+  /** Returns a reservation. */
+  release(frames: number): void {
+    this.#availableFrames += frames;
+  }
+}

@@ -24,7 +24,7 @@ import {
   newStreamId,
   type StreamOpenInfo,
 } from "../protocol/frames.ts";
-import type { ReceiveLimits } from "./flow_control.ts";
+import type { BufferBudget, ReceiveLimits } from "./flow_control.ts";
 import type { MessageSocket } from "./message_socket.ts";
 import { MuxStream, type StreamTransport } from "./stream.ts";
 
@@ -58,6 +58,11 @@ export interface MuxSessionOptions {
    * peer's own opens always get 64, which the peer assumes.
    */
   readonly receiveWindowFrames?: number;
+  /**
+   * Credits sessions only: the node-wide budget those windows are reserved from; a stream opened while it runs
+   * low gets a smaller window, down to {@linkcode MIN_RECEIVE_WINDOW_FRAMES}.
+   */
+  readonly receiveBudget?: BufferBudget;
   /** A peer opened a stream. Absent: peer-opened streams are refused. */
   readonly onStreamOpened?: (stream: MuxStream, info: StreamOpenInfo) => void;
   /** A peer announced the names it serves (mesh). */
@@ -82,6 +87,8 @@ const WRITE_HIGH_WATER_BYTES = 1024 * 1024;
  */
 const LEGACY_WRITE_HIGH_WATER_BYTES = 2 * MAX_MESSAGE_BYTES;
 const WRITE_POLL_MS = 1;
+/** The smallest window a stream opened under a spent budget gets: enough to keep data moving. */
+export const MIN_RECEIVE_WINDOW_FRAMES = 2;
 /** Credits-mode receivers tolerate the original's safety valves: a kick-start batch and a stall probe (§3.3). */
 const CREDIT_OVERSEND_SLACK_FRAMES = CREDIT_REPLENISH_BATCH + 1;
 
@@ -116,6 +123,8 @@ export class MuxSession {
   /** Either side said it is shutting down: no new streams either way. */
   #draining = false;
   #pausesReceived = 0;
+  /** Frames each stream opened here reserved from the receive budget, returned when the stream goes. */
+  readonly #reservedFrames = new Map<string, number>();
   /** Credits mode: the frames of this turn, sent as one message at its end (null: one message per frame). */
   readonly #batch: FrameBatch | null;
   #flushQueued = false;
@@ -139,7 +148,7 @@ export class MuxSession {
       sendData: (idBytes, payload) => this.#sendData(idBytes, payload),
       sendControl: (message) => this.#send(encodeControlFrame(message)),
       whenWritable: () => this.#whenWritable(),
-      release: (id) => this.#streams.delete(id),
+      release: (id) => this.#forget(id),
       reportOverflow: (stream) => {
         this.#options.log.warn("stream closed: peer sent more than its receive buffer allows", {
           session: this.label,
@@ -221,7 +230,10 @@ export class MuxSession {
   openStream(info: StreamOpenInfo): MuxStream | null {
     if (!this.acceptsStreams) return null;
     const id = newStreamId();
-    const window = this.#options.receiveWindowFrames ?? INITIAL_STREAM_CREDITS;
+    const wanted = this.#options.receiveWindowFrames ?? INITIAL_STREAM_CREDITS;
+    const budget = this.mode === "credits" ? this.#options.receiveBudget : undefined;
+    const window = budget === undefined ? wanted : budget.reserve(wanted, MIN_RECEIVE_WINDOW_FRAMES);
+    if (budget !== undefined) this.#reservedFrames.set(id, window);
     const stream = this.#createStream(
       id,
       this.mode === "credits" ? INITIAL_STREAM_CREDITS : Infinity,
@@ -419,7 +431,7 @@ export class MuxSession {
         return;
       case "close":
         this.#streams.get(message.id)?.receiveClose();
-        this.#streams.delete(message.id);
+        this.#forget(message.id);
         return;
       case "close_write":
         this.#streams.get(message.id)?.receiveCloseWrite();
@@ -472,6 +484,15 @@ export class MuxSession {
     this.#options.onStreamOpened(stream, info);
   }
 
+  /** The stream is gone from this session: drop it and return its reservation. */
+  #forget(id: string): void {
+    this.#streams.delete(id);
+    const frames = this.#reservedFrames.get(id);
+    if (frames === undefined) return;
+    this.#reservedFrames.delete(id);
+    this.#options.receiveBudget?.release(frames);
+  }
+
   #heartbeat(intervalMs: number): void {
     if (Date.now() - this.#lastReceivedMs > 2 * intervalMs) {
       this.#options.log.warn("closing session: peer silent", {
@@ -492,7 +513,7 @@ export class MuxSession {
     for (const wake of this.#drainWaiters) wake();
     this.#drainWaiters = [];
     const streams = [...this.#streams.values()];
-    this.#streams.clear();
+    for (const id of this.#streams.keys()) this.#forget(id);
     for (const stream of streams) stream.fail(`session ended: ${reason}`);
     if (this.#unknownStreamFrames > 0) {
       this.#options.log.debug("frames for closed streams were dropped", {

@@ -70,6 +70,7 @@ export async function startTestNode(options: TestNodeOptions = {}): Promise<Test
       maxStreamsPerBackend: 100_000,
       legacyStreamBufferBytes: 4 * 1024 * 1024,
       streamWindowBytes: 2 * 1024 * 1024,
+      streamBufferBudgetBytes: 512 * 1024 * 1024,
       halfClosedTimeoutSeconds: 60,
       ...options.limits,
     },
