@@ -14,7 +14,7 @@ import {
   type StreamLimitKeys,
 } from "./shared_keys.ts";
 import { readPemFile, readSecret, readWebSocketUrls } from "./sources.ts";
-import { type MapReader, readYamlConfig } from "./yaml_reader.ts";
+import { type MapReader, readYamlConfig, type ValueReader } from "./yaml_reader.ts";
 
 /** Everything a node needs. */
 export interface NodeConfig extends OperationKeys {
@@ -151,7 +151,7 @@ function parseListenAddress(
 }
 
 /** `443` (TLS), `80` (HTTP), or `{ port: 8080, protocol: http }`. */
-function readRelayPort(value: Parameters<Parameters<MapReader["list"]>[1]>[0]): RelayPort | undefined {
+function readRelayPort(value: ValueReader): RelayPort | undefined {
   if (value.isScalar()) {
     const port = value.asInteger({ min: 1, max: 65_535 });
     return port === undefined ? undefined : { port, protocol: port === 80 ? "http" : "tls" };

@@ -14,6 +14,7 @@ import type { MuxSession } from "../mux/session.ts";
 import type { StreamOpenInfo } from "../protocol/frames.ts";
 import { tlsAlert, type TlsAlertDescription } from "../sni/alerts.ts";
 import { type ClientHelloResult, MAX_CLIENT_HELLO_BYTES, parseClientHello } from "../sni/client_hello.ts";
+import type { Duplex } from "../stream/duplex.ts";
 import { SocketDuplex } from "../stream/socket_duplex.ts";
 import { Splice, type SpliceSweeper } from "../stream/splice.ts";
 import type { Admission } from "./admission.ts";
@@ -294,11 +295,7 @@ export class Relay {
   }
 
   /** Forwards the sniffed bytes, unchanged, as the stream's first data. */
-  async #sendPrelude<S extends { write(b: Uint8Array): Promise<void>; close(r: string): Promise<void> }>(
-    stream: S,
-    prelude: Uint8Array,
-    client: SocketDuplex,
-  ): Promise<S | null> {
+  async #sendPrelude(stream: Duplex, prelude: Uint8Array, client: SocketDuplex): Promise<Duplex | null> {
     try {
       await stream.write(prelude);
       return stream;

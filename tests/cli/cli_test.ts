@@ -512,11 +512,11 @@ function decodeBase64Url(text: string): Uint8Array {
 
 // --- serve --------------------------------------------------------------------------------------------------
 
-Deno.test("serve: starts, serves the hub and a TLS client through an agent, and on SIGTERM drains and exits 0", async () => {
+/** `nexus serve` as a child with a config in `dir`, an in-process agent, and a TLS echo service behind it. */
+async function serveWithAgent(dir: string, drainTimeoutSeconds: number) {
   const certs = await testCertificates();
-  await using files = await configDir();
-  const path = join(files.dir, "node.yaml");
-  await Deno.writeTextFile(path, nodeConfigYaml({ drainTimeoutSeconds: 1 }));
+  const path = join(dir, "node.yaml");
+  await Deno.writeTextFile(path, nodeConfigYaml({ drainTimeoutSeconds }));
   const service = serveConnections(echo, certs.service);
   const { serve, hubPort, tlsPort } = await startServe(path);
   const agent = await startTestAgent({
@@ -528,6 +528,13 @@ Deno.test("serve: starts, serves the hub and a TLS client through an agent, and 
     await service.close();
     throw new Error(`${error.message}\n${serve.describe()}`);
   });
+  return { serve, agent, service, hubPort, tlsPort };
+}
+
+Deno.test("serve: starts, serves the hub and a TLS client through an agent, and on SIGTERM drains and exits 0", async () => {
+  const certs = await testCertificates();
+  await using files = await configDir();
+  const { serve, agent, service, hubPort, tlsPort } = await serveWithAgent(files.dir, 1);
   let conn: Deno.TlsConn | undefined;
   try {
     const client = Deno.createHttpClient({ caCerts: [certs.ca.certPem] });
@@ -558,21 +565,8 @@ Deno.test("serve: starts, serves the hub and a TLS client through an agent, and 
 });
 
 Deno.test("serve: a second signal during a long drain exits at once with code 1", async () => {
-  const certs = await testCertificates();
   await using files = await configDir();
-  const path = join(files.dir, "node.yaml");
-  await Deno.writeTextFile(path, nodeConfigYaml({ drainTimeoutSeconds: 600 }));
-  const service = serveConnections(echo, certs.service);
-  const { serve, hubPort, tlsPort } = await startServe(path);
-  const agent = await startTestAgent({
-    hubUrls: [`wss://127.0.0.1:${hubPort}/connect`],
-    hostnames: ["app.test.nexus"],
-    targets: { "app.test.nexus": service.port },
-  }).catch(async (error) => {
-    await serve.kill();
-    await service.close();
-    throw new Error(`${error.message}\n${serve.describe()}`);
-  });
+  const { serve, agent, service, tlsPort } = await serveWithAgent(files.dir, 600);
   let conn: Deno.TlsConn | undefined;
   try {
     conn = await connectTls(tlsPort, "app.test.nexus");

@@ -8,10 +8,10 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { stringify } from "yaml";
 import { type AgentConfig, readAgentConfig } from "../../src/config/agent_config.ts";
-import { ConfigError } from "../../src/config/yaml_reader.ts";
 import { testCertificates } from "../helpers/certs.ts";
 import { TEST_JWT_SECRET } from "../helpers/cluster.ts";
 import { type ConfigDir, makeConfigDir } from "../helpers/processes.ts";
+import { problemsOf, readsOrExplains as checkReadsOrExplains } from "./config_checks.ts";
 
 const REQUIRED = [
   'hubs: ["wss://hub.example.com/connect"]',
@@ -36,13 +36,8 @@ async function read(lines: readonly string[]): Promise<AgentConfig> {
 
 /** The problems of `lines` as the operator sees them (one line each), or "valid". */
 async function problems(lines: readonly string[]): Promise<string[] | "valid"> {
-  try {
-    await read(lines);
-    return "valid";
-  } catch (error) {
-    if (error instanceof ConfigError) return error.message.split("\n");
-    throw error;
-  }
+  const dir = await configDir();
+  return problemsOf(() => readAgentConfig(lines.join("\n") + "\n", "agent.yaml", dir.path));
 }
 
 /** The required lines with line `index` replaced by `replacement` (none: removed), then `extra` lines. */
@@ -304,19 +299,10 @@ Deno.test("each agent key's mistakes are reported at their line and column, with
 // ---------------------------------------------------------------------------------------------------------
 // Properties
 
+/** Reads `text` as an agent config: a typed config, or problems that point into the file. */
 async function readsOrExplains(text: string): Promise<void> {
   const dir = await configDir();
-  try {
-    readAgentConfig(text, "agent.yaml", dir.path);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    assert.ok(error.problems.length > 0);
-    const lineCount = text.split(/\r\n|\r|\n/).length;
-    for (const problem of error.problems) {
-      assert.ok(problem.line >= 1 && problem.line <= lineCount, `line ${problem.line} of ${lineCount}`);
-      assert.ok(problem.column >= 1);
-    }
-  }
+  checkReadsOrExplains(text, (yaml) => readAgentConfig(yaml, "agent.yaml", dir.path));
 }
 
 const KEYS = [

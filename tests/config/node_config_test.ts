@@ -8,10 +8,10 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { stringify } from "yaml";
 import { type NodeConfig, readNodeConfig } from "../../src/config/node_config.ts";
-import { ConfigError } from "../../src/config/yaml_reader.ts";
 import { testCertificates } from "../helpers/certs.ts";
 import { TEST_JWT_SECRET } from "../helpers/cluster.ts";
 import { type ConfigDir, makeConfigDir } from "../helpers/processes.ts";
+import { problemsOf, readsOrExplains as checkReadsOrExplains } from "./config_checks.ts";
 
 const REQUIRED = [
   'backendListenAddress: ":8443"',
@@ -31,13 +31,7 @@ function configDir(): Promise<ConfigDir> {
 /** The problems of `lines` as the operator sees them (one line each), or "valid". */
 async function problems(lines: readonly string[]): Promise<string[] | "valid"> {
   const dir = await configDir();
-  try {
-    readNodeConfig(lines.join("\n") + "\n", "node.yaml", dir.path);
-    return "valid";
-  } catch (error) {
-    if (error instanceof ConfigError) return error.message.split("\n");
-    throw error;
-  }
+  return problemsOf(() => readNodeConfig(lines.join("\n") + "\n", "node.yaml", dir.path));
 }
 
 /** The required lines with line `index` replaced (or removed, for `null`), then `extra` lines. */
@@ -352,21 +346,10 @@ Deno.test("each key's mistakes are reported at their line and column, with what 
 // ---------------------------------------------------------------------------------------------------------
 // Properties
 
-/** Reads `text`; anything thrown that is not a ConfigError fails. Problems must point into the file. */
+/** Reads `text` as a node config: a typed config, or problems that point into the file. */
 async function readsOrExplains(text: string): Promise<void> {
   const dir = await configDir();
-  try {
-    readNodeConfig(text, "node.yaml", dir.path);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    assert.ok(error.problems.length > 0);
-    const lineCount = text.split(/\r\n|\r|\n/).length;
-    for (const problem of error.problems) {
-      assert.ok(problem.line >= 1 && problem.line <= lineCount, `line ${problem.line} of ${lineCount}`);
-      assert.ok(problem.column >= 1, `column ${problem.column}`);
-      assert.ok(problem.message.length > 0);
-    }
-  }
+  checkReadsOrExplains(text, (yaml) => readNodeConfig(yaml, "node.yaml", dir.path));
 }
 
 const KEYS = [

@@ -50,7 +50,11 @@ async function echoSibling(route: TrafficRoute, seed: number): Promise<void> {
   }
 }
 
-Deno.test("download: a client that stops reading 64 MiB does not slow an 8 MiB stream on the same agent session", async () => {
+/**
+ * A node and one agent session serving two names: `app.test.nexus` (the stream to stall) and `echo.test.nexus`
+ * (its sibling), each from its own traffic service.
+ */
+async function stalledAndSibling() {
   const stalledService = await startTrafficService();
   const echoService = await startTrafficService();
   const node = await startTestNode();
@@ -62,6 +66,25 @@ Deno.test("download: a client that stops reading 64 MiB does not slow an 8 MiB s
   const session = [...node.node.hub.backends][0].session;
   const stalledRoute: TrafficRoute = { port: node.tlsPort, protocol: "tls", hostname: "app.test.nexus" };
   const siblingRoute: TrafficRoute = { port: node.tlsPort, protocol: "tls", hostname: "echo.test.nexus" };
+  return {
+    stalledService,
+    echoService,
+    node,
+    agent,
+    session,
+    stalledRoute,
+    siblingRoute,
+    async close() {
+      await agent.stop(0);
+      await node.close();
+      await stalledService.close();
+      await echoService.close();
+    },
+  };
+}
+
+Deno.test("download: a client that stops reading 64 MiB does not slow an 8 MiB stream on the same agent session", async () => {
+  const { stalledService, session, stalledRoute, siblingRoute, close } = await stalledAndSibling();
   const stalled = await openTrafficStream(stalledRoute, `SEND ${STALLED_BYTES} 1`);
   // The session's buffer is measured while the stalled stream is its only stream: before the sibling starts
   // and while the stalled client catches up.
@@ -87,25 +110,12 @@ Deno.test("download: a client that stops reading 64 MiB does not slow an 8 MiB s
   } finally {
     peak.stop();
     stalled.close();
-    await agent.stop(0);
-    await node.close();
-    await stalledService.close();
-    await echoService.close();
+    await close();
   }
 });
 
 Deno.test("upload: a service that stops reading 64 MiB does not slow an 8 MiB stream on the same agent session", async () => {
-  const stalledService = await startTrafficService();
-  const echoService = await startTrafficService();
-  const node = await startTestNode();
-  const agent = await startTestAgent({
-    hubUrls: [node.hubUrl],
-    hostnames: ["*.test.nexus"],
-    targets: { "app.test.nexus": stalledService.port, "echo.test.nexus": echoService.port },
-  });
-  const session = [...node.node.hub.backends][0].session;
-  const stalledRoute: TrafficRoute = { port: node.tlsPort, protocol: "tls", hostname: "app.test.nexus" };
-  const siblingRoute: TrafficRoute = { port: node.tlsPort, protocol: "tls", hostname: "echo.test.nexus" };
+  const { stalledService, agent, session, stalledRoute, siblingRoute, close } = await stalledAndSibling();
   stalledService.pauseReading();
   const stalled = await openTrafficStream(stalledRoute, "SINK");
   let written = 0;
@@ -141,10 +151,7 @@ Deno.test("upload: a service that stops reading 64 MiB does not slow an 8 MiB st
     agentPeak.stop();
     nodePeak.stop();
     stalled.close();
-    await agent.stop(0);
-    await node.close();
-    await stalledService.close();
-    await echoService.close();
+    await close();
   }
 });
 
