@@ -304,7 +304,9 @@ export class FrameBatch {
 
   /** Appends an encoded frame (a control frame from {@linkcode encodeControlFrame}). */
   addFrame(frame: Uint8Array): void {
-    this.#buffer.set(frame, this.#reserve(frame.length));
+    // Reserve first: it may replace the buffer, which must not be read before (the frame would be lost).
+    const start = this.#reserve(frame.length);
+    this.#buffer.set(frame, start);
   }
 
   /**

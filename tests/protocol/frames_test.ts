@@ -498,3 +498,75 @@ Deno.test("property: any frames batched split back into exactly those frames, an
   );
   assert.ok(MAX_BATCHED_MESSAGE_BYTES > MAX_BATCH_BYTES + MAX_MESSAGE_BYTES);
 });
+
+Deno.test("2,000 close frames in one batch, far past its first buffer, all come out intact", () => {
+  const batch = new FrameBatch();
+  const ids = Array.from({ length: 2_000 }, () => crypto.randomUUID());
+  for (const id of ids) batch.addFrame(encodeControlFrame({ type: "close", id, reason: "normal" }));
+  const decoded = decodeFrame(batch.take());
+  assert.equal(decoded.kind, "batch");
+  if (decoded.kind !== "batch") return;
+  assert.deepEqual(
+    decoded.frames.map((frame) => decodeFrame(frame)),
+    ids.map((id) => ({ kind: "control", message: { type: "close", id, reason: "normal" } })),
+  );
+});
+
+Deno.test("property: any mix of data and control frames, across buffer growth and reuse, decodes exactly as added", () => {
+  // Small frames, most of them control frames, so that control frames too are what makes the batch grow.
+  const frameArbitrary = fc.oneof(
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        kind: fc.constant("data" as const),
+        id: streamId,
+        payload: fc.uint8Array({ maxLength: 300 }),
+      }),
+    },
+    { weight: 3, arbitrary: fc.record({ kind: fc.constant("control" as const), message: controlMessage }) },
+  );
+  fc.assert(
+    fc.property(
+      // Several turns on one reused batch, each of up to 2,000 frames: enough to grow it several times over.
+      fc.array(fc.array(frameArbitrary, { minLength: 1, maxLength: 2_000, size: "max" }), {
+        minLength: 1,
+        maxLength: 3,
+      }),
+      (turns) => {
+        const batch = new FrameBatch();
+        for (const frames of turns) {
+          for (const frame of frames) {
+            if (frame.kind === "data") batch.addData(streamIdBytes(frame.id), frame.payload);
+            else batch.addFrame(encodeControlFrame(frame.message));
+          }
+          assert.equal(batch.frames, frames.length);
+          const message = batch.take();
+          const decoded = decodeFrame(message);
+          const inner = frames.length === 1
+            ? [decoded]
+            : decoded.kind === "batch"
+            ? decoded.frames.map((frame) => decodeFrame(frame))
+            : assert.fail(`expected a batch, got ${decoded.kind}`);
+          assert.deepEqual(
+            inner,
+            frames.map((frame) =>
+              frame.kind === "data"
+                ? { kind: "data", id: frame.id, payload: frame.payload }
+                : { kind: "control", message: decodeControlOf(frame.message) }
+            ),
+          );
+        }
+      },
+    ),
+    // Shrinking thousands of frames takes minutes: report the first counterexample as it is.
+    { numRuns: 40, endOnFailure: true },
+  );
+});
+
+/** What a control message decodes to after a round trip (the codec drops absent optional fields the same way). */
+function decodeControlOf(message: ControlMessage): ControlMessage {
+  const decoded = decodeFrame(encodeControlFrame(message));
+  return decoded.kind === "control"
+    ? decoded.message
+    : assert.fail(`control did not round trip: ${decoded.kind}`);
+}
