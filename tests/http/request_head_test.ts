@@ -696,7 +696,10 @@ const validRequest = fc.record({
   hostName: fc.constantFrom("Host", "host", "HOST", "hOsT"),
   headers: fc.array(
     fc.record({
-      name: token.filter((name) => name.toLowerCase() !== "host"),
+      // Host is placed below; the framing fields have their own property.
+      name: token.filter((name) =>
+        !["host", "content-length", "transfer-encoding"].includes(name.toLowerCase())
+      ),
       value: fc.array(fc.oneof(visible, fc.constantFrom(" ", "\t", "\x80", "\xff")), { maxLength: 20 })
         .map((chars) => chars.join("").trim()),
       before: ows,
@@ -748,6 +751,118 @@ Deno.test("property: a valid request gives the same result at every split, and n
   );
 });
 
+// The framing rules, stated over the whole header set at once: every rule a head breaks, and no order.
+const BOTH_FRAMINGS = "both Content-Length and Transfer-Encoding are present";
+const NOT_DECIMAL = "Content-Length is not a decimal number";
+const TOO_LARGE = "Content-Length is larger than 2^53 - 1";
+const LENGTHS_DIFFER = "Content-Length values differ";
+const TE_ON_HTTP10 = "Transfer-Encoding on an HTTP/1.0 request";
+const EMPTY_CODING = "Transfer-Encoding has an empty coding";
+const UNKNOWN_CODING = "Transfer-Encoding has a coding other than chunked, gzip, deflate or compress";
+const CHUNKED_TWICE = "Transfer-Encoding applies chunked more than once";
+const CHUNKED_NOT_LAST = "Transfer-Encoding does not end with chunked";
+const KNOWN_CODINGS = ["chunked", "gzip", "deflate", "compress", "x-gzip", "x-compress"];
+
+/** Reference model of RFC 9112 §6 as the node applies it: the set of rules the fields break. */
+function framingViolations(version: string, fields: Array<{ name: string; value: string }>): Set<string> {
+  const elementsOf = (name: string) =>
+    fields.filter((field) => field.name.toLowerCase() === name)
+      .flatMap((field) => field.value.split(","))
+      .map((element) => element.replace(/^[ \t]*/, "").replace(/[ \t]*$/, ""));
+  const lengths = elementsOf("content-length");
+  const codings = elementsOf("transfer-encoding").map((coding) => coding.toLowerCase());
+  const hasLength = lengths.length > 0;
+  const hasCodings = codings.length > 0;
+  const violations = new Set<string>();
+  if (hasLength && hasCodings) violations.add(BOTH_FRAMINGS);
+  if (lengths.some((length) => !/^[0-9]+$/.test(length))) violations.add(NOT_DECIMAL);
+  const numbers = lengths.filter((length) => /^[0-9]+$/.test(length)).map(BigInt);
+  if (numbers.some((n) => n > 2n ** 53n - 1n)) violations.add(TOO_LARGE);
+  if (new Set(numbers.filter((n) => n <= 2n ** 53n - 1n)).size > 1) violations.add(LENGTHS_DIFFER);
+  if (hasCodings && version === "HTTP/1.0") violations.add(TE_ON_HTTP10);
+  if (codings.includes("")) violations.add(EMPTY_CODING);
+  if (codings.some((coding) => coding !== "" && !KNOWN_CODINGS.includes(coding))) {
+    violations.add(UNKNOWN_CODING);
+  }
+  if (codings.filter((coding) => coding === "chunked").length > 1) violations.add(CHUNKED_TWICE);
+  if (hasCodings && codings.indexOf("chunked") !== codings.length - 1) violations.add(CHUNKED_NOT_LAST);
+  return violations;
+}
+
+const listSeparator = fc.constantFrom(",", ", ", " ,", "\t,\t", ",  ");
+/** A comma-separated list of `element`s, one to three of them. */
+const listOf = (element: fc.Arbitrary<string>) =>
+  fc.tuple(fc.array(element, { minLength: 1, maxLength: 3 }), fc.array(listSeparator, { minLength: 2 }))
+    .map(([elements, separators]) =>
+      elements.reduce((list, element, i) => `${list}${separators[i % separators.length]}${element}`)
+    );
+const lengthValue = listOf(fc.oneof(
+  fc.constantFrom("0", "5", "05", "6", "9007199254740991", "9007199254740992", "18446744073709551621"),
+  fc.constantFrom("", "+5", "-1", "0x10", "1e3", "1 0", "5\xa0", "\xa05", "five"),
+  fc.nat({ max: 20 }).map(String),
+));
+const codingValue = listOf(fc.constantFrom(
+  "chunked",
+  "Chunked",
+  "CHUNKED",
+  "gzip",
+  "GZip",
+  "x-gzip",
+  "deflate",
+  "compress",
+  "x-compress",
+  "identity",
+  "xchunked",
+  "chunked;q=1",
+  "br",
+  "",
+  "chunked\xa0",
+));
+const framingField = fc.oneof(
+  fc.record({
+    name: fc.constantFrom("Content-Length", "content-length", "CONTENT-LENGTH"),
+    value: lengthValue,
+  }),
+  fc.record({
+    name: fc.constantFrom("Transfer-Encoding", "transfer-encoding", "TRANSFER-ENCODING"),
+    value: codingValue,
+  }),
+  fc.record({
+    // Names that only resemble the framing fields, and values that would break the rules if they were read.
+    name: fc.constantFrom("X-Content-Length", "Content-Lengths", "Transfer-Encodings", "TE", "Accept"),
+    value: fc.oneof(lengthValue, codingValue),
+  }),
+);
+
+Deno.test("property: the framing verdict equals the reference model of RFC 9112 §6", () => {
+  fc.assert(
+    fc.property(
+      fc.constantFrom("HTTP/1.0", "HTTP/1.1"),
+      fc.array(fc.record({ field: framingField, before: ows, after: ows }), { maxLength: 5 }),
+      fc.nat(),
+      (version, lines, hostIndex) => {
+        const written = lines.map(({ field, before, after }) =>
+          `${field.name}:${before}${field.value}${after}`
+        );
+        written.splice(hostIndex % (written.length + 1), 0, "Host: app.example.com");
+        const head = `POST /upload ${version}\r\n${written.map((line) => `${line}\r\n`).join("")}\r\n`;
+        const violations = framingViolations(version, lines.map(({ field }) => field));
+        const result = parse(head);
+        if (violations.size === 0) {
+          deepStrictEqual(result, request("app.example.com", "POST", "/upload", head));
+        } else {
+          equal(result.kind, "bad_request", JSON.stringify(head));
+          ok(
+            result.kind === "bad_request" && violations.has(result.reason),
+            `${result.kind}: ${JSON.stringify(head)}`,
+          );
+        }
+      },
+    ),
+    { numRuns: 2000 },
+  );
+});
+
 // A start of a request, then pieces of HTTP and of its mistakes, so random inputs reach every branch.
 const httpSoup = fc.tuple(
   fc.constantFrom(
@@ -763,6 +878,10 @@ const httpSoup = fc.tuple(
       fc.constantFrom(
         "Host: app.example.com\r\n",
         "X-A: b\r\n",
+        "Content-Length: 5\r\n",
+        "Transfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: gzip\r\n",
+        ", ",
         "\r\n\r\n",
         "Host: ",
         "host:",
