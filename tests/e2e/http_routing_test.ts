@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { startTestAgent, startTestNode, type TestNode, waitFor } from "../helpers/cluster.ts";
 import { chunked, concat, rawExchange, type RecordingService, recordingService } from "../helpers/raw.ts";
 import { patternBytes } from "../helpers/services.ts";
+import { makeConfigDir, nodeYaml, spawnNode } from "../helpers/processes.ts";
 import { curl } from "../http/real_clients.ts";
 import type { Agent } from "../../src/agent/agent.ts";
 import { buildClientHello } from "../sni/client_hello_builder.ts";
@@ -431,6 +432,28 @@ Deno.test("a request with ambiguous body framing gets 400 with Connection: close
     await waitFor(() => fixture.node.node.connections === 0, "every relay connection to close");
   } finally {
     await fixture.close();
+  }
+});
+
+Deno.test("a node logs a framing refusal as a bad request, with the rule that was broken", async () => {
+  const dir = await makeConfigDir();
+  try {
+    const { process, ports } = await spawnNode(
+      await dir.write("node.yaml", nodeYaml({ drainTimeoutSeconds: 0 })),
+    );
+    try {
+      const request =
+        `POST / HTTP/1.1\r\nHost: ${WEB}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n`;
+      const reply = await rawExchange(ports.httpPort, [encoder.encode(request)], { halfClose: true });
+      assert.match(decoder.decode(reply), /^HTTP\/1\.1 400 Bad Request\r\n/);
+      const line = await process.waitForLine(/connection refused: bad request/);
+      assert.match(line, / client=127\.0\.0\.1:\d+ /);
+      assert.match(line, / detail="both Content-Length and Transfer-Encoding are present"/);
+    } finally {
+      await process.stop();
+    }
+  } finally {
+    await dir.remove();
   }
 });
 
