@@ -24,12 +24,23 @@
 // RFC 9112 §7 and the IANA HTTP Transfer Coding registry; `identity` and `trailers` are reserved, not codings.
 const TRANSFER_CODINGS = new Set(["chunked", "gzip", "deflate", "compress", "x-gzip", "x-compress"]);
 const DECIMAL = /^[0-9]+$/;
-// Tokens of a list split at commas keep their optional whitespace (RFC 9110 §5.6.3): SP and HTAB only, never
-// what String.prototype.trim() also strips (NBSP among others, a byte a backend would not skip).
+// List elements are separated by a comma and optional whitespace (RFC 9110 §5.6.1, §5.6.3), which is SP and
+// HTAB only: never what String.prototype.trim() also strips (NBSP among others, a byte a backend keeps).
 const OWS_AROUND = /^[ \t]+|[ \t]+$/g;
 const BOTH = "both Content-Length and Transfer-Encoding are present";
 
-/** The `Content-Length` and `Transfer-Encoding` field lines of one request head, read in order. */
+/**
+ * The `Content-Length` and `Transfer-Encoding` field lines of one request head, read in order.
+ *
+ * @example
+ * ```ts
+ * import { RequestFraming } from "./request_framing.ts";
+ * const framing = new RequestFraming("HTTP/1.1");
+ * framing.readField("transfer-encoding", "gzip"); // null: chunked may still follow
+ * framing.finish(); // "Transfer-Encoding does not end with chunked"
+ * new RequestFraming("HTTP/1.1").readField("content-length", "0x10"); // "Content-Length is not a decimal number"
+ * ```
+ */
 export class RequestFraming {
   readonly #isHttp10: boolean;
   #contentLength: number | null = null;
