@@ -2,8 +2,9 @@
  * A pure parser for the head of an HTTP/1.x request, as read on the plain-HTTP listener.
  *
  * The relay only needs the routing name, so this parser finds the end of the head, checks the syntax that
- * RFC 9112 asks a server to refuse, and extracts the host; it never rewrites anything, and the relay forwards
- * the bytes exactly as read.
+ * RFC 9112 asks a server to refuse, refuses a body whose length could be read two ways (see
+ * {@link RequestFraming}), and extracts the host; it never rewrites anything, and the relay forwards the bytes
+ * exactly as read.
  *
  * Verdicts are final: every refusal is decided at the first byte (or complete line) that makes it certain, in
  * byte order, so a verdict given for some bytes is the verdict for any longer input that starts with them. A
@@ -15,6 +16,7 @@
  */
 
 import { normalizeHostname } from "../hostnames/hostname.ts";
+import { RequestFraming } from "./request_framing.ts";
 
 /** What the bytes read so far say about the request head. */
 export type RequestHeadResult =
@@ -59,8 +61,16 @@ const IPV4_LITERAL = /^(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+))*$/i;
 interface RequestLine {
   method: string;
   target: string;
+  version: string;
   /** The host of an absolute-form target, already normalised; it wins over the Host header. */
   targetHost: string | null;
+}
+
+/** The request line and what the field lines read so far say. */
+interface HeadSoFar {
+  requestLine: RequestLine;
+  hostValues: string[];
+  framing: RequestFraming;
 }
 
 interface BadRequest {
@@ -98,10 +108,9 @@ export function parseRequestHead(
     ? MAX_REQUEST_HEAD_BYTES
     : Math.max(0, Math.floor(requestedMax));
   const limit = Math.min(bytes.length, maxBytes);
-  let requestLine: RequestLine | null = null;
+  let head: HeadSoFar | null = null;
   let lineStart = 0;
   let inMethod = true; // reading the method of the request line, which is checked byte by byte to fail fast
-  const hostValues: string[] = [];
 
   for (let i = 0; i < limit; i++) {
     const byte = bytes[i];
@@ -114,24 +123,24 @@ export function parseRequestHead(
     if (byte === LF) {
       // Lines end in CRLF or a bare LF, which RFC 9112 §2.2 lets a recipient accept.
       const lineEnd = i > lineStart && bytes[i - 1] === CR ? i - 1 : i;
-      if (requestLine === null) {
+      if (head === null) {
         // Empty lines before the request line are ignored (RFC 9112 §2.2).
         if (lineEnd > lineStart) {
           const parsed = parseRequestLine(bytes, lineStart, lineEnd);
           if ("reason" in parsed) return parsed;
-          requestLine = parsed;
+          head = { requestLine: parsed, hostValues: [], framing: new RequestFraming(parsed.version) };
         }
       } else if (lineEnd === lineStart) {
-        return finishHead(requestLine, hostValues, i + 1);
+        return finishHead(head, i + 1);
       } else {
-        const refusal = readFieldLine(bytes, lineStart, lineEnd, hostValues);
+        const refusal = readFieldLine(bytes, lineStart, lineEnd, head);
         if (refusal !== null) return badRequest(refusal);
       }
       lineStart = i + 1;
       inMethod = true;
       continue;
     }
-    if (requestLine === null && inMethod && IS_TCHAR[byte] === 0) {
+    if (head === null && inMethod && IS_TCHAR[byte] === 0) {
       if (byte === SP && i > lineStart) {
         inMethod = false;
       } else if (i === lineStart && byte === TLS_HANDSHAKE_RECORD) {
@@ -173,7 +182,7 @@ function parseRequestLine(bytes: Uint8Array, start: number, end: number): Reques
   }
   // Request-target forms: RFC 9112 §3.2.
   if (target.startsWith("/") || target === "*" || method === "CONNECT") {
-    return { method, target, targetHost: null };
+    return { method, target, version, targetHost: null };
   }
   const authority = ABSOLUTE_FORM_AUTHORITY.exec(target);
   if (authority === null) {
@@ -184,14 +193,14 @@ function parseRequestLine(bytes: Uint8Array, start: number, end: number): Reques
     );
   }
   const host = routableHost(authority[1]);
-  return typeof host === "string" ? { method, target, targetHost: host } : host;
+  return typeof host === "string" ? { method, target, version, targetHost: host } : host;
 }
 
 /**
- * field-line = field-name ":" OWS field-value OWS (RFC 9112 §5); collects Host values. Returns a refusal
- * reason, or null when the line is acceptable.
+ * field-line = field-name ":" OWS field-value OWS (RFC 9112 §5); collects Host values and checks the framing
+ * fields. Returns a refusal reason, or null when the line is acceptable.
  */
-function readFieldLine(bytes: Uint8Array, start: number, end: number, hostValues: string[]): string | null {
+function readFieldLine(bytes: Uint8Array, start: number, end: number, head: HeadSoFar): string | null {
   if (bytes[start] === SP || bytes[start] === HTAB) {
     // obs-fold, or whitespace before the first field line: both refused (RFC 9112 §5.2, §2.2).
     return "header line starts with whitespace (obsolete line folding is not accepted)";
@@ -216,14 +225,21 @@ function readFieldLine(bytes: Uint8Array, start: number, end: number, hostValues
       return "header field value contains a control character";
     }
   }
-  if (colon - start === 4 && latin1(bytes, start, colon).toLowerCase() === "host") {
-    hostValues.push(latin1(bytes, valueStart, valueEnd));
-  }
+  // Only the names read here are decoded: "host", "content-length" and "transfer-encoding".
+  const nameLength = colon - start;
+  if (nameLength !== 4 && nameLength !== 14 && nameLength !== 17) return null;
+  const name = latin1(bytes, start, colon).toLowerCase();
+  const value = latin1(bytes, valueStart, valueEnd);
+  if (name !== "host") return head.framing.readField(name, value);
+  head.hostValues.push(value);
   return null;
 }
 
-/** The blank line has been read: decide the routing host (RFC 9112 §3.2, §3.2.2). */
-function finishHead(requestLine: RequestLine, hostValues: string[], headLength: number): RequestHeadResult {
+/** The blank line has been read: check the framing, then decide the routing host (RFC 9112 §3.2, §3.2.2). */
+function finishHead(head: HeadSoFar, headLength: number): RequestHeadResult {
+  const framingRefusal = head.framing.finish();
+  if (framingRefusal !== null) return badRequest(framingRefusal);
+  const { requestLine, hostValues } = head;
   if (hostValues.length > 1) return badRequest("more than one Host header");
   let host = requestLine.targetHost;
   if (host === null) {

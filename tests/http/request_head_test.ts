@@ -322,6 +322,223 @@ Deno.test("an absolute-form target's host is checked like a Host header", () => 
   }
 });
 
+// Message framing (RFC 9112 §6)
+
+/** A request head to app.example.com with these field lines after Host, and the request it must parse to. */
+function framed(fields: string[], version = "HTTP/1.1"): { head: string; expected: RequestHeadResult } {
+  const head = `POST /upload ${version}\r\nHost: app.example.com\r\n${
+    fields.map((f) => `${f}\r\n`).join("")
+  }\r\n`;
+  return { head, expected: request("app.example.com", "POST", "/upload", head) };
+}
+
+Deno.test("one Content-Length, in any case and with optional whitespace, is accepted", () => {
+  for (
+    const field of [
+      "Content-Length: 42",
+      "content-length:0",
+      "CONTENT-LENGTH: \t 7 \t",
+      "Content-Length: 007",
+      "Content-Length: 9007199254740991",
+    ]
+  ) {
+    const { head, expected } = framed([field]);
+    deepStrictEqual(parse(head), expected, field);
+    deepStrictEqual(parse(framed([field], "HTTP/1.0").head), framed([field], "HTTP/1.0").expected, field);
+  }
+});
+
+Deno.test("Content-Length repeated with the same number, in a list or in several lines, is accepted", () => {
+  const cases = [
+    ["Content-Length: 5, 5"],
+    ["Content-Length: 5,5,\t5"],
+    ["Content-Length: 5", "content-length: 5"],
+    ["Content-Length: 5", "Content-Length: 5, 5"],
+    // The same number written with a leading zero: every decimal reader agrees on it.
+    ["Content-Length: 05", "Content-Length: 5"],
+  ];
+  for (const fields of cases) {
+    const { head, expected } = framed(fields);
+    deepStrictEqual(parse(head), expected, fields.join(" | "));
+  }
+});
+
+Deno.test("Transfer-Encoding ending in chunked is accepted: any case, optional whitespace, known codings before", () => {
+  const cases = [
+    ["Transfer-Encoding: chunked"],
+    ["transfer-encoding: Chunked"],
+    ["TRANSFER-ENCODING:CHUNKED"],
+    ["Transfer-Encoding: \tchunked \t"],
+    ["Transfer-Encoding: gzip, chunked"],
+    ["Transfer-Encoding: gzip,chunked"],
+    ["Transfer-Encoding: GZIP \t,\t chunked"],
+    ["Transfer-Encoding: x-gzip, deflate, compress, x-compress, chunked"],
+    ["Transfer-Encoding: gzip, gzip, chunked"],
+    // Field lines combine in order into one list (RFC 9110 §5.3).
+    ["Transfer-Encoding: gzip", "Transfer-Encoding: chunked"],
+  ];
+  for (const fields of cases) {
+    const { head, expected } = framed(fields);
+    deepStrictEqual(parse(head), expected, fields.join(" | "));
+  }
+});
+
+Deno.test("fields whose names only resemble Content-Length or Transfer-Encoding are not framing fields", () => {
+  const fields = [
+    "Content-Lengths: x",
+    "X-Content-Length: 5, 6",
+    "Content-Lengtx: +5",
+    "Transfer-Encodings: xchunked",
+    "X-Transfer-Encoding: chunked",
+    "Transfer-Encodinx: gzip",
+    "TE: trailers",
+  ];
+  const { head, expected } = framed(["Content-Length: 5", ...fields]);
+  deepStrictEqual(parse(head), expected);
+});
+
+Deno.test("Content-Length together with Transfer-Encoding is refused, in either order", () => {
+  const reason = badRequest("both Content-Length and Transfer-Encoding are present");
+  const cases = [
+    ["Content-Length: 5", "Transfer-Encoding: chunked"],
+    ["Transfer-Encoding: chunked", "Content-Length: 5"],
+    ["Content-Length: 0", "Transfer-Encoding: chunked"],
+    ["Transfer-Encoding: gzip, chunked", "content-length: 100"],
+  ];
+  for (const fields of cases) deepStrictEqual(parse(framed(fields).head), reason, fields.join(" | "));
+});
+
+Deno.test("Content-Length values that differ are refused, in a list or in several lines", () => {
+  const reason = badRequest("Content-Length values differ");
+  const cases = [
+    ["Content-Length: 5, 6"],
+    ["Content-Length: 5,5,6"],
+    ["Content-Length: 5", "Content-Length: 6"],
+    ["Content-Length: 0", "Content-Length: 5, 0"],
+    ["Content-Length: 5", "Content-Length: 50"],
+  ];
+  for (const fields of cases) deepStrictEqual(parse(framed(fields).head), reason, fields.join(" | "));
+});
+
+Deno.test("a Content-Length that is not a non-negative decimal integer is refused", () => {
+  const notDecimal = "Content-Length is not a decimal number";
+  const cases: Array<[string, string]> = [
+    ["+5", notDecimal],
+    ["-1", notDecimal],
+    ["0x10", notDecimal],
+    ["1e3", notDecimal],
+    ["5.0", notDecimal],
+    ["", notDecimal],
+    ["1 0", notDecimal],
+    ["1\t0", notDecimal],
+    ["5,", notDecimal],
+    [", 5", notDecimal],
+    ["5,,5", notDecimal],
+    ["5;", notDecimal],
+    ["five", notDecimal],
+    ["Infinity", notDecimal],
+    // NBSP is obs-text, not whitespace to a field parser: String.prototype.trim() must not strip it.
+    ["5\xa0", notDecimal],
+    ["\xa05", notDecimal],
+    ["9007199254740992", "Content-Length is larger than 2^53 - 1"],
+    ["9007199254740993", "Content-Length is larger than 2^53 - 1"],
+    ["99999999999999999999999999999999", "Content-Length is larger than 2^53 - 1"],
+    ["5, 18446744073709551621", "Content-Length is larger than 2^53 - 1"],
+  ];
+  for (const [value, reason] of cases) {
+    deepStrictEqual(parse(framed([`Content-Length: ${value}`]).head), badRequest(reason), value);
+  }
+});
+
+Deno.test("a Transfer-Encoding that does not end in one chunked, with known codings only, is refused", () => {
+  const notLast = "Transfer-Encoding does not end with chunked";
+  const unknown = "Transfer-Encoding has a coding other than chunked, gzip, deflate or compress";
+  const twice = "Transfer-Encoding applies chunked more than once";
+  const empty = "Transfer-Encoding has an empty coding";
+  const cases: Array<[string[], string]> = [
+    [["Transfer-Encoding: xchunked"], unknown],
+    [["Transfer-Encoding: chunkedx"], unknown],
+    [["Transfer-Encoding: chunked\xa0"], unknown],
+    [["Transfer-Encoding: chunked;ext=1"], unknown],
+    [['Transfer-Encoding: "chunked"'], unknown],
+    [["Transfer-Encoding: identity"], unknown],
+    [["Transfer-Encoding: identity, chunked"], unknown],
+    [["Transfer-Encoding: br, chunked"], unknown],
+    [["Transfer-Encoding: chunked, gzip"], notLast],
+    [["Transfer-Encoding: chunked", "Transfer-Encoding: gzip"], notLast],
+    [["Transfer-Encoding: gzip"], notLast],
+    [["Transfer-Encoding: gzip", "Transfer-Encoding: deflate"], notLast],
+    [["Transfer-Encoding: chunked, chunked"], twice],
+    [["Transfer-Encoding: chunked", "Transfer-Encoding: chunked"], twice],
+    [["Transfer-Encoding:"], empty],
+    [["Transfer-Encoding: \t "], empty],
+    [["Transfer-Encoding: chunked,"], empty],
+    [["Transfer-Encoding: , chunked"], empty],
+    [["Transfer-Encoding: gzip,,chunked"], empty],
+  ];
+  for (const [fields, reason] of cases) {
+    deepStrictEqual(parse(framed(fields).head), badRequest(reason), fields.join(" | "));
+  }
+});
+
+Deno.test("Transfer-Encoding on an HTTP/1.0 request is refused, even with a Content-Length", () => {
+  const reason = badRequest("Transfer-Encoding on an HTTP/1.0 request");
+  for (
+    const fields of [
+      ["Transfer-Encoding: chunked"],
+      ["Content-Length: 5", "Transfer-Encoding: chunked"],
+      ["Transfer-Encoding: chunked", "Content-Length: 5"],
+    ]
+  ) {
+    deepStrictEqual(parse(framed(fields, "HTTP/1.0").head), reason, fields.join(" | "));
+  }
+});
+
+Deno.test("folded or space-before-colon framing fields are refused by the field line syntax", () => {
+  const cases: Array<[string[], string]> = [
+    [
+      ["Transfer-Encoding: gzip", " chunked"],
+      "header line starts with whitespace (obsolete line folding is not accepted)",
+    ],
+    [
+      ["Content-Length: 5", "\t6"],
+      "header line starts with whitespace (obsolete line folding is not accepted)",
+    ],
+    [["Transfer-Encoding : chunked"], "whitespace between header field name and colon"],
+    [["Content-Length\t: 5"], "whitespace between header field name and colon"],
+  ];
+  for (const [fields, reason] of cases) {
+    deepStrictEqual(parse(framed(fields).head), badRequest(reason), fields.join(" | "));
+  }
+});
+
+Deno.test("a framing refusal comes at the field line that makes it certain; a coding before chunked waits", () => {
+  const start = "POST / HTTP/1.1\r\nHost: app.example.com\r\n";
+  deepStrictEqual(
+    parse(`${start}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n`),
+    badRequest("both Content-Length and Transfer-Encoding are present"),
+  );
+  deepStrictEqual(
+    parse(`${start}Content-Length: 5\r\nContent-Length: 6\n`),
+    badRequest("Content-Length values differ"),
+  );
+  deepStrictEqual(
+    parse(`${start}Transfer-Encoding: chunked, gzip\r\n`),
+    badRequest("Transfer-Encoding does not end with chunked"),
+  );
+  // A later line may still append chunked, so "gzip" alone is decided at the blank line.
+  deepStrictEqual(parse(`${start}Transfer-Encoding: gzip\r\n`), { kind: "incomplete" });
+  deepStrictEqual(
+    parse(`${start}Transfer-Encoding: gzip\r\n\r\n`),
+    badRequest("Transfer-Encoding does not end with chunked"),
+  );
+  // Framing is decided before routing: a head with both faults gets the framing reason.
+  deepStrictEqual(
+    parse("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"),
+    badRequest("Transfer-Encoding does not end with chunked"),
+  );
+});
+
 // Size limit
 
 Deno.test("a head of exactly maxBytes is accepted; one byte more is too large", () => {
@@ -479,7 +696,10 @@ const validRequest = fc.record({
   hostName: fc.constantFrom("Host", "host", "HOST", "hOsT"),
   headers: fc.array(
     fc.record({
-      name: token.filter((name) => name.toLowerCase() !== "host"),
+      // Host is placed below; the framing fields have their own property.
+      name: token.filter((name) =>
+        !["host", "content-length", "transfer-encoding"].includes(name.toLowerCase())
+      ),
       value: fc.array(fc.oneof(visible, fc.constantFrom(" ", "\t", "\x80", "\xff")), { maxLength: 20 })
         .map((chars) => chars.join("").trim()),
       before: ows,
@@ -531,6 +751,118 @@ Deno.test("property: a valid request gives the same result at every split, and n
   );
 });
 
+// The framing rules, stated over the whole header set at once: every rule a head breaks, and no order.
+const BOTH_FRAMINGS = "both Content-Length and Transfer-Encoding are present";
+const NOT_DECIMAL = "Content-Length is not a decimal number";
+const TOO_LARGE = "Content-Length is larger than 2^53 - 1";
+const LENGTHS_DIFFER = "Content-Length values differ";
+const TE_ON_HTTP10 = "Transfer-Encoding on an HTTP/1.0 request";
+const EMPTY_CODING = "Transfer-Encoding has an empty coding";
+const UNKNOWN_CODING = "Transfer-Encoding has a coding other than chunked, gzip, deflate or compress";
+const CHUNKED_TWICE = "Transfer-Encoding applies chunked more than once";
+const CHUNKED_NOT_LAST = "Transfer-Encoding does not end with chunked";
+const KNOWN_CODINGS = ["chunked", "gzip", "deflate", "compress", "x-gzip", "x-compress"];
+
+/** Reference model of RFC 9112 §6 as the node applies it: the set of rules the fields break. */
+function framingViolations(version: string, fields: Array<{ name: string; value: string }>): Set<string> {
+  const elementsOf = (name: string) =>
+    fields.filter((field) => field.name.toLowerCase() === name)
+      .flatMap((field) => field.value.split(","))
+      .map((element) => element.replace(/^[ \t]*/, "").replace(/[ \t]*$/, ""));
+  const lengths = elementsOf("content-length");
+  const codings = elementsOf("transfer-encoding").map((coding) => coding.toLowerCase());
+  const hasLength = lengths.length > 0;
+  const hasCodings = codings.length > 0;
+  const violations = new Set<string>();
+  if (hasLength && hasCodings) violations.add(BOTH_FRAMINGS);
+  if (lengths.some((length) => !/^[0-9]+$/.test(length))) violations.add(NOT_DECIMAL);
+  const numbers = lengths.filter((length) => /^[0-9]+$/.test(length)).map(BigInt);
+  if (numbers.some((n) => n > 2n ** 53n - 1n)) violations.add(TOO_LARGE);
+  if (new Set(numbers.filter((n) => n <= 2n ** 53n - 1n)).size > 1) violations.add(LENGTHS_DIFFER);
+  if (hasCodings && version === "HTTP/1.0") violations.add(TE_ON_HTTP10);
+  if (codings.includes("")) violations.add(EMPTY_CODING);
+  if (codings.some((coding) => coding !== "" && !KNOWN_CODINGS.includes(coding))) {
+    violations.add(UNKNOWN_CODING);
+  }
+  if (codings.filter((coding) => coding === "chunked").length > 1) violations.add(CHUNKED_TWICE);
+  if (hasCodings && codings.indexOf("chunked") !== codings.length - 1) violations.add(CHUNKED_NOT_LAST);
+  return violations;
+}
+
+const listSeparator = fc.constantFrom(",", ", ", " ,", "\t,\t", ",  ");
+/** A comma-separated list of `element`s, one to three of them. */
+const listOf = (element: fc.Arbitrary<string>) =>
+  fc.tuple(fc.array(element, { minLength: 1, maxLength: 3 }), fc.array(listSeparator, { minLength: 2 }))
+    .map(([elements, separators]) =>
+      elements.reduce((list, element, i) => `${list}${separators[i % separators.length]}${element}`)
+    );
+const lengthValue = listOf(fc.oneof(
+  fc.constantFrom("0", "5", "05", "6", "9007199254740991", "9007199254740992", "18446744073709551621"),
+  fc.constantFrom("", "+5", "-1", "0x10", "1e3", "1 0", "5\xa0", "\xa05", "five"),
+  fc.nat({ max: 20 }).map(String),
+));
+const codingValue = listOf(fc.constantFrom(
+  "chunked",
+  "Chunked",
+  "CHUNKED",
+  "gzip",
+  "GZip",
+  "x-gzip",
+  "deflate",
+  "compress",
+  "x-compress",
+  "identity",
+  "xchunked",
+  "chunked;q=1",
+  "br",
+  "",
+  "chunked\xa0",
+));
+const framingField = fc.oneof(
+  fc.record({
+    name: fc.constantFrom("Content-Length", "content-length", "CONTENT-LENGTH"),
+    value: lengthValue,
+  }),
+  fc.record({
+    name: fc.constantFrom("Transfer-Encoding", "transfer-encoding", "TRANSFER-ENCODING"),
+    value: codingValue,
+  }),
+  fc.record({
+    // Names that only resemble the framing fields, and values that would break the rules if they were read.
+    name: fc.constantFrom("X-Content-Length", "Content-Lengths", "Transfer-Encodings", "TE", "Accept"),
+    value: fc.oneof(lengthValue, codingValue),
+  }),
+);
+
+Deno.test("property: the framing verdict equals the reference model of RFC 9112 §6", () => {
+  fc.assert(
+    fc.property(
+      fc.constantFrom("HTTP/1.0", "HTTP/1.1"),
+      fc.array(fc.record({ field: framingField, before: ows, after: ows }), { maxLength: 5 }),
+      fc.nat(),
+      (version, lines, hostIndex) => {
+        const written = lines.map(({ field, before, after }) =>
+          `${field.name}:${before}${field.value}${after}`
+        );
+        written.splice(hostIndex % (written.length + 1), 0, "Host: app.example.com");
+        const head = `POST /upload ${version}\r\n${written.map((line) => `${line}\r\n`).join("")}\r\n`;
+        const violations = framingViolations(version, lines.map(({ field }) => field));
+        const result = parse(head);
+        if (violations.size === 0) {
+          deepStrictEqual(result, request("app.example.com", "POST", "/upload", head));
+        } else {
+          equal(result.kind, "bad_request", JSON.stringify(head));
+          ok(
+            result.kind === "bad_request" && violations.has(result.reason),
+            `${result.kind}: ${JSON.stringify(head)}`,
+          );
+        }
+      },
+    ),
+    { numRuns: 2000 },
+  );
+});
+
 // A start of a request, then pieces of HTTP and of its mistakes, so random inputs reach every branch.
 const httpSoup = fc.tuple(
   fc.constantFrom(
@@ -546,6 +878,10 @@ const httpSoup = fc.tuple(
       fc.constantFrom(
         "Host: app.example.com\r\n",
         "X-A: b\r\n",
+        "Content-Length: 5\r\n",
+        "Transfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: gzip\r\n",
+        ", ",
         "\r\n\r\n",
         "Host: ",
         "host:",
