@@ -9,7 +9,7 @@
  * @module
  */
 
-import { CREDIT_REPLENISH_BATCH, MAX_CREDIT_GRANT } from "../protocol/frames.ts";
+import { CREDIT_REPLENISH_BATCH, INITIAL_STREAM_CREDITS, MAX_CREDIT_GRANT } from "../protocol/frames.ts";
 
 /** Thrown to a waiting sender when its stream closes. */
 export class StreamClosedError extends Error {
@@ -98,6 +98,8 @@ export class SendWindow {
 
 /** Limits of a {@linkcode ReceiveWindow}. */
 export interface ReceiveLimits {
+  /** Consumed frames gathered before they go back as credits: never more than the window can fill. */
+  readonly replenishBatchFrames: number;
   /** Frames that may wait for the reader before the stream counts as overflowing. */
   readonly maxFrames: number;
   /** Bytes that may wait for the reader before the stream counts as overflowing. */
@@ -105,9 +107,58 @@ export interface ReceiveLimits {
 }
 
 /**
+ * Frames the original's safety valves may send beyond the window: a kick-start batch and a stall probe (§3.3).
+ * A receiver that counts credits tolerates that much before it calls the stream overflowing.
+ */
+export const CREDIT_OVERSEND_SLACK_FRAMES = CREDIT_REPLENISH_BATCH + 1;
+
+/**
+ * What a receiver that granted `windowFrames` credits holds at most for one stream, and the batches it returns
+ * them in (at most `maxBatchFrames`, see {@linkcode replenishBatchFrames}).
+ */
+export function creditReceiveLimits(
+  windowFrames: number,
+  maxBatchFrames = CREDIT_REPLENISH_BATCH,
+): ReceiveLimits {
+  return {
+    replenishBatchFrames: replenishBatchFrames(windowFrames, maxBatchFrames),
+    maxFrames: windowFrames + CREDIT_OVERSEND_SLACK_FRAMES,
+    maxBytes: Infinity,
+  };
+}
+
+/**
+ * What a receiver holds for a sender that ignores credits (the original's standalone client): a byte cap. It
+ * still returns credits against the 64 it grants, for the original's newer client, which counts them (§3.3).
+ */
+export function byteCappedReceiveLimits(maxBytes: number): ReceiveLimits {
+  return {
+    replenishBatchFrames: replenishBatchFrames(INITIAL_STREAM_CREDITS),
+    maxFrames: Infinity,
+    maxBytes,
+  };
+}
+
+/**
+ * How many consumed frames a receiver gathers before it returns them as credits: the protocol's batch of 8
+ * (§3.3), but never more than half the window, and at least one. A batch larger than the window would never
+ * fill: the sender stops with its credits spent while the receiver waits for more frames before granting any.
+ *
+ * @example
+ * ```ts
+ * import { replenishBatchFrames } from "./flow_control.ts";
+ * replenishBatchFrames(64); // 8
+ * replenishBatchFrames(2); // 1
+ * ```
+ */
+export function replenishBatchFrames(windowFrames: number, maxBatchFrames = CREDIT_REPLENISH_BATCH): number {
+  return Math.max(1, Math.min(maxBatchFrames, Math.floor(windowFrames / 2)));
+}
+
+/**
  * The receiving side: what is buffered for the local reader, and the credits owed back to the sender.
  *
- * Credits go back in batches of {@linkcode CREDIT_REPLENISH_BATCH} once the reader has consumed that many
+ * Credits go back in batches (`replenishBatchFrames` of its limits) once the reader has consumed that many
  * frames, so a slow reader slows its own sender and nobody else.
  */
 export class ReceiveWindow {
@@ -142,7 +193,7 @@ export class ReceiveWindow {
     this.#frames -= 1;
     this.#bytes -= bytes;
     this.#owed += 1;
-    if (this.#owed < CREDIT_REPLENISH_BATCH) return 0;
+    if (this.#owed < this.#limits.replenishBatchFrames) return 0;
     const grant = this.#owed;
     this.#owed = 0;
     return grant;

@@ -9,7 +9,6 @@
 import type { Logger } from "../log/logger.ts";
 import {
   type ControlMessage,
-  CREDIT_REPLENISH_BATCH,
   type DecodedFrame,
   decodeFrame,
   type DisconnectReason,
@@ -24,7 +23,12 @@ import {
   newStreamId,
   type StreamOpenInfo,
 } from "../protocol/frames.ts";
-import type { BufferBudget, ReceiveLimits } from "./flow_control.ts";
+import {
+  type BufferBudget,
+  byteCappedReceiveLimits,
+  creditReceiveLimits,
+  type ReceiveLimits,
+} from "./flow_control.ts";
 import type { MessageSocket } from "./message_socket.ts";
 import { MuxStream, type StreamTransport } from "./stream.ts";
 
@@ -89,8 +93,6 @@ const LEGACY_WRITE_HIGH_WATER_BYTES = 2 * MAX_MESSAGE_BYTES;
 const WRITE_POLL_MS = 1;
 /** The smallest window a stream opened under a spent budget gets: enough to keep data moving. */
 export const MIN_RECEIVE_WINDOW_FRAMES = 2;
-/** Credits-mode receivers tolerate the original's safety valves: a kick-start batch and a stall probe (§3.3). */
-const CREDIT_OVERSEND_SLACK_FRAMES = CREDIT_REPLENISH_BATCH + 1;
 
 /** Why a session ended. */
 export interface SessionEnd {
@@ -297,8 +299,8 @@ export class MuxSession {
 
   #receiveLimits(windowFrames: number): ReceiveLimits {
     return this.mode === "credits"
-      ? { maxFrames: windowFrames + CREDIT_OVERSEND_SLACK_FRAMES, maxBytes: Infinity }
-      : { maxFrames: Infinity, maxBytes: this.#options.legacyStreamBufferBytes };
+      ? creditReceiveLimits(windowFrames)
+      : byteCappedReceiveLimits(this.#options.legacyStreamBufferBytes);
   }
 
   #send(frame: Uint8Array): void {
