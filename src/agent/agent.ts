@@ -7,11 +7,11 @@
  */
 
 import type { Logger } from "../log/logger.ts";
-import { type InboxMessage, waitForOpen, WebSocketInbox } from "../mux/inbox.ts";
+import { type InboxMessage, waitForOpen, WebSocketInbox } from "../transport/inbox.ts";
 import { reconnectDelayMs, sleep } from "../mux/reconnect.ts";
 import { MUX_SUBPROTOCOL, MuxSession } from "../mux/session.ts";
 import type { MuxStream } from "../mux/stream.ts";
-import { WebSocketClient } from "../mux/websocket_client.ts";
+import { WebSocketClient } from "../transport/websocket_client.ts";
 import type { StreamOpenInfo } from "../protocol/frames.ts";
 import { type HubMessage, type HubMessageType, parseHubMessage } from "../protocol/hub_messages.ts";
 import { SocketDuplex } from "../stream/socket_duplex.ts";

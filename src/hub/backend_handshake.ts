@@ -9,7 +9,7 @@
 
 import { encodeBase64Url } from "../protocol/base64url.ts";
 import { type BackendTokenClaims, sameHostnames, verifyBackendToken } from "../protocol/backend_token.ts";
-import { WebSocketInbox } from "../mux/inbox.ts";
+import { WebSocketInbox } from "../transport/inbox.ts";
 import { encodeHubMessage } from "../protocol/hub_messages.ts";
 
 /** Time allowed for each token to arrive (§1.2, Appendix A: 10 s). */

@@ -13,13 +13,13 @@
 import { jwtVerify, SignJWT } from "jose";
 import type { Router } from "../balancer/router.ts";
 import type { Logger, RateLimitedLog } from "../log/logger.ts";
-import { waitForOpen } from "../mux/inbox.ts";
+import { waitForOpen } from "../transport/inbox.ts";
 import type { BufferBudget } from "../mux/flow_control.ts";
-import type { MessageSocket } from "../mux/message_socket.ts";
+import type { MessageSocket } from "../transport/message_socket.ts";
 import { reconnectDelayMs, sleep } from "../mux/reconnect.ts";
 import { MUX_SUBPROTOCOL, MuxSession } from "../mux/session.ts";
 import type { MuxStream } from "../mux/stream.ts";
-import { WebSocketClient } from "../mux/websocket_client.ts";
+import { WebSocketClient } from "../transport/websocket_client.ts";
 import type { StreamOpenInfo } from "../protocol/frames.ts";
 
 /** Settings of the mesh. */

@@ -29,7 +29,7 @@ import {
   creditReceiveLimits,
   type ReceiveLimits,
 } from "./flow_control.ts";
-import type { MessageSocket } from "./message_socket.ts";
+import type { MessageSocket } from "../transport/message_socket.ts";
 import { MuxStream, type StreamTransport } from "./stream.ts";
 
 /**

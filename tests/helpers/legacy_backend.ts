@@ -10,7 +10,7 @@ import { signBackendToken } from "../../src/protocol/backend_token.ts";
 import { testCertificates } from "./certs.ts";
 import { TEST_JWT_SECRET } from "./cluster.ts";
 import { RawPeer, whenClosed } from "./ws_pair.ts";
-import { waitForOpen } from "../../src/mux/inbox.ts";
+import { waitForOpen } from "../../src/transport/inbox.ts";
 
 /** A connected original-protocol backend. */
 export interface LegacyBackend {

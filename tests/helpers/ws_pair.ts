@@ -6,7 +6,7 @@
  */
 
 import { createLogger } from "../../src/log/logger.ts";
-import { waitForOpen } from "../../src/mux/inbox.ts";
+import { waitForOpen } from "../../src/transport/inbox.ts";
 import { MUX_SUBPROTOCOL, MuxSession, type MuxSessionOptions } from "../../src/mux/session.ts";
 import type { MuxStream } from "../../src/mux/stream.ts";
 import {

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { createLogger } from "../../src/log/logger.ts";
-import { waitForOpen } from "../../src/mux/inbox.ts";
+import { waitForOpen } from "../../src/transport/inbox.ts";
 import { MUX_SUBPROTOCOL, MuxSession } from "../../src/mux/session.ts";
 import { encodeControlFrame } from "../../src/protocol/frames.ts";
 

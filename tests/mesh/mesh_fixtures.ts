@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { SignJWT } from "jose";
 import type { Agent } from "../../src/agent/agent.ts";
 import { createLogger } from "../../src/log/logger.ts";
-import { waitForOpen } from "../../src/mux/inbox.ts";
+import { waitForOpen } from "../../src/transport/inbox.ts";
 import { MUX_SUBPROTOCOL, MuxSession } from "../../src/mux/session.ts";
 import { connectTls, TEST_PEER_SECRET, type TestNode, waitFor } from "../helpers/cluster.ts";
 import { testCertificates } from "../helpers/certs.ts";

@@ -498,7 +498,7 @@ Deno.test("a node that shuts down does not wait for a dial its peer never answer
     }
     assert.equal(silent.accepted, 1);
     // Deno 2.9 keeps the socket of a TLS handshake still waiting for the server's first flight until the server
-    // closes it (src/mux/websocket_client.ts): the silent peer closing it releases it, and the test sanitizers
+    // closes it (src/transport/websocket_client.ts): the silent peer closing it releases it, and the test sanitizers
     // check that nothing is left behind.
   } finally {
     await teardown.run();

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { maskInPlace, WebSocketClient } from "../../src/mux/websocket_client.ts";
+import { maskInPlace, WebSocketClient } from "../../src/transport/websocket_client.ts";
 import { testCertificates } from "../helpers/certs.ts";
 
 /** Resolves with the client's close event. */
