@@ -22,10 +22,11 @@
  *
  * So a handshake is never refused: the pool only decides whose wait ends. A handshake is shed only in
  * favour of a newcomer from its own source or from a source holding fewer; a source holding the fewest
- * handshakes loses one only to its own newcomers or when every source holds the same number. An attacker
- * holding the pool from a few sources cannot keep one other client out; to keep others out it must hold the
- * pool from more sources than there are slots and open new connections faster than they finish their
- * handshakes.
+ * handshakes loses one only to its own newcomers or when every source holds the same number. Slow clients
+ * from a few sources therefore cannot keep anyone else out: a newcomer from elsewhere gets in at once and
+ * keeps its slot while some source holds more than its own. To crowd others out an attacker needs as many
+ * sources as the pool has slots, and must open `maxHandshakes` connections within the time a real client
+ * takes to finish its handshake.
  *
  * The victim's owner is told through its `shed` callback and must end that connection; its handshake slot is
  * taken back at once, its connection slot when it releases its ticket. Every operation is O(log n) in the
