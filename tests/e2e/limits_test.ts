@@ -225,6 +225,7 @@ function trickleFrom(addresses: readonly string[], port: number, options: {
   const hello = buildClientHello({ serverName: "app.test.nexus", paddingBytes: 500 });
   const sockets = new Set<net.Socket>();
   let reopensLeft = options.reopens;
+  let closedByNode = 0;
   let stopped = false;
   const open = (localAddress: string) => {
     const socket = net.connect({ host: "127.0.0.1", port, localAddress });
@@ -238,15 +239,18 @@ function trickleFrom(addresses: readonly string[], port: number, options: {
     socket.once("close", () => {
       clearInterval(drip);
       sockets.delete(socket);
-      if (stopped || reopensLeft <= 0) return;
+      if (stopped) return;
+      closedByNode += 1;
+      if (reopensLeft <= 0) return;
       reopensLeft -= 1;
       setTimeout(() => stopped || open(localAddress), options.reopenMs);
     });
   };
   for (const address of addresses) for (let i = 0; i < options.perAddress; i++) open(address);
   return {
-    get reopened(): number {
-      return options.reopens - reopensLeft;
+    /** Connections the node closed (shed, refused or timed out). */
+    get closedByNode(): number {
+      return closedByNode;
     },
     stop: async () => {
       stopped = true;
@@ -304,7 +308,12 @@ Deno.test("maxHandshakesPerIp: slow handshakes from a few addresses fill the poo
     reopens: 400,
   });
   try {
-    await waitFor(() => node.connections >= 24, "the slow clients filling the handshake pool", 10_000);
+    // Forty connections for 24 slots: once the node has closed 16 and holds 24, the pool is full.
+    await waitFor(
+      () => attack.closedByNode >= 16 && node.connections >= 24,
+      "the slow clients filling the handshake pool",
+      10_000,
+    );
     // Thirty requests, ten at a time, from ten other addresses, while the slow clients keep the pool full.
     const requests = 30;
     let served = 0;
@@ -324,7 +333,6 @@ Deno.test("maxHandshakesPerIp: slow handshakes from a few addresses fill the poo
       `${served} of ${requests} control requests served (${shed} handshakes shed)`,
     );
     assert.ok(shed > 0, "the slow clients' handshakes were shed");
-    assert.ok(attack.reopened > 0, "and the slow clients came back for more");
   } finally {
     await attack.stop();
     await agent.stop(0);
