@@ -171,6 +171,7 @@ limits:
   maxConnections: 100000
   maxConnectionsPerIp: 100000
   maxHandshakes: 10000
+  maxHandshakesPerIp: 10000
   maxStreamsPerBackend: 100000
 `,
   );

@@ -136,7 +136,11 @@ interface System {
   stop(): Promise<void>;
 }
 
-async function startSystem(nodeExtra = ""): Promise<System> {
+/** Every client of a soak connects from 127.0.0.1: one source, so its share of the handshake pool is all of it. */
+async function startSystem(extraLimits: readonly string[] = []): Promise<System> {
+  const nodeExtra = ["limits:", "  maxHandshakesPerIp: 1024", ...extraLimits.map((line) => `  ${line}`)].join(
+    "\n",
+  );
   const tlsService = await startTrafficService();
   const plainService = await startTrafficService({ tls: false });
   const dir = await makeConfigDir();
@@ -451,7 +455,7 @@ export async function measureIdle(
   count: number,
   log: (line: string) => void = () => {},
 ): Promise<IdleReport> {
-  const system = await startSystem(`limits:\n  maxConnectionsPerIp: ${count + 100}\n`);
+  const system = await startSystem([`maxConnectionsPerIp: ${count + 100}`]);
   const route: TrafficRoute = { port: system.ports.tlsPort, protocol: "tls", hostname: HOSTNAME };
   const conns: Deno.Conn[] = [];
   const echoOne = async (conn: Deno.Conn) => {

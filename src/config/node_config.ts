@@ -44,6 +44,8 @@ export interface NodeLimits extends StreamLimitKeys {
   readonly maxConnections: number;
   readonly maxConnectionsPerIp: number;
   readonly maxHandshakes: number;
+  /** Of `maxHandshakes`, what one source (an IPv4 address or IPv6 /64) may hold; its oldest goes beyond. */
+  readonly maxHandshakesPerIp: number;
   readonly maxBackends: number;
   readonly maxStreamsPerBackend: number;
   /** What one stream may buffer here for a client that reads slowly: its credit window, in bytes. */
@@ -100,6 +102,7 @@ export function readNodeConfig(text: string, fileName: string, configDir: string
           default: 1_000,
         }),
         maxHandshakes: limits.integer("maxHandshakes", { min: 1, max: 1_000_000, default: 1_024 }),
+        maxHandshakesPerIp: limits.integer("maxHandshakesPerIp", { min: 1, max: 1_000_000, default: 64 }),
         maxBackends: limits.integer("maxBackends", { min: 1, max: 100_000, default: 1_000 }),
         maxStreamsPerBackend: limits.integer("maxStreamsPerBackend", {
           min: 1,

@@ -1,35 +1,121 @@
 /**
- * Connection limits of the relay in one primitive: total connections, connections per client IP, and
- * connections still in the handshake (sniffing) phase. Established streams stop counting against the
- * handshake limit the moment they are routed (lesson 9 of §8.2).
+ * Connection limits in one primitive: total connections, connections per source, and the pool of connections
+ * still in the handshake phase (accepted, first bytes not yet read), shared out between sources so that a
+ * trickle of slow handshakes from a few addresses never locks everyone else out. It knows nothing of sockets:
+ * the relay's listeners and the hub's use it alike.
+ *
+ * A source is what one client is assumed to control ({@linkcode sourcePrefix}): an IPv4 address or an IPv6
+ * /64. The rules, for a newcomer from source `s` holding `h(s)` handshakes:
+ *
+ * 1. Over `maxConnections`, or `s` over `maxConnectionsPerIp`: refused (those limits bound every open
+ *    connection, not only handshakes).
+ * 2. Otherwise it is always admitted into the handshake pool; when there is no room, the room is made by
+ *    shedding one handshake, always the oldest of the source it is taken from (handshakes end within an RTT
+ *    for real clients, so the oldest are the slowest):
+ *    - `s` already holds `maxHandshakesPerIp`: its own oldest handshake. A source never holds more than its
+ *      share, and a client behind the same address as a slow one still gets in.
+ *    - the pool holds `maxHandshakes` and some source holds more than `h(s)`: the oldest handshake of the
+ *      source holding the most (of those tied, the one whose oldest handshake is oldest). Newcomers from
+ *      light sources take slots from heavy ones, so the pool stays shared out evenly among the sources that
+ *      want it; when every source holds one, the oldest handshake of all goes.
+ *    - the pool is full and `s` is itself among those holding the most: its own oldest handshake.
+ *
+ * So a handshake is never refused: the pool only decides whose wait ends. A handshake is shed only in
+ * favour of a newcomer from its own source or from a source holding fewer; a source holding the fewest
+ * handshakes loses one only to its own newcomers or when every source holds the same number. Slow clients
+ * from a few sources therefore cannot keep anyone else out: a newcomer from elsewhere gets in at once and
+ * keeps its slot while some source holds more than its own. To crowd others out an attacker needs as many
+ * sources as the pool has slots, and must open `maxHandshakes` connections within the time a real client
+ * takes to finish its handshake.
+ *
+ * The victim's owner is told through its `shed` callback and must end that connection; its handshake slot is
+ * taken back at once, its connection slot when it releases its ticket. Every operation is O(log n) in the
+ * number of sources holding handshakes (a heap of sources by handshakes held, and a queue per source), none
+ * looks at all connections.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Admission } from "./admission.ts";
+ * const admission = new Admission({
+ *   maxConnections: 100,
+ *   maxConnectionsPerIp: 100,
+ *   maxHandshakes: 2,
+ *   maxHandshakesPerIp: 2,
+ * });
+ * const shed: string[] = [];
+ * const admit = (ip: string, name: string) => admission.admit(ip, { shed: () => shed.push(name) });
+ * admit("192.0.2.1", "slow 1");
+ * admit("192.0.2.1", "slow 2");
+ * const newcomer = admit("198.51.100.9", "newcomer");
+ * assert.deepEqual(shed, ["slow 1"], "the full pool made room by shedding the heavy source's oldest");
+ * assert.equal(admission.handshakes, 2);
+ * assert.notEqual(typeof newcomer, "string");
+ * ```
  *
  * @module
  */
 
-/** The limits; each is a count of connections. */
+import { type HeapPlace, IndexedHeap } from "./indexed_heap.ts";
+import { sourcePrefix } from "./source_prefix.ts";
+
+/** The limits; each is a count of connections. "Per IP" means per source: an IPv4 address or IPv6 /64. */
 export interface AdmissionLimits {
   readonly maxConnections: number;
   readonly maxConnectionsPerIp: number;
   readonly maxHandshakes: number;
+  readonly maxHandshakesPerIp: number;
 }
 
 /** Why a connection was refused at the door. */
-export type AdmissionRefusal = "max_connections" | "max_connections_per_ip" | "max_handshakes";
+export type AdmissionRefusal = "max_connections" | "max_connections_per_ip";
+
+/** What the admission needs from the owner of a connection. */
+export interface AdmitOptions {
+  /**
+   * Called at most once, synchronously from another connection's `admit`, when this connection's handshake
+   * is shed to make room: end the connection (and still release its ticket). It must not call `admit`.
+   */
+  readonly shed: () => void;
+}
 
 /** A granted connection; release it exactly once when the connection ends. */
 export interface AdmissionTicket {
-  /** The connection left the handshake phase (routed or refused). Idempotent. */
+  /** The connection left the handshake phase (routed or refused). Idempotent; nothing once shed. */
   handshakeDone(): void;
   /** The connection closed. Idempotent; also ends the handshake phase. */
   release(): void;
 }
 
-/** Counts connections and refuses those over a limit. */
+/** One connection's place in the handshake pool, in its source's queue from oldest to newest. */
+interface Handshake {
+  readonly source: Source;
+  /** Admission order: lower is older. */
+  readonly seq: number;
+  readonly shed: () => void;
+  older: Handshake | null;
+  newer: Handshake | null;
+  inPool: boolean;
+}
+
+/** The connections and handshakes of one source; in the heap of sources exactly while it holds handshakes. */
+interface Source extends HeapPlace {
+  readonly prefix: string;
+  connections: number;
+  handshakes: number;
+  oldest: Handshake | null;
+  newest: Handshake | null;
+}
+
+/** Counts connections, refuses those over a connection limit, and shares the handshake pool out. */
 export class Admission {
   readonly #limits: AdmissionLimits;
-  readonly #perIp = new Map<string, number>();
+  readonly #sources = new Map<string, Source>();
+  /** Sources holding handshakes, the one to shed from first at the top. */
+  readonly #heaviest = new IndexedHeap<Source>(heavier);
   #connections = 0;
   #handshakes = 0;
+  #nextSeq = 0;
 
   constructor(limits: AdmissionLimits) {
     this.#limits = limits;
@@ -45,33 +131,103 @@ export class Admission {
     return this.#handshakes;
   }
 
-  /** Admits a connection from `ip`, or says which limit refuses it. */
-  admit(ip: string): AdmissionTicket | AdmissionRefusal {
+  /** Sources with open connections: what the per-source state costs. */
+  get sources(): number {
+    return this.#sources.size;
+  }
+
+  /**
+   * Admits a connection from `ip`, shedding another connection's handshake if the pool has no room for it
+   * (see the module's rules), or says which connection limit refuses it.
+   */
+  admit(ip: string, options: AdmitOptions): AdmissionTicket | AdmissionRefusal {
     if (this.#connections >= this.#limits.maxConnections) return "max_connections";
-    const fromIp = this.#perIp.get(ip) ?? 0;
-    if (fromIp >= this.#limits.maxConnectionsPerIp) return "max_connections_per_ip";
-    if (this.#handshakes >= this.#limits.maxHandshakes) return "max_handshakes";
+    const prefix = sourcePrefix(ip);
+    const held = this.#sources.get(prefix);
+    if (held !== undefined && held.connections >= this.#limits.maxConnectionsPerIp) {
+      return "max_connections_per_ip";
+    }
+    const victim = this.#victimFor(held);
+    if (victim !== null) {
+      this.#leave(victim);
+      // Its owner may release it right here, which can remove its source: look the newcomer's up afterwards.
+      victim.shed();
+    }
+    let source = this.#sources.get(prefix);
+    if (source === undefined) {
+      source = { prefix, connections: 0, handshakes: 0, oldest: null, newest: null, heapIndex: -1 };
+      this.#sources.set(prefix, source);
+    }
+    source.connections += 1;
     this.#connections += 1;
-    this.#handshakes += 1;
-    this.#perIp.set(ip, fromIp + 1);
-    let inHandshake = true;
-    let released = false;
-    const handshakeDone = () => {
-      if (!inHandshake) return;
-      inHandshake = false;
-      this.#handshakes -= 1;
+    const handshake: Handshake = {
+      source,
+      seq: this.#nextSeq++,
+      shed: options.shed,
+      older: null,
+      newer: null,
+      inPool: false,
     };
+    this.#enter(handshake);
+    let released = false;
     return {
-      handshakeDone,
+      handshakeDone: () => {
+        if (handshake.inPool) this.#leave(handshake);
+      },
       release: () => {
         if (released) return;
         released = true;
-        handshakeDone();
+        if (handshake.inPool) this.#leave(handshake);
         this.#connections -= 1;
-        const left = (this.#perIp.get(ip) ?? 1) - 1;
-        if (left === 0) this.#perIp.delete(ip);
-        else this.#perIp.set(ip, left);
+        source.connections -= 1;
+        if (source.connections === 0) this.#sources.delete(source.prefix);
       },
     };
   }
+
+  /** The handshake to shed so a newcomer from `source` fits, or null when there is room. */
+  #victimFor(source: Source | undefined): Handshake | null {
+    const own = source?.handshakes ?? 0;
+    if (source !== undefined && own >= this.#limits.maxHandshakesPerIp) return source.oldest;
+    if (this.#handshakes < this.#limits.maxHandshakes) return null;
+    const heaviest = this.#heaviest.peek()!;
+    // The pool is full, so some source holds a handshake; the newcomer's own holds one if it is the heaviest.
+    return own < heaviest.handshakes ? heaviest.oldest : source!.oldest;
+  }
+
+  /** Puts `handshake` at the newest end of its source's queue. */
+  #enter(handshake: Handshake): void {
+    const source = handshake.source;
+    handshake.inPool = true;
+    handshake.older = source.newest;
+    if (source.newest === null) source.oldest = handshake;
+    else source.newest.newer = handshake;
+    source.newest = handshake;
+    source.handshakes += 1;
+    this.#handshakes += 1;
+    if (source.heapIndex < 0) this.#heaviest.push(source);
+    else this.#heaviest.update(source);
+  }
+
+  /** Takes `handshake` out of the pool. */
+  #leave(handshake: Handshake): void {
+    const source = handshake.source;
+    handshake.inPool = false;
+    if (handshake.older === null) source.oldest = handshake.newer;
+    else handshake.older.newer = handshake.newer;
+    if (handshake.newer === null) source.newest = handshake.older;
+    else handshake.newer.older = handshake.older;
+    handshake.older = null;
+    handshake.newer = null;
+    source.handshakes -= 1;
+    this.#handshakes -= 1;
+    if (source.handshakes === 0) this.#heaviest.remove(source);
+    else this.#heaviest.update(source);
+  }
+}
+
+/** Whether `a` is shed from before `b`: it holds more handshakes, or as many and an older one. */
+function heavier(a: Source, b: Source): boolean {
+  if (a.handshakes !== b.handshakes) return a.handshakes > b.handshakes;
+  return a.oldest!.seq < b.oldest!.seq;
 }

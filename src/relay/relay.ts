@@ -42,6 +42,17 @@ export interface RelayDependencies {
   readonly refusals: RateLimitedLog;
 }
 
+/** A client connection in the handshake phase, as its routing sees it. */
+interface ClientHandshake {
+  readonly conn: Deno.TcpConn;
+  readonly client: SocketDuplex;
+  readonly port: RelayPort;
+  /** `ip:port`, for the log. */
+  readonly address: string;
+  /** Aborted when the admission shed this handshake to make room for another (the connection is closed). */
+  readonly shed: AbortSignal;
+}
+
 /** Public listeners and the connections they carry. */
 export class Relay {
   readonly #deps: RelayDependencies;
@@ -148,7 +159,24 @@ export class Relay {
   async #handle(conn: Deno.TcpConn, relayPort: RelayPort): Promise<void> {
     const remote = conn.remoteAddr as Deno.NetAddr;
     const clientAddress = formatAddress(remote);
-    const ticket = this.#deps.admission.admit(remote.hostname);
+    const acceptedMs = Date.now();
+    const shed = new AbortController();
+    const ticket = this.#deps.admission.admit(remote.hostname, {
+      shed: () => {
+        // Synchronous, from another connection's admission: say why, then end this one where it waits.
+        shed.abort();
+        this.#deps.refusals.event(
+          "handshake_shed",
+          "connection shed: its handshake slot went to a newer client",
+          {
+            client: clientAddress,
+            port: relayPort.port,
+            handshake_ms: Date.now() - acceptedMs,
+          },
+        );
+        closeQuietly(conn);
+      },
+    });
     if (typeof ticket === "string") {
       this.#deps.refusals.event(ticket, "connection refused: limit reached", {
         limit: ticket,
@@ -158,7 +186,14 @@ export class Relay {
       closeQuietly(conn);
       return;
     }
-    const client = new SocketDuplex(conn, `client ${clientAddress}`);
+    const handshake: ClientHandshake = {
+      conn,
+      client: new SocketDuplex(conn, `client ${clientAddress}`),
+      port: relayPort,
+      address: clientAddress,
+      shed: shed.signal,
+    };
+    const client = handshake.client;
     this.#handshaking.add(conn);
     try {
       try {
@@ -167,14 +202,15 @@ export class Relay {
         // Not fatal: only latency.
       }
       const routed = relayPort.protocol === "tls"
-        ? await this.#routeTls(conn, client, relayPort, clientAddress)
-        : await this.#routeHttp(conn, client, relayPort, clientAddress);
+        ? await this.#routeTls(handshake)
+        : await this.#routeHttp(handshake);
       this.#handshaking.delete(conn);
       ticket.handshakeDone();
       if (routed === null) return;
-      if (this.#aborted) {
-        await routed.close("node shutting down");
-        await client.close("node shutting down");
+      if (this.#aborted || shed.signal.aborted) {
+        const why = this.#aborted ? "node shutting down" : "handshake shed";
+        await routed.close(why);
+        await client.close(why);
         return;
       }
       const splice = new Splice(client, routed);
@@ -194,7 +230,8 @@ export class Relay {
     }
   }
 
-  async #routeTls(conn: Deno.Conn, client: SocketDuplex, relayPort: RelayPort, clientAddress: string) {
+  async #routeTls(handshake: ClientHandshake) {
+    const { conn, port: relayPort, address: clientAddress } = handshake;
     const outcome = await sniff<ClientHelloResult>(
       conn,
       (bytes, atEof) => parseClientHello(bytes, { atEof }),
@@ -202,7 +239,7 @@ export class Relay {
       this.#deps.deadlines,
     );
     const refuse = (kind: string, alert: TlsAlertDescription | null, fields: Record<string, string>) =>
-      this.#refuse(client, alert === null ? null : tlsAlert(alert), kind, {
+      this.#refuse(handshake, alert === null ? null : tlsAlert(alert), kind, {
         client: clientAddress,
         ...fields,
       });
@@ -235,10 +272,11 @@ export class Relay {
     }
     const stream = this.#openStream(hostname, relayPort, clientAddress, true);
     if (typeof stream === "string") return refuse(stream, "unrecognized_name", { sni: hostname });
-    return await this.#sendPrelude(stream, outcome.bytes, client);
+    return await this.#sendPrelude(stream, outcome.bytes, handshake.client);
   }
 
-  async #routeHttp(conn: Deno.Conn, client: SocketDuplex, relayPort: RelayPort, clientAddress: string) {
+  async #routeHttp(handshake: ClientHandshake) {
+    const { conn, port: relayPort, address: clientAddress } = handshake;
     const outcome = await sniff<RequestHeadResult>(
       conn,
       (bytes, atEof) => parseRequestHead(bytes, { atEof }),
@@ -247,10 +285,10 @@ export class Relay {
     );
     const fields = { client: clientAddress };
     if (outcome.kind === "failed") {
-      return this.#refuse(client, null, "client_error", { ...fields, error: outcome.error });
+      return this.#refuse(handshake, null, "client_error", { ...fields, error: outcome.error });
     }
     if (outcome.kind === "timeout") {
-      return this.#refuse(client, proxyErrorResponse(408), "handshake_timeout", {
+      return this.#refuse(handshake, proxyErrorResponse(408), "handshake_timeout", {
         ...fields,
         phase: "request head",
       });
@@ -259,25 +297,30 @@ export class Relay {
     switch (head.kind) {
       case "incomplete":
       case "truncated":
-        return this.#refuse(client, null, "truncated_request", fields);
+        return this.#refuse(handshake, null, "truncated_request", fields);
       case "bad_request":
-        return this.#refuse(client, proxyErrorResponse(400, head.reason), "bad_request", {
+        return this.#refuse(handshake, proxyErrorResponse(400, head.reason), "bad_request", {
           ...fields,
           detail: head.reason,
         });
       case "too_large":
-        return this.#refuse(client, proxyErrorResponse(431), "request_head_too_large", fields);
+        return this.#refuse(handshake, proxyErrorResponse(431), "request_head_too_large", fields);
       case "request":
         break;
     }
     const stream = this.#openStream(head.host, relayPort, clientAddress, false);
     if (typeof stream === "string") {
-      return this.#refuse(client, proxyErrorResponse(503, `no backend available for ${head.host}`), stream, {
-        ...fields,
-        host: head.host,
-      });
+      return this.#refuse(
+        handshake,
+        proxyErrorResponse(503, `no backend available for ${head.host}`),
+        stream,
+        {
+          ...fields,
+          host: head.host,
+        },
+      );
     }
-    return await this.#sendPrelude(stream, outcome.bytes, client);
+    return await this.#sendPrelude(stream, outcome.bytes, handshake.client);
   }
 
   /** Opens a stream on the chosen route, or names the refusal. */
@@ -308,14 +351,15 @@ export class Relay {
 
   /** Answers with an alert or an HTTP error if there is one, closes gracefully, and counts the refusal. */
   async #refuse(
-    client: SocketDuplex,
+    handshake: ClientHandshake,
     answer: Uint8Array | null,
     kind: string,
     fields: Record<string, string>,
   ): Promise<null> {
-    if (this.#aborted) {
-      // Ended by the shutdown, not refused: nothing to count or to say.
-      await client.close("node shutting down");
+    const client = handshake.client;
+    if (this.#aborted || handshake.shed.aborted) {
+      // Ended by the shutdown or shed (counted then), not refused: nothing to count or to say.
+      await client.close(this.#aborted ? "node shutting down" : "handshake shed");
       return null;
     }
     this.#deps.refusals.event(kind, `connection refused: ${kind.replaceAll("_", " ")}`, fields);

@@ -6,9 +6,11 @@
 
 import assert from "node:assert/strict";
 import net from "node:net";
+import tls from "node:tls";
 import type { Node } from "../../src/node.ts";
 import { buildClientHello } from "../sni/client_hello_builder.ts";
-import { startTestAgent, startTestNode, waitFor } from "../helpers/cluster.ts";
+import { testCertificates } from "../helpers/certs.ts";
+import { startTestAgent, startTestNode, waitFor, withTimeout } from "../helpers/cluster.ts";
 import { makeConfigDir, nodeYaml, spawnNode } from "../helpers/processes.ts";
 import { writeAll } from "../helpers/services.ts";
 import { openTrafficStream, startTrafficService, type TrafficRoute } from "../helpers/traffic.ts";
@@ -163,7 +165,7 @@ Deno.test("maxConnectionsPerIp: one IP is refused past its limit while another I
   }
 });
 
-Deno.test("maxHandshakes: established streams do not count; the silent client one past the limit is refused", async () => {
+Deno.test("maxHandshakes: established streams do not count; the client one past the limit takes the oldest silent client's slot", async () => {
   const service = await startTrafficService();
   const test = await startTestNode({ limits: { maxHandshakes: 2 } });
   const { node } = test;
@@ -182,25 +184,157 @@ Deno.test("maxHandshakes: established streams do not count; the silent client on
       established.push(conn);
       await echoes(conn, `established ${i}`);
     }
-    // Both handshake slots are free again: two silent clients take them, the third is refused.
-    for (let i = 0; i < 2; i++) waiting.push(await silent(test.tlsPort));
-    await decided(node, "max_handshakes", 4);
-    assert.equal(node.refusals.total("max_handshakes"), 0);
-    const refused = await silent(test.tlsPort);
-    await closedByNode(refused);
-    refused.close();
-    assert.equal(node.refusals.total("max_handshakes"), 1);
-    assert.equal(node.connections, 4);
+    // Both handshake slots are free again: two silent clients take them; a third (from the same address, so
+    // among the heaviest holders) is admitted in place of the oldest, which the node closes without a word.
+    for (let i = 0; i < 2; i++) {
+      waiting.push(await silent(test.tlsPort));
+      await waitFor(() => node.connections === 3 + i, `silent client ${i} admitted`);
+    }
+    assert.equal(node.refusals.total("handshake_shed"), 0);
+    waiting.push(await silent(test.tlsPort));
+    assert.deepEqual(await closedByNode(waiting.shift()!), new Uint8Array(0));
+    assert.equal(node.refusals.total("handshake_shed"), 1);
+    await waitFor(() => node.connections === 4, "two established and two waiting connections");
 
-    // The established streams still work; a freed handshake slot admits the next client.
+    // The established streams still work; a silent client's handshake ending frees its slot.
     for (const [i, conn] of established.entries()) await echoes(conn, `still established ${i}`);
     waiting.shift()!.close();
     await waitFor(() => node.connections === 3, "the freed handshake slot");
     waiting.push(await silent(test.tlsPort));
-    await decided(node, "max_handshakes", 5);
-    assert.equal(node.refusals.total("max_handshakes"), 1);
+    await waitFor(() => node.connections === 4, "the next client admitted");
+    assert.equal(node.refusals.total("handshake_shed"), 1, "a free slot sheds nobody");
   } finally {
     for (const conn of [...established, ...waiting]) conn.close();
+    await agent.stop(0);
+    await test.close();
+    await service.close();
+  }
+});
+
+/**
+ * Slow clients from a few addresses: each keeps `perAddress` connections open, sending one byte of a
+ * ClientHello every `dripMs`, and opens a new one (after `reopenMs`, at most `reopens` times in all) whenever
+ * the node closes one, as an attacker would.
+ */
+function trickleFrom(addresses: readonly string[], port: number, options: {
+  perAddress: number;
+  dripMs: number;
+  reopenMs: number;
+  reopens: number;
+}) {
+  const hello = buildClientHello({ serverName: "app.test.nexus", paddingBytes: 500 });
+  const sockets = new Set<net.Socket>();
+  let reopensLeft = options.reopens;
+  let closedByNode = 0;
+  let stopped = false;
+  const open = (localAddress: string) => {
+    const socket = net.connect({ host: "127.0.0.1", port, localAddress });
+    sockets.add(socket);
+    let sent = 0;
+    const drip = setInterval(() => {
+      if (sent < hello.length) socket.write(hello.subarray(sent, ++sent));
+    }, options.dripMs);
+    socket.on("error", () => {});
+    socket.resume();
+    socket.once("close", () => {
+      clearInterval(drip);
+      sockets.delete(socket);
+      if (stopped) return;
+      closedByNode += 1;
+      if (reopensLeft <= 0) return;
+      reopensLeft -= 1;
+      setTimeout(() => stopped || open(localAddress), options.reopenMs);
+    });
+  };
+  for (const address of addresses) for (let i = 0; i < options.perAddress; i++) open(address);
+  return {
+    /** Connections the node closed (shed, refused or timed out). */
+    get closedByNode(): number {
+      return closedByNode;
+    },
+    stop: async () => {
+      stopped = true;
+      await Promise.all([...sockets].map(destroyed));
+    },
+  };
+}
+
+/** One request through the node over TLS from `localAddress`: whether the service's echo came back intact. */
+async function tlsEchoFrom(localAddress: string, port: number, text: string): Promise<boolean> {
+  const certs = await testCertificates();
+  // node:tls takes no source address itself; the TCP socket under it does.
+  const socket = tls.connect({
+    socket: net.connect({ host: "127.0.0.1", port, localAddress }),
+    servername: "app.test.nexus",
+    ca: certs.ca.certPem,
+  });
+  const received: Buffer[] = [];
+  const outcome = new Promise<boolean>((resolve) => {
+    socket.once("secureConnect", () => socket.end(`ECHO\n${text}`));
+    socket.on("data", (chunk: Buffer) => received.push(chunk));
+    socket.once("end", () => resolve(Buffer.concat(received).toString() === text));
+    socket.once("error", () => resolve(false));
+    socket.once("close", () => resolve(false));
+  });
+  try {
+    return await withTimeout(outcome, `the control request from ${localAddress}`, 10_000).catch(() => false);
+  } finally {
+    socket.destroy();
+  }
+}
+
+Deno.test("maxHandshakesPerIp: slow handshakes from a few addresses fill the pool, and clients from other addresses are all served", async (t) => {
+  if (!(await canBind127002())) {
+    await t.step({
+      name: "this kernel cannot bind 127.0.0.2 as a source address: skipped",
+      ignore: true,
+      fn: () => {},
+    });
+    return;
+  }
+  const service = await startTrafficService();
+  // A pool of 24 handshakes, 8 per address; four slow addresses want 40.
+  const test = await startTestNode({ limits: { maxHandshakes: 24, maxHandshakesPerIp: 8 } });
+  const { node } = test;
+  const agent = await startTestAgent({
+    hubUrls: [test.hubUrl],
+    hostnames: ["app.test.nexus"],
+    targets: { "app.test.nexus": service.port },
+  });
+  const attack = trickleFrom(["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"], test.tlsPort, {
+    perAddress: 10,
+    dripMs: 200,
+    reopenMs: 100,
+    reopens: 400,
+  });
+  try {
+    // Forty connections for 24 slots: once the node has closed 16 and holds 24, the pool is full.
+    await waitFor(
+      () => attack.closedByNode >= 16 && node.connections >= 24,
+      "the slow clients filling the handshake pool",
+      10_000,
+    );
+    // Thirty requests, ten at a time, from ten other addresses, while the slow clients keep the pool full.
+    const requests = 30;
+    let served = 0;
+    for (let round = 0; round < requests / 10; round++) {
+      const results = await Promise.all(
+        Array.from(
+          { length: 10 },
+          (_, i) => tlsEchoFrom(`127.0.1.${i + 1}`, test.tlsPort, `control ${round}.${i}`),
+        ),
+      );
+      served += results.filter(Boolean).length;
+    }
+    const shed = node.refusals.total("handshake_shed");
+    assert.equal(
+      served,
+      requests,
+      `${served} of ${requests} control requests served (${shed} handshakes shed)`,
+    );
+    assert.ok(shed > 0, "the slow clients' handshakes were shed");
+  } finally {
+    await attack.stop();
     await agent.stop(0);
     await test.close();
     await service.close();

@@ -66,6 +66,7 @@ export async function startTestNode(options: TestNodeOptions = {}): Promise<Test
       maxConnections: 100_000,
       maxConnectionsPerIp: 100_000,
       maxHandshakes: 10_000,
+      maxHandshakesPerIp: 10_000,
       maxBackends: 1_000,
       maxStreamsPerBackend: 100_000,
       legacyStreamBufferBytes: 4 * 1024 * 1024,
