@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { maskInPlace, WebSocketClient } from "../../src/transport/websocket_client.ts";
+import { maskInPlace } from "../../src/transport/websocket.ts";
+import { WebSocketClient } from "../../src/transport/websocket_client.ts";
 import { testCertificates } from "../helpers/certs.ts";
 
 /** Resolves with the client's close event. */
