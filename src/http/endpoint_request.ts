@@ -27,6 +27,8 @@ export interface EndpointRequest {
 export const MAX_ENDPOINT_REQUEST_HEAD_BYTES = 8 * 1024;
 
 const REQUEST_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\/[^\s?#]*)(?:\?[^\s#]*)? HTTP\/1\.1$/;
+// Field values: visible characters, obs-text, SP and HTAB only (RFC 9110 §5.5); control characters refused.
+// deno-lint-ignore no-control-regex
 const FIELD_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*$/;
 const latin1 = new TextDecoder("latin1");
 
