@@ -13,21 +13,27 @@
 import { Router } from "./balancer/router.ts";
 import type { NodeConfig } from "./config/node_config.ts";
 import { normalizeHostname } from "./hostnames/hostname.ts";
+import { TOKEN_WAIT_MS } from "./hub/backend_handshake.ts";
 import { Hub } from "./hub/hub.ts";
-import { createLogger, type Logger, RateLimitedLog, setLogLevel } from "./log/logger.ts";
+import { HubListener } from "./hub/hub_listener.ts";
+import { createLogger, RateLimitedLog, setLogLevel } from "./log/logger.ts";
 import { Mesh } from "./mesh/mesh.ts";
 import { BufferBudget } from "./mux/flow_control.ts";
 import type { MuxSession } from "./mux/session.ts";
 import type { MuxStream } from "./mux/stream.ts";
-import { MAX_DATA_PAYLOAD_BYTES, type StreamOpenInfo } from "./protocol/frames.ts";
+import { MAX_DATA_PAYLOAD_BYTES, MAX_MESSAGE_BYTES, type StreamOpenInfo } from "./protocol/frames.ts";
 import { Admission } from "./relay/admission.ts";
-import { formatAddress, Relay } from "./relay/relay.ts";
+import { Relay } from "./relay/relay.ts";
 import { Splice, SpliceSweeper } from "./stream/splice.ts";
 
 /** Session ping interval on links that speak our subprotocol (agents and peers). */
 const HEARTBEAT_INTERVAL_MS = 15_000;
 /** WebSocket-level ping after this much silence from a backend of the original protocol, and pong wait. */
 const BACKEND_PING_IDLE_SECONDS = 60;
+/** Hub connections allowed beyond the backends and the handshake pool: links from peer nodes. */
+const HUB_PEER_LINK_ALLOWANCE = 256;
+/** Beyond the upgrade and the two token waits, before an unauthenticated hub connection is closed. */
+const PROVE_SLACK_MS = 2_000;
 
 /** A running node. */
 export class Node {
@@ -38,7 +44,7 @@ export class Node {
   readonly #admission: Admission;
   readonly #sweeper: SpliceSweeper;
   readonly #refusals: RateLimitedLog;
-  readonly #hubServer: Deno.HttpServer<Deno.NetAddr>;
+  readonly #hubListener: HubListener;
   readonly #tunnels = new Set<Splice>();
   readonly #housekeeping: ReturnType<typeof setInterval>;
   #shutdown: Promise<void> | null = null;
@@ -104,11 +110,19 @@ export class Node {
       log: createLogger("relay"),
       refusals: this.#refusals,
     });
-    this.#hubServer = this.#serveHub(config);
+    this.#hubListener = this.#hubListenerFor(config);
+    try {
+      this.#hubListener.listen();
+    } catch (error) {
+      this.#sweeper.close();
+      throw new Error(
+        `Cannot start the hub on ${config.hub.hostname}:${config.hub.port}: ${describe(error)}`,
+      );
+    }
     try {
       this.relay.listen();
     } catch (error) {
-      void this.#hubServer.shutdown();
+      void this.#hubListener.close();
       this.#sweeper.close();
       throw error;
     }
@@ -116,7 +130,7 @@ export class Node {
     this.#housekeeping = setInterval(() => this.#refusals.flush(), 1_000);
     Deno.unrefTimer(this.#housekeeping);
     log.info("node started", {
-      hub: `${this.#hubServer.addr.hostname}:${this.#hubServer.addr.port}`,
+      hub: `${this.hubAddress.hostname}:${this.hubAddress.port}`,
       relay_ports: this.relay.ports.map((p) => `${p.port}/${p.protocol}`).join(","),
       peers: config.peers.length,
     });
@@ -124,7 +138,15 @@ export class Node {
 
   /** The hub's bound address (port 0 in the config picks a free port). */
   get hubAddress(): Deno.NetAddr {
-    return this.#hubServer.addr;
+    return this.#hubListener.address;
+  }
+
+  /**
+   * Serves new hub connections with another certificate and key; open backend and peer sessions keep theirs.
+   * Throws, changing nothing, when the pair cannot be used.
+   */
+  replaceHubCertificate(certPem: string, keyPem: string): void {
+    this.#hubListener.replaceCertificate(certPem, keyPem);
   }
 
   /** Refusal counters by kind, for status and tests. */
@@ -166,7 +188,7 @@ export class Node {
     await this.hub.closeAll(1001, "node shutting down", 5_000);
     await this.mesh?.stop();
     await this.relay.drain(5_000);
-    await this.#hubServer.shutdown();
+    await this.#hubListener.close();
     this.#sweeper.close();
     clearInterval(this.#housekeeping);
     this.#refusals.flush({ all: true });
@@ -184,43 +206,39 @@ export class Node {
     return this.#tunnels.size;
   }
 
-  #serveHub(config: NodeConfig): Deno.HttpServer<Deno.NetAddr> {
-    const log = createLogger("hub");
-    const mesh = this.mesh;
-    try {
-      return this.#startHubServer(config, log, mesh);
-    } catch (error) {
-      this.#sweeper.close();
-      throw new Error(
-        `Cannot start the hub on ${config.hub.hostname}:${config.hub.port}: ${
-          error instanceof Error ? error.message : String(error)
-        }`,
-      );
-    }
-  }
-
-  #startHubServer(config: NodeConfig, log: Logger, mesh: Mesh | null): Deno.HttpServer<Deno.NetAddr> {
-    return Deno.serve({
+  /** The hub's listener and its routes: `/connect` for backends, `/mesh` for peers, `/healthz`. */
+  #hubListenerFor(config: NodeConfig): HubListener {
+    const { limits, handshakeTimeouts } = config;
+    const upgradeMs = handshakeTimeouts.hubUpgradeSeconds * 1000;
+    const tokenMs = (handshakeTimeouts.backendTokenSeconds ?? TOKEN_WAIT_MS / 1000) * 1000;
+    return new HubListener({
       hostname: config.hub.hostname,
       port: config.hub.port,
-      cert: config.hub.certPem,
-      key: config.hub.keyPem,
-      onListen: () => {},
-      onError: (error) => {
-        log.error("hub request failed", { error: String(error) });
-        return new Response("Internal error\n", { status: 500 });
-      },
-    }, async (request, info) => {
-      const remote = formatAddress(info.remoteAddr);
-      try {
-        const path = new URL(request.url).pathname;
-        if (path === "/connect") return this.hub.handleUpgrade(request, remote);
-        if (path === "/mesh" && mesh !== null) return await mesh.handleUpgrade(request, remote);
-        if (path === "/healthz") return new Response("ok\n");
-        return new Response("Not found\n", { status: 404 });
-      } catch (error) {
-        log.error("hub request failed", { remote, error: String(error) });
-        return new Response("Internal error\n", { status: 500 });
+      certPem: config.hub.certPem,
+      keyPem: config.hub.keyPem,
+      admission: new Admission({
+        maxConnections: limits.maxBackends + limits.maxHubHandshakes + HUB_PEER_LINK_ALLOWANCE,
+        maxConnectionsPerIp: limits.maxConnectionsPerIp,
+        maxHandshakes: limits.maxHubHandshakes,
+        maxHandshakesPerIp: limits.maxHubHandshakesPerIp,
+      }),
+      upgradeDeadlineMs: upgradeMs,
+      // Both tokens, and a moment for the answers to cross.
+      proveDeadlineMs: upgradeMs + 2 * tokenMs + PROVE_SLACK_MS,
+      unprovenMaxMessageBytes: MAX_MESSAGE_BYTES,
+      log: createLogger("hub"),
+      refusals: this.#refusals,
+    }, (request) => {
+      const mesh = this.mesh;
+      switch (request.request.path) {
+        case "/connect":
+          return this.hub.handleUpgrade(request);
+        case "/mesh":
+          return mesh === null ? request.respond(404, "Not found\n") : mesh.handleUpgrade(request);
+        case "/healthz":
+          return request.respond(200, "ok\n");
+        default:
+          return request.respond(404, "Not found\n");
       }
     });
   }
@@ -241,4 +259,8 @@ export class Node {
     this.#sweeper.watch(splice);
     void splice.done.then(() => this.#tunnels.delete(splice));
   }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

@@ -36,6 +36,8 @@ export interface NodeConfig extends OperationKeys {
     readonly totalSeconds: number;
     /** Seconds the hub waits for each of a backend's two tokens; absent: the original's 10 s (§1.2). */
     readonly backendTokenSeconds?: number;
+    /** Seconds from accept on the hub port to a complete WebSocket upgrade request, TLS handshake included. */
+    readonly hubUpgradeSeconds: number;
   };
 }
 
@@ -47,6 +49,10 @@ export interface NodeLimits extends StreamLimitKeys {
   /** Of `maxHandshakes`, what one source (an IPv4 address or IPv6 /64) may hold; its oldest goes beyond. */
   readonly maxHandshakesPerIp: number;
   readonly maxBackends: number;
+  /** Connections on the hub port not yet authenticated (agents and peers proving themselves). */
+  readonly maxHubHandshakes: number;
+  /** Of `maxHubHandshakes`, what one source may hold; its oldest goes beyond. */
+  readonly maxHubHandshakesPerIp: number;
   readonly maxStreamsPerBackend: number;
   /** What one stream may buffer here for a client that reads slowly: its credit window, in bytes. */
   readonly streamWindowBytes: number;
@@ -104,6 +110,8 @@ export function readNodeConfig(text: string, fileName: string, configDir: string
         maxHandshakes: limits.integer("maxHandshakes", { min: 1, max: 1_000_000, default: 1_024 }),
         maxHandshakesPerIp: limits.integer("maxHandshakesPerIp", { min: 1, max: 1_000_000, default: 64 }),
         maxBackends: limits.integer("maxBackends", { min: 1, max: 100_000, default: 1_000 }),
+        maxHubHandshakes: limits.integer("maxHubHandshakes", { min: 1, max: 100_000, default: 256 }),
+        maxHubHandshakesPerIp: limits.integer("maxHubHandshakesPerIp", { min: 1, max: 100_000, default: 16 }),
         maxStreamsPerBackend: limits.integer("maxStreamsPerBackend", {
           min: 1,
           max: 1_000_000,
@@ -127,6 +135,7 @@ export function readNodeConfig(text: string, fileName: string, configDir: string
         extendSeconds: timeouts.integer("extendSeconds", { min: 1, max: 300, default: 5 }),
         totalSeconds,
         ...optional("backendTokenSeconds", timeouts.integer("backendTokenSeconds", { min: 1, max: 120 })),
+        hubUpgradeSeconds: timeouts.integer("hubUpgradeSeconds", { min: 1, max: 120, default: 10 }),
       },
     };
   });

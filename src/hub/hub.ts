@@ -10,6 +10,10 @@ import { claimKey } from "../hostnames/hostname.ts";
 import type { Logger, RateLimitedLog } from "../log/logger.ts";
 import type { BufferBudget } from "../mux/flow_control.ts";
 import { MUX_SUBPROTOCOL, MuxSession, truncateReason } from "../mux/session.ts";
+import { MAX_BATCHED_MESSAGE_BYTES, MAX_MESSAGE_BYTES } from "../protocol/frames.ts";
+import type { WebSocketConnection } from "../transport/websocket.ts";
+import { isUpgradeRequest, offeredSubprotocols, upgradeRefusal } from "../transport/websocket_accept.ts";
+import type { HubRequest } from "./hub_listener.ts";
 import { acceptBackendHandshake } from "./backend_handshake.ts";
 
 /** A registered backend. */
@@ -72,39 +76,48 @@ export class Hub {
   }
 
   /**
-   * Handles `GET /connect`. Reads everything it needs from the request before upgrading, and never throws:
-   * a handler that throws after an upgrade can stop the listener from accepting.
+   * Handles `GET /connect` on the hub listener. Never throws: a backend gets an answer or a closed WebSocket,
+   * and the listener goes on either way.
    */
-  handleUpgrade(request: Request, remoteAddress: string): Response {
-    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-      return new Response("This is the Nexus hub: backends connect here with a WebSocket.\n", {
-        status: 426,
-      });
+  async handleUpgrade(hubRequest: HubRequest): Promise<void> {
+    const { request, remoteAddress } = hubRequest;
+    if (!isUpgradeRequest(request)) {
+      return await hubRequest.respond(
+        426,
+        "This is the Nexus hub: backends connect here with a WebSocket.\n",
+      );
     }
-    if (this.#closing) return new Response("Shutting down\n", { status: 503 });
+    const refusal = upgradeRefusal(request);
+    if (refusal !== null) return await hubRequest.respond(400, `${refusal}\n`);
+    if (this.#closing) return await hubRequest.respond(503, "Shutting down\n");
     if (this.#backends.size + this.#handshaking >= this.#settings.maxBackends) {
       this.#refusals.event("backend_limit", "backend refused: maxBackends reached", {
         remote: remoteAddress,
       });
-      return new Response("Too many backends\n", { status: 503 });
+      return await hubRequest.respond(503, "Too many backends\n");
     }
-    const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
-    const speaksCredits = offered.includes(MUX_SUBPROTOCOL);
-    const { socket, response } = Deno.upgradeWebSocket(request, {
-      idleTimeout: this.#settings.pingIdleSeconds,
-      ...(speaksCredits ? { protocol: MUX_SUBPROTOCOL } : {}),
-    });
+    const speaksCredits = offeredSubprotocols(request).includes(MUX_SUBPROTOCOL);
     this.#handshaking += 1;
-    this.#admit(socket, remoteAddress, speaksCredits)
-      .catch((error) => {
+    try {
+      const socket = await hubRequest.upgrade({
+        idleTimeoutMs: this.#settings.pingIdleSeconds * 1000,
+        ...(speaksCredits ? { protocol: MUX_SUBPROTOCOL } : {}),
+      });
+      await this.#admit(socket, hubRequest, speaksCredits).catch((error) => {
         this.#log.error("backend handshake failed unexpectedly", {
           remote: remoteAddress,
           error: String(error),
         });
         closeQuietly(socket, 1011, "internal error");
-      })
-      .finally(() => (this.#handshaking -= 1));
-    return response;
+      });
+    } catch (error) {
+      this.#log.debug("backend gone before its upgrade was answered", {
+        remote: remoteAddress,
+        error: String(error),
+      });
+    } finally {
+      this.#handshaking -= 1;
+    }
   }
 
   /**
@@ -128,7 +141,8 @@ export class Hub {
     );
   }
 
-  async #admit(ws: WebSocket, remoteAddress: string, speaksCredits: boolean): Promise<void> {
+  async #admit(ws: WebSocketConnection, hubRequest: HubRequest, speaksCredits: boolean): Promise<void> {
+    const { remoteAddress } = hubRequest;
     const outcome = await acceptBackendHandshake(ws, this.#settings.jwtSecret, {
       acknowledge: speaksCredits,
       tokenWaitMs: this.#settings.tokenWaitMs,
@@ -145,6 +159,9 @@ export class Hub {
       closeQuietly(ws, 1001, "shutting down");
       return;
     }
+    // Authenticated: out of the handshake phase, and messages as large as the protocol allows.
+    hubRequest.proven();
+    ws.setMaxMessageBytes(speaksCredits ? MAX_BATCHED_MESSAGE_BYTES : MAX_MESSAGE_BYTES);
     const { claims } = outcome;
     const name = claims.name || remoteAddress;
     // A backend that drains (its agent is shutting down) leaves the pools at once; its open streams go on.
@@ -204,7 +221,7 @@ export class Hub {
   }
 }
 
-function closeQuietly(ws: WebSocket, code: number, reason: string): void {
+function closeQuietly(ws: WebSocketConnection, code: number, reason: string): void {
   try {
     ws.close(code, truncateReason(reason));
   } catch {

@@ -13,7 +13,12 @@
 import { jwtVerify, SignJWT } from "jose";
 import type { Router } from "../balancer/router.ts";
 import type { Logger, RateLimitedLog } from "../log/logger.ts";
+import { singleHeader } from "../http/endpoint_request.ts";
+import type { HubRequest } from "../hub/hub_listener.ts";
+import { MAX_BATCHED_MESSAGE_BYTES } from "../protocol/frames.ts";
 import { waitForOpen } from "../transport/inbox.ts";
+import type { WebSocketConnection } from "../transport/websocket.ts";
+import { isUpgradeRequest, offeredSubprotocols, upgradeRefusal } from "../transport/websocket_accept.ts";
 import type { BufferBudget } from "../mux/flow_control.ts";
 import type { MessageSocket } from "../transport/message_socket.ts";
 import { reconnectDelayMs, sleep } from "../mux/reconnect.ts";
@@ -101,30 +106,41 @@ export class Mesh {
   }
 
   /** Handles `GET /mesh` on the hub listener. Never throws. */
-  async handleUpgrade(request: Request, remoteAddress: string): Promise<Response> {
-    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-      return new Response("Peer nodes connect here with a WebSocket.\n", { status: 426 });
+  async handleUpgrade(hubRequest: HubRequest): Promise<void> {
+    const { request, remoteAddress } = hubRequest;
+    if (!isUpgradeRequest(request)) {
+      return await hubRequest.respond(426, "Peer nodes connect here with a WebSocket.\n");
     }
-    if (this.#stopping.signal.aborted) return new Response("Shutting down\n", { status: 503 });
-    const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
-    const token = /^Bearer (.+)$/.exec(request.headers.get("authorization") ?? "")?.[1];
-    const refusal = !offered.includes(MUX_SUBPROTOCOL)
+    const malformed = upgradeRefusal(request);
+    if (malformed !== null) return await hubRequest.respond(400, `${malformed}\n`);
+    if (this.#stopping.signal.aborted) return await hubRequest.respond(503, "Shutting down\n");
+    const token = /^Bearer (.+)$/.exec(singleHeader(request, "authorization") ?? "")?.[1];
+    const refusal = !offeredSubprotocols(request).includes(MUX_SUBPROTOCOL)
       ? `peer must offer the ${MUX_SUBPROTOCOL} subprotocol`
       : token === undefined
       ? "peer sent no token"
       : await this.#verifyPeerToken(token);
     if (refusal !== null) {
       this.#refusals.event("peer_rejected", "peer rejected", { remote: remoteAddress, why: refusal });
-      return new Response(`${refusal}\n`, { status: 403 });
+      return await hubRequest.respond(403, `${refusal}\n`);
     }
-    const { socket, response } = Deno.upgradeWebSocket(request, {
-      protocol: MUX_SUBPROTOCOL,
-      idleTimeout: 60,
-    });
-    const inbound = this.#acceptLink(socket, `peer ${remoteAddress} (inbound)`);
+    let socket: WebSocketConnection;
+    try {
+      socket = await hubRequest.upgrade({ protocol: MUX_SUBPROTOCOL, idleTimeoutMs: 60_000 });
+    } catch (error) {
+      this.#log.warn("inbound peer link failed before it opened", {
+        peer: remoteAddress,
+        why: String(error),
+      });
+      return;
+    }
+    // The token proved the peer before the upgrade.
+    hubRequest.proven();
+    socket.setMaxMessageBytes(MAX_BATCHED_MESSAGE_BYTES);
+    const inbound = this.#serveLink(socket, `peer ${remoteAddress} (inbound)`);
     this.#inbound.add(inbound);
     void inbound.finally(() => this.#inbound.delete(inbound));
-    return response;
+    await inbound;
   }
 
   /** Tells every peer that this node serves nothing any more (shutdown), so they stop tunnelling to it. */
@@ -139,16 +155,6 @@ export class Mesh {
     this.#stopping.abort();
     for (const link of this.#links) link.close(1001, "node shutting down");
     await Promise.allSettled([...this.#loops, ...this.#inbound]);
-  }
-
-  /** Serves an accepted link once its WebSocket is open: until then every frame sent on it would be lost. */
-  async #acceptLink(ws: WebSocket, label: string): Promise<void> {
-    const openError = await waitForOpen(ws, CONNECT_TIMEOUT_MS);
-    if (openError !== null) {
-      this.#log.warn("inbound peer link failed before it opened", { peer: label, why: openError });
-      return;
-    }
-    await this.#serveLink(ws, label);
   }
 
   async #verifyPeerToken(token: string): Promise<string | null> {

@@ -17,6 +17,8 @@ import { type ClientHelloResult, MAX_CLIENT_HELLO_BYTES, parseClientHello } from
 import type { Duplex } from "../stream/duplex.ts";
 import { SocketDuplex } from "../stream/socket_duplex.ts";
 import { Splice, type SpliceSweeper } from "../stream/splice.ts";
+import { acceptLoop } from "../transport/accept_loop.ts";
+import { formatAddress } from "../transport/net_address.ts";
 import type { Admission } from "./admission.ts";
 import { sniff, type SniffDeadlines } from "./sniff.ts";
 
@@ -132,28 +134,22 @@ export class Relay {
     for (const conn of this.#handshaking) closeQuietly(conn);
   }
 
-  async #accept(listener: Deno.TcpListener, relayPort: RelayPort): Promise<void> {
-    for (;;) {
-      let conn: Deno.TcpConn;
-      try {
-        conn = await listener.accept();
-      } catch (error) {
-        if (error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted) return;
-        // Out of descriptors and the like: say so, wait a moment instead of spinning, keep serving.
-        this.#deps.refusals.event("accept_error", "accept failed", {
-          port: relayPort.port,
-          error: describe(error),
-        });
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        continue;
-      }
+  #accept(listener: Deno.TcpListener, relayPort: RelayPort): Promise<void> {
+    return acceptLoop(listener, (conn) => {
       const handler = this.#handle(conn, relayPort).catch((error) => {
         this.#deps.log.error("connection handler failed", { port: relayPort.port, error: describe(error) });
         closeQuietly(conn);
       });
       this.#handlers.add(handler);
       void handler.finally(() => this.#handlers.delete(handler));
-    }
+    }, (error, retryInMs) => {
+      // Out of descriptors and the like: say so, pause instead of spinning, keep serving.
+      this.#deps.refusals.event("accept_error", "accept failed", {
+        port: relayPort.port,
+        error: describe(error),
+        retry_in_ms: retryInMs,
+      });
+    });
   }
 
   async #handle(conn: Deno.TcpConn, relayPort: RelayPort): Promise<void> {
@@ -373,13 +369,6 @@ export class Relay {
     await client.close(kind, { graceful: answer !== null });
     return null;
   }
-}
-
-/** `ip:port`, with IPv6 in brackets (§2.4 `client_ip`). */
-export function formatAddress(address: Deno.NetAddr): string {
-  return address.hostname.includes(":")
-    ? `[${address.hostname}]:${address.port}`
-    : `${address.hostname}:${address.port}`;
 }
 
 function describe(error: unknown): string {

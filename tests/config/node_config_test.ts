@@ -69,6 +69,8 @@ Deno.test("a config with every key reads into exactly these typed values", async
     "  maxHandshakes: 7",
     "  maxHandshakesPerIp: 3",
     "  maxBackends: 100000",
+    "  maxHubHandshakes: 5",
+    "  maxHubHandshakesPerIp: 2",
     "  maxStreamsPerBackend: 1000000",
     "  streamWindowBytes: 65536",
     "  streamBufferBudgetBytes: 1048576",
@@ -79,6 +81,7 @@ Deno.test("a config with every key reads into exactly these typed values", async
     "  extendSeconds: 300",
     "  totalSeconds: 600",
     "  backendTokenSeconds: 120",
+    "  hubUpgradeSeconds: 3",
     "",
   ].join("\n");
   try {
@@ -106,6 +109,8 @@ Deno.test("a config with every key reads into exactly these typed values", async
         maxHandshakes: 7,
         maxHandshakesPerIp: 3,
         maxBackends: 100_000,
+        maxHubHandshakes: 5,
+        maxHubHandshakesPerIp: 2,
         maxStreamsPerBackend: 1_000_000,
         streamWindowBytes: 65_536,
         streamBufferBudgetBytes: 1_048_576,
@@ -117,6 +122,7 @@ Deno.test("a config with every key reads into exactly these typed values", async
         extendSeconds: 300,
         totalSeconds: 600,
         backendTokenSeconds: 120,
+        hubUpgradeSeconds: 3,
       },
     };
     assert.deepEqual(readNodeConfig(text, "node.yaml", dir.path), expected);
@@ -147,13 +153,15 @@ Deno.test("a config with only the required keys gets every default", async () =>
         maxHandshakes: 1_024,
         maxHandshakesPerIp: 64,
         maxBackends: 1_000,
+        maxHubHandshakes: 256,
+        maxHubHandshakesPerIp: 16,
         maxStreamsPerBackend: 10_000,
         streamWindowBytes: 2 * 1024 * 1024,
         streamBufferBudgetBytes: 512 * 1024 * 1024,
         legacyStreamBufferBytes: 4 * 1024 * 1024,
         halfClosedTimeoutSeconds: 60,
       },
-      handshakeTimeouts: { firstByteSeconds: 15, extendSeconds: 5, totalSeconds: 30 },
+      handshakeTimeouts: { firstByteSeconds: 15, extendSeconds: 5, totalSeconds: 30, hubUpgradeSeconds: 10 },
     } satisfies NodeConfig,
   );
 });

@@ -364,6 +364,7 @@ function startNode(limits: TestNodeOptions["limits"] = {}): Promise<TestNode> {
       extendSeconds: 5,
       totalSeconds: 30,
       backendTokenSeconds: TOKEN_WAIT_SECONDS,
+      hubUpgradeSeconds: 10,
     },
   });
 }

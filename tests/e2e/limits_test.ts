@@ -378,7 +378,7 @@ Deno.test("maxStreamsPerBackend: the stream one past the limit is refused and co
 
 Deno.test("handshake deadlines: a silent client goes at firstByteSeconds, a drip-feeding one at totalSeconds", async () => {
   const test = await startTestNode({
-    handshakeTimeouts: { firstByteSeconds: 1, extendSeconds: 1, totalSeconds: 4 },
+    handshakeTimeouts: { firstByteSeconds: 1, extendSeconds: 1, totalSeconds: 4, hubUpgradeSeconds: 10 },
   });
   const { node } = test;
   try {

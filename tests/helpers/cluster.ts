@@ -68,6 +68,8 @@ export async function startTestNode(options: TestNodeOptions = {}): Promise<Test
       maxHandshakes: 10_000,
       maxHandshakesPerIp: 10_000,
       maxBackends: 1_000,
+      maxHubHandshakes: 256,
+      maxHubHandshakesPerIp: 256,
       maxStreamsPerBackend: 100_000,
       legacyStreamBufferBytes: 4 * 1024 * 1024,
       streamWindowBytes: 2 * 1024 * 1024,
@@ -76,7 +78,7 @@ export async function startTestNode(options: TestNodeOptions = {}): Promise<Test
       ...options.limits,
     },
     handshakeTimeouts: options.handshakeTimeouts ??
-      { firstByteSeconds: 15, extendSeconds: 5, totalSeconds: 30 },
+      { firstByteSeconds: 15, extendSeconds: 5, totalSeconds: 30, hubUpgradeSeconds: 10 },
   };
   const node = new Node(config);
   const hub = node.hubAddress;

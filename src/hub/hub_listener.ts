@@ -1,0 +1,414 @@
+/**
+ * The hub's listener: where agents (`/connect`) and peer nodes (`/mesh`) dial in over TLS. It is a public TCP
+ * port this code accepts itself, in front of the runtime's TLS server on loopback.
+ *
+ * Why the gate: Deno's TLS server starts the handshake of every connection it accepts, and closing such a
+ * connection does not release its socket until the handshake finishes or the client goes away (measured with
+ * Deno 2.9; the runtime waits for the handshake even on close). A client that connects and never speaks would
+ * hold a descriptor for ever, and a flood of them would exhaust the node. With the gate the node holds the
+ * public socket: every connection has a deadline until it has proven itself (TLS, upgrade and authentication
+ * within a few seconds), the phase has a cap shared out per source address, and ending a connection closes
+ * its socket at once, which also ends the loopback leg and with it the TLS server's handshake. Accept errors
+ * (out of descriptors) never end the listener. The cost is one loopback hop for the hub's bytes.
+ *
+ * The TLS server on loopback only serves connections the gate made: anything else is closed at once. Its
+ * certificate can be replaced while running; new connections get the new one, open ones keep theirs.
+ *
+ * @module
+ */
+
+import { type EndpointRequest, parseEndpointRequest } from "../http/endpoint_request.ts";
+import type { Logger, RateLimitedLog } from "../log/logger.ts";
+import type { Admission, AdmissionTicket } from "../relay/admission.ts";
+import { SocketDuplex } from "../stream/socket_duplex.ts";
+import { Splice } from "../stream/splice.ts";
+import { acceptLoop } from "../transport/accept_loop.ts";
+import { formatAddress } from "../transport/net_address.ts";
+import { closeQuietly, type WebSocketConnection } from "../transport/websocket.ts";
+import { acceptWebSocket } from "../transport/websocket_accept.ts";
+
+/** Settings of a {@linkcode HubListener}. */
+export interface HubListenerSettings {
+  readonly hostname: string;
+  readonly port: number;
+  readonly certPem: string;
+  readonly keyPem: string;
+  /** Connection caps of the hub port and its handshake pool (its own, not the relay's). */
+  readonly admission: Admission;
+  /** From accept to a complete upgrade request (TLS handshake included). */
+  readonly upgradeDeadlineMs: number;
+  /** From accept to proven (authenticated); the hub's token waits fit inside. */
+  readonly proveDeadlineMs: number;
+  /** Largest WebSocket message accepted before the peer has proven itself. */
+  readonly unprovenMaxMessageBytes: number;
+  readonly log: Logger;
+  readonly refusals: RateLimitedLog;
+}
+
+/** A request read on the hub listener, before any answer. */
+export interface HubRequest {
+  readonly request: EndpointRequest;
+  /** The client's public address, `ip:port`. */
+  readonly remoteAddress: string;
+  /** Answers with a plain response (`Connection: close`) and ends the connection. */
+  respond(status: number, body: string): Promise<void>;
+  /**
+   * Accepts the WebSocket (`101`). Messages are limited to the unproven size until {@linkcode proven}; the
+   * authentication must finish within the prove deadline, or the connection is closed.
+   */
+  upgrade(options: { protocol?: string; idleTimeoutMs?: number }): Promise<WebSocketConnection>;
+  /** The peer has authenticated: it leaves the handshake phase and its deadline. Idempotent. */
+  proven(): void;
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  200: "OK",
+  400: "Bad Request",
+  403: "Forbidden",
+  404: "Not Found",
+  426: "Upgrade Required",
+  431: "Request Header Fields Too Large",
+  503: "Service Unavailable",
+};
+/** How long a replaced TLS server stays up for the connections the gate already sent it. */
+const REPLACED_TLS_SERVER_GRACE_MS = 10_000;
+/** How long the TLS server waits for the gate to register a connection it accepted. */
+const EARLY_ACCEPT_WAIT_MS = 1_000;
+const encoder = new TextEncoder();
+
+/** One connection through the gate, from accept until it closes. */
+interface GatedConnection {
+  readonly remoteAddress: string;
+  readonly ticket: AdmissionTicket;
+  readonly splice: Splice;
+  phase: "tls" | "upgraded" | "proven";
+  deadline: ReturnType<typeof setTimeout> | undefined;
+}
+
+/** The TLS server on loopback that the gate forwards to. */
+interface TlsServer {
+  readonly listener: Deno.TlsListener;
+  readonly port: number;
+}
+
+/** The hub's listener. */
+export class HubListener {
+  readonly #settings: HubListenerSettings;
+  readonly #handle: (request: HubRequest) => Promise<void>;
+  #public: Deno.TcpListener | null = null;
+  #tls: TlsServer | null = null;
+  readonly #retired = new Set<TlsServer>();
+  /** Gated connections by the local port of their loopback leg, which is how the TLS server names them. */
+  readonly #byLoopbackPort = new Map<number, GatedConnection>();
+  /** Connections the TLS server accepted before the gate had registered them (see #serveTls). */
+  readonly #early = new Map<number, { conn: Deno.TlsConn; timer: ReturnType<typeof setTimeout> }>();
+  readonly #handlers = new Set<Promise<void>>();
+  #closed = false;
+
+  constructor(settings: HubListenerSettings, handle: (request: HubRequest) => Promise<void>) {
+    this.#settings = settings;
+    this.#handle = handle;
+  }
+
+  /** Binds the public port and the loopback TLS server; throws with the reason when either cannot start. */
+  listen(): void {
+    const { hostname, port } = this.#settings;
+    this.#tls = this.#startTlsServer(this.#settings.certPem, this.#settings.keyPem);
+    try {
+      this.#public = Deno.listen({ hostname, port, transport: "tcp" });
+    } catch (error) {
+      this.#tls.listener.close();
+      throw error;
+    }
+    const publicListener = this.#public;
+    void acceptLoop(publicListener, (conn) => this.#gate(conn), (error, retryInMs) => {
+      this.#settings.refusals.event("hub_accept_error", "hub accept failed", {
+        error: describe(error),
+        retry_in_ms: retryInMs,
+      });
+    });
+  }
+
+  /** The public address (port 0 in the config picks a free port). */
+  get address(): Deno.NetAddr {
+    if (this.#public === null) throw new Error("The hub listener is not listening");
+    return this.#public.addr as Deno.NetAddr;
+  }
+
+  /** Connections through the gate right now, proven or not. */
+  get connections(): number {
+    return this.#byLoopbackPort.size;
+  }
+
+  /**
+   * Serves new connections with another certificate; open connections keep the one they have. Throws (and
+   * changes nothing) when the certificate or key cannot be used.
+   */
+  replaceCertificate(certPem: string, keyPem: string): void {
+    const next = this.#startTlsServer(certPem, keyPem);
+    const previous = this.#tls;
+    this.#tls = next;
+    if (previous === null) return;
+    // Connections the gate already sent to the old server may still wait in its accept queue.
+    this.#retired.add(previous);
+    const timer = setTimeout(() => {
+      this.#retired.delete(previous);
+      closeListener(previous.listener);
+    }, REPLACED_TLS_SERVER_GRACE_MS);
+    Deno.unrefTimer(timer);
+  }
+
+  /** Stops accepting; connections already through the gate go on. */
+  stopAccepting(): void {
+    if (this.#public !== null) closeListener(this.#public);
+  }
+
+  /** Stops accepting and ends every connection still open through the gate. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.stopAccepting();
+    for (const server of [this.#tls, ...this.#retired]) if (server !== null) closeListener(server.listener);
+    this.#retired.clear();
+    for (const gated of this.#byLoopbackPort.values()) gated.splice.abort("hub closing");
+    await Promise.allSettled([
+      ...this.#handlers,
+      ...[...this.#byLoopbackPort.values()].map((g) => g.splice.done),
+    ]);
+  }
+
+  #startTlsServer(certPem: string, keyPem: string): TlsServer {
+    const listener = Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert: certPem, key: keyPem });
+    const server: TlsServer = { listener, port: (listener.addr as Deno.NetAddr).port };
+    void acceptLoop(listener, (conn) => this.#serveTls(conn), (error, retryInMs) => {
+      this.#settings.refusals.event("hub_accept_error", "hub TLS accept failed", {
+        error: describe(error),
+        retry_in_ms: retryInMs,
+      });
+    });
+    return server;
+  }
+
+  /** A public connection: admit it, give it its deadlines, and forward it to the TLS server. */
+  #gate(conn: Deno.TcpConn): void {
+    const remote = conn.remoteAddr as Deno.NetAddr;
+    const remoteAddress = formatAddress(remote);
+    let gated: GatedConnection | null = null;
+    const ticket = this.#settings.admission.admit(remote.hostname, {
+      shed: () => {
+        this.#settings.refusals.event(
+          "hub_handshake_shed",
+          "hub connection shed: its slot went to a newer one",
+          {
+            remote: remoteAddress,
+          },
+        );
+        if (gated !== null) gated.splice.abort("shed");
+        else closeQuietly(conn);
+      },
+    });
+    if (typeof ticket === "string") {
+      this.#settings.refusals.event(`hub_${ticket}`, "hub connection refused: limit reached", {
+        limit: ticket,
+        remote: remoteAddress,
+      });
+      closeQuietly(conn);
+      return;
+    }
+    const tls = this.#tls;
+    if (tls === null || this.#closed) {
+      ticket.release();
+      closeQuietly(conn);
+      return;
+    }
+    conn.setNoDelay(true);
+    const connecting = Deno.connect({ hostname: "127.0.0.1", port: tls.port }).then((loopback) => {
+      loopback.setNoDelay(true);
+      const port = (loopback.localAddr as Deno.NetAddr).port;
+      const splice = new Splice(
+        new SocketDuplex(conn, `hub client ${remoteAddress}`),
+        new SocketDuplex(loopback, "hub TLS server"),
+      );
+      gated = { remoteAddress, ticket, splice, phase: "tls", deadline: undefined };
+      const entry = gated;
+      this.#byLoopbackPort.set(port, entry);
+      const early = this.#early.get(port);
+      if (early !== undefined) {
+        this.#early.delete(port);
+        clearTimeout(early.timer);
+        this.#serveGated(early.conn, entry);
+      }
+      this.#deadline(entry, this.#settings.upgradeDeadlineMs, "no complete WebSocket upgrade in time");
+      void splice.done.then(() => {
+        clearTimeout(entry.deadline);
+        this.#byLoopbackPort.delete(port);
+        ticket.release();
+      });
+    }, (error) => {
+      // Out of descriptors for the loopback leg, most likely: refuse this one, the listener goes on.
+      this.#settings.refusals.event(
+        "hub_loopback_failed",
+        "hub connection refused: cannot reach its TLS server",
+        {
+          remote: remoteAddress,
+          error: describe(error),
+        },
+      );
+      ticket.release();
+      closeQuietly(conn);
+    });
+    this.#track(connecting);
+  }
+
+  #deadline(gated: GatedConnection, ms: number, why: string): void {
+    clearTimeout(gated.deadline);
+    gated.deadline = setTimeout(() => {
+      this.#settings.refusals.event("hub_handshake_timeout", "hub connection closed: deadline passed", {
+        remote: gated.remoteAddress,
+        why,
+      });
+      gated.splice.abort(why);
+    }, ms);
+  }
+
+  /** A connection on the loopback TLS server: find whom the gate sent, read the request, hand it on. */
+  #serveTls(conn: Deno.TlsConn): void {
+    const remote = conn.remoteAddr as Deno.NetAddr;
+    const gated = remote.hostname === "127.0.0.1" ? this.#byLoopbackPort.get(remote.port) : undefined;
+    if (gated !== undefined) return this.#serveGated(conn, gated);
+    // The accept may come before the gate's connect has resolved: wait a moment for the gate to name it.
+    const timer = setTimeout(() => {
+      this.#early.delete(remote.port);
+      // Not from the gate: a local process dialled the loopback port directly.
+      this.#settings.log.warn("hub TLS server: connection not from the gate closed", {
+        remote: formatAddress(remote),
+      });
+      closeQuietly(conn);
+    }, EARLY_ACCEPT_WAIT_MS);
+    this.#early.set(remote.port, { conn, timer });
+  }
+
+  #serveGated(conn: Deno.TlsConn, gated: GatedConnection): void {
+    this.#track(
+      this.#serveRequest(conn, gated).catch((error) => {
+        this.#settings.log.warn("hub connection failed", {
+          remote: gated.remoteAddress,
+          error: describe(error),
+        });
+        closeQuietly(conn);
+      }),
+    );
+  }
+
+  async #serveRequest(conn: Deno.TlsConn, gated: GatedConnection): Promise<void> {
+    try {
+      await conn.handshake();
+    } catch (error) {
+      this.#settings.refusals.event("hub_tls_failed", "hub TLS handshake failed", {
+        remote: gated.remoteAddress,
+        error: describe(error),
+      });
+      closeQuietly(conn);
+      return;
+    }
+    const head = await readRequestHead(conn);
+    if (head === null) {
+      closeQuietly(conn);
+      return;
+    }
+    if (head.result.kind !== "request") {
+      const status = head.result.kind === "too_large" ? 431 : 400;
+      const why = head.result.kind === "bad_request" ? head.result.reason : "request head too large";
+      this.#settings.refusals.event("hub_bad_request", "hub request refused", {
+        remote: gated.remoteAddress,
+        why,
+      });
+      await respond(conn, status, `${why}\n`);
+      return;
+    }
+    const { request, headLength } = head.result;
+    const leftover = head.bytes.slice(headLength);
+    let answered = false;
+    await this.#handle({
+      request,
+      remoteAddress: gated.remoteAddress,
+      respond: (status, body) => {
+        answered = true;
+        return respond(conn, status, body);
+      },
+      upgrade: async (options) => {
+        answered = true;
+        gated.phase = "upgraded";
+        this.#deadline(
+          gated,
+          this.#settings.proveDeadlineMs - this.#settings.upgradeDeadlineMs,
+          "not authenticated in time",
+        );
+        return await acceptWebSocket(conn, request, leftover, {
+          ...options,
+          maxMessageBytes: this.#settings.unprovenMaxMessageBytes,
+        });
+      },
+      proven: () => {
+        if (gated.phase === "proven") return;
+        gated.phase = "proven";
+        clearTimeout(gated.deadline);
+        gated.ticket.handshakeDone();
+      },
+    });
+    if (!answered) await respond(conn, 404, "Not found\n");
+  }
+
+  #track(work: Promise<void>): void {
+    this.#handlers.add(work);
+    void work.finally(() => this.#handlers.delete(work));
+  }
+}
+
+/** Reads until the request head is complete or refused; null if the connection ended first. */
+async function readRequestHead(conn: Deno.Conn) {
+  let bytes = new Uint8Array(0);
+  const chunk = new Uint8Array(4096);
+  for (;;) {
+    const result = parseEndpointRequest(bytes);
+    if (result.kind !== "incomplete") return { result, bytes };
+    let n: number | null;
+    try {
+      n = await conn.read(chunk);
+    } catch {
+      return null;
+    }
+    if (n === null) return null;
+    const grown = new Uint8Array(bytes.length + n);
+    grown.set(bytes);
+    grown.set(chunk.subarray(0, n), bytes.length);
+    bytes = grown;
+  }
+}
+
+/** Writes a plain response and closes the connection. */
+async function respond(conn: Deno.Conn, status: number, body: string): Promise<void> {
+  const bodyBytes = encoder.encode(body);
+  const head =
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+    `Content-Length: ${bodyBytes.length}\r\nConnection: close\r\n\r\n`;
+  const bytes = new Uint8Array([...encoder.encode(head), ...bodyBytes]);
+  try {
+    for (let written = 0; written < bytes.length;) written += await conn.write(bytes.subarray(written));
+  } catch {
+    // The client is gone; nothing to answer.
+  } finally {
+    closeQuietly(conn);
+  }
+}
+
+function closeListener(listener: Deno.Listener): void {
+  try {
+    listener.close();
+  } catch {
+    // Already closed.
+  }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
