@@ -10,6 +10,8 @@
  * @module
  */
 
+import { HubCertificate, type HubCertificateSink } from "./acme/hub_certificate.ts";
+import type { StoredCertificate } from "./acme/state_dir.ts";
 import { Router } from "./balancer/router.ts";
 import type { NodeConfig } from "./config/node_config.ts";
 import { normalizeHostname } from "./hostnames/hostname.ts";
@@ -30,29 +32,46 @@ const HEARTBEAT_INTERVAL_MS = 15_000;
 const BACKEND_PING_IDLE_SECONDS = 60;
 
 /** A running node. */
-export class Node {
+export class Node implements HubCertificateSink {
   readonly router: Router<MuxSession>;
   readonly hub: Hub;
   readonly mesh: Mesh | null;
   readonly relay: Relay;
+  /**
+   * Resolves once the hub listens: at once with certificate files; with `hubAcme`, once a certificate was
+   * loaded from the state directory or obtained. Rejects when the hub cannot start (the state directory
+   * cannot be written, the port is taken); the relay keeps running until shutdown.
+   */
+  readonly hubReady: Promise<void>;
+  readonly #config: NodeConfig;
+  readonly #acme: HubCertificate | null;
   readonly #admission: Admission;
   readonly #sweeper: SpliceSweeper;
   readonly #refusals: RateLimitedLog;
-  readonly #hubServer: Deno.HttpServer<Deno.NetAddr>;
+  #hubServer: Deno.HttpServer<Deno.NetAddr> | null = null;
   readonly #tunnels = new Set<Splice>();
   readonly #housekeeping: ReturnType<typeof setInterval>;
   #shutdown: Promise<void> | null = null;
 
-  /** Starts every listener; throws with a clear message when one cannot start (port in use, no permission). */
+  /**
+   * Starts every listener; throws with a clear message when one cannot start (port in use, no permission).
+   * With `hubAcme` the relay starts first, since it answers the ACME challenge, and the hub follows
+   * ({@linkcode hubReady}).
+   */
   constructor(config: NodeConfig) {
     setLogLevel(config.logLevel);
-    const log = createLogger("node");
+    this.#config = config;
     this.#refusals = new RateLimitedLog(createLogger("refusals"));
     this.#sweeper = new SpliceSweeper({
       idleTimeoutMs: config.idleTimeoutSeconds * 1000,
       halfClosedTimeoutMs: config.limits.halfClosedTimeoutSeconds * 1000,
     });
     this.router = new Router<MuxSession>(() => this.mesh?.announce());
+    this.#acme = config.hubAcme === undefined
+      ? null
+      : new HubCertificate(config.hubAcme, createLogger("acme"));
+    // The hub's own name is the node's: no backend or peer may answer for it (and so get a certificate for it).
+    if (this.#acme !== null) this.router.reserve(this.#acme.hostname);
     const receiveBudget = new BufferBudget(config.limits.streamBufferBudgetBytes, MAX_DATA_PAYLOAD_BYTES);
     const tokenSeconds = config.handshakeTimeouts.backendTokenSeconds;
     this.hub = new Hub(
@@ -66,6 +85,7 @@ export class Node {
         pingIdleSeconds: BACKEND_PING_IDLE_SECONDS,
         heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
         tokenWaitMs: tokenSeconds === undefined ? undefined : tokenSeconds * 1000,
+        isReserved: (hostname) => this.router.isReserved(hostname),
       },
       createLogger("hub"),
       this.#refusals,
@@ -103,28 +123,68 @@ export class Node {
       },
       log: createLogger("relay"),
       refusals: this.#refusals,
+      ...(this.#acme === null ? {} : { answerHttp: this.#acme.responder.answer.bind(this.#acme.responder) }),
     });
-    this.#hubServer = this.#serveHub(config);
-    try {
+    if (this.#acme === null) {
+      const hubServer = this.#serveHub(config, { certPem: config.hub.certPem, keyPem: config.hub.keyPem });
+      try {
+        this.relay.listen();
+      } catch (error) {
+        void hubServer.shutdown();
+        this.#sweeper.close();
+        throw error;
+      }
+      this.#hubStarted(hubServer);
+      this.hubReady = Promise.resolve();
+    } else {
       this.relay.listen();
-    } catch (error) {
-      void this.#hubServer.shutdown();
-      this.#sweeper.close();
-      throw error;
+      this.hubReady = this.#startHubByAcme(this.#acme);
     }
-    this.mesh?.start();
     this.#housekeeping = setInterval(() => this.#refusals.flush(), 1_000);
     Deno.unrefTimer(this.#housekeeping);
-    log.info("node started", {
-      hub: `${this.#hubServer.addr.hostname}:${this.#hubServer.addr.port}`,
+  }
+
+  /** The hub's bound address (port 0 in the config picks a free port); throws before {@linkcode hubReady}. */
+  get hubAddress(): Deno.NetAddr {
+    if (this.#hubServer === null) throw new Error("the hub has not started yet: it has no certificate");
+    return this.#hubServer.addr;
+  }
+
+  /**
+   * Serves a new hub certificate to new connections while open sessions stay up (ACME renewals call this).
+   *
+   * Not possible with today's hub: `Deno.serve` fixes its certificate when it starts, and restarting it would
+   * drop every backend and peer session. The hub listener's rewrite (its own TLS accept loop) brings it; until
+   * then this throws, and a renewed ACME certificate, already saved, is served from the next start.
+   */
+  replaceHubCertificate(_certPem: string, _keyPem: string): void {
+    throw new Error("this hub cannot change its certificate while running (needs the hub listener rewrite)");
+  }
+
+  /** Loads or obtains the hub's certificate, then starts the hub and keeps the certificate renewed. */
+  async #startHubByAcme(acme: HubCertificate): Promise<void> {
+    let kept: StoredCertificate | undefined;
+    try {
+      kept = await acme.loadKept();
+    } catch (error) {
+      throw new Error(`Cannot start the hub: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    const certificate = kept ?? await acme.obtainFirst();
+    if (certificate === undefined || this.#shutdown !== null) return; // shut down while waiting
+    this.#hubStarted(this.#serveHub(this.#config, certificate));
+    acme.startRenewing(this);
+  }
+
+  /** The hub listens: the mesh (which shares its listener) starts. */
+  #hubStarted(server: Deno.HttpServer<Deno.NetAddr>): void {
+    const config = this.#config;
+    this.#hubServer = server;
+    this.mesh?.start();
+    createLogger("node").info("node started", {
+      hub: `${server.addr.hostname}:${server.addr.port}`,
       relay_ports: this.relay.ports.map((p) => `${p.port}/${p.protocol}`).join(","),
       peers: config.peers.length,
     });
-  }
-
-  /** The hub's bound address (port 0 in the config picks a free port). */
-  get hubAddress(): Deno.NetAddr {
-    return this.#hubServer.addr;
   }
 
   /** Refusal counters by kind, for status and tests. */
@@ -149,6 +209,7 @@ export class Node {
   async #stop(drainMs: number): Promise<void> {
     const log = createLogger("node");
     this.relay.stopAccepting();
+    await this.#acme?.stop();
     this.hub.drainAll();
     this.mesh?.withdraw();
     log.info("shutting down: no longer accepting", {
@@ -166,7 +227,7 @@ export class Node {
     await this.hub.closeAll(1001, "node shutting down", 5_000);
     await this.mesh?.stop();
     await this.relay.drain(5_000);
-    await this.#hubServer.shutdown();
+    await this.#hubServer?.shutdown();
     this.#sweeper.close();
     clearInterval(this.#housekeeping);
     this.#refusals.flush({ all: true });
@@ -184,11 +245,11 @@ export class Node {
     return this.#tunnels.size;
   }
 
-  #serveHub(config: NodeConfig): Deno.HttpServer<Deno.NetAddr> {
+  #serveHub(config: NodeConfig, certificate: StoredCertificate): Deno.HttpServer<Deno.NetAddr> {
     const log = createLogger("hub");
     const mesh = this.mesh;
     try {
-      return this.#startHubServer(config, log, mesh);
+      return this.#startHubServer(config, certificate, log, mesh);
     } catch (error) {
       this.#sweeper.close();
       throw new Error(
@@ -199,12 +260,17 @@ export class Node {
     }
   }
 
-  #startHubServer(config: NodeConfig, log: Logger, mesh: Mesh | null): Deno.HttpServer<Deno.NetAddr> {
+  #startHubServer(
+    config: NodeConfig,
+    certificate: StoredCertificate,
+    log: Logger,
+    mesh: Mesh | null,
+  ): Deno.HttpServer<Deno.NetAddr> {
     return Deno.serve({
       hostname: config.hub.hostname,
       port: config.hub.port,
-      cert: config.hub.certPem,
-      key: config.hub.keyPem,
+      cert: certificate.certPem,
+      key: certificate.keyPem,
       onListen: () => {},
       onError: (error) => {
         log.error("hub request failed", { error: String(error) });

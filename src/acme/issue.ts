@@ -23,7 +23,7 @@ export interface IssueRequest {
   /** The CSR (DER) for `hostname`, sent at finalization. */
   readonly csrDer: Uint8Array;
   readonly responder: ChallengeResponder;
-  /** Wait between polls when the server gives no `Retry-After` (default 1 s). */
+  /** Longest wait between polls when the server gives no `Retry-After` (default 1 s; the first waits are shorter). */
   readonly pollIntervalMs?: number;
   /** Give up an order that has not finished in this time (default 5 minutes). */
   readonly timeoutMs?: number;
@@ -43,11 +43,14 @@ export async function issueCertificate(client: AcmeClient, request: IssueRequest
   const pollMs = request.pollIntervalMs ?? 1_000;
   const deadline = Date.now() + (request.timeoutMs ?? 300_000);
   const signal = request.signal ?? new AbortController().signal;
+  // Polls start quick (validation and issuance usually take well under a second) and slow down to pollMs.
+  let polls = 0;
   const wait = (retryAfterMs: number | undefined) => {
     if (Date.now() > deadline) {
       throw new AcmeOrderError(`the order for ${request.hostname} did not finish in time`);
     }
-    return sleep(Math.min(retryAfterMs ?? pollMs, Math.max(0, deadline - Date.now())), signal).then(() => {
+    const delayMs = retryAfterMs ?? Math.min(pollMs, 50 * 2 ** polls++);
+    return sleep(Math.min(delayMs, Math.max(0, deadline - Date.now())), signal).then(() => {
       if (signal.aborted) throw signal.reason;
     });
   };
@@ -56,7 +59,8 @@ export async function issueCertificate(client: AcmeClient, request: IssueRequest
   let order = placed.order;
   for (const url of order.authorizations) await authorize(client, url, request, wait);
 
-  order = await pollOrder(client, placed.url, order, ["pending"], wait);
+  // What newOrder said is stale now that every authorization is valid: ask again before waiting.
+  order = await pollOrder(client, placed.url, (await client.order(placed.url)).order, ["pending"], wait);
   if (order.status === "ready") {
     order = await client.finalize(order.finalize, request.csrDer);
     order = await pollOrder(client, placed.url, order, ["ready", "processing"], wait);

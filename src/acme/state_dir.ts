@@ -10,6 +10,21 @@
  * @module
  */
 
+/**
+ * The one directory the released binaries may write under (baked into them by `scripts/compile.ts`, which can
+ * be told another at build time): the default home of `hubAcme.stateDir`. Deno cannot grant a compiled binary
+ * write access to a path known only when it runs, so it must be fixed when it is built.
+ *
+ * @example
+ * ```ts
+ * import { stateRoot } from "./state_dir.ts";
+ * stateRoot("linux"); // "/var/lib/nexus"
+ * ```
+ */
+export function stateRoot(os: typeof Deno.build.os = Deno.build.os): string {
+  return os === "windows" ? "C:\\ProgramData\\nexus" : "/var/lib/nexus";
+}
+
 /** A certificate chain and its private key, as the hub serves them. */
 export interface StoredCertificate {
   /** The chain, PEM, leaf first. */

@@ -40,7 +40,15 @@ export interface RelayDependencies {
   readonly log: Logger;
   /** Refusals are counted and rate-limited, never one line per event in a flood. */
   readonly refusals: RateLimitedLog;
+  /**
+   * The node's own answer to an HTTP request, when it has one (the ACME HTTP-01 responder for its hub's
+   * name): a complete response, written before the connection closes. `undefined` routes the request.
+   */
+  readonly answerHttp?: (request: HttpRequestHead) => Uint8Array | undefined;
 }
+
+/** A complete, routable HTTP request head, as the parser read it. */
+export type HttpRequestHead = Extract<RequestHeadResult, { kind: "request" }>;
 
 /** Public listeners and the connections they carry. */
 export class Relay {
@@ -269,6 +277,13 @@ export class Relay {
         return this.#refuse(client, proxyErrorResponse(431), "request_head_too_large", fields);
       case "request":
         break;
+    }
+    const answer = this.#deps.answerHttp?.(head);
+    if (answer !== undefined) {
+      this.#deps.log.debug("answered by the node", { ...fields, host: head.host });
+      await client.write(answer).catch(() => {});
+      await client.close("answered by the node", { graceful: true });
+      return null;
     }
     const stream = this.#openStream(head.host, relayPort, clientAddress, false);
     if (typeof stream === "string") {
