@@ -10,7 +10,11 @@
  * @module
  */
 
-import { HubCertificate, type HubCertificateSink } from "./acme/hub_certificate.ts";
+import {
+  HubCertificate,
+  type HubCertificateSink,
+  type HubCertificateStatus,
+} from "./acme/hub_certificate.ts";
 import type { StoredCertificate } from "./acme/state_dir.ts";
 import { Router } from "./balancer/router.ts";
 import type { NodeConfig } from "./config/node_config.ts";
@@ -185,6 +189,11 @@ export class Node implements HubCertificateSink {
       relay_ports: this.relay.ports.map((p) => `${p.port}/${p.protocol}`).join(","),
       peers: config.peers.length,
     });
+  }
+
+  /** The state of the hub's ACME certificate (`null` with certificate files), for status and tests. */
+  get hubCertificate(): HubCertificateStatus | null {
+    return this.#acme?.status ?? null;
   }
 
   /** Refusal counters by kind, for status and tests. */

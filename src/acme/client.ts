@@ -233,11 +233,18 @@ export class AcmeClient {
       if (this.#options.signal?.aborted) throw error;
       throw new AcmeConnectionError(
         `cannot reach the ACME server at ${url}: ${
-          timeout.aborted ? "no answer in time" : error instanceof Error ? error.message : String(error)
+          timeout.aborted ? "no answer in time" : describeFetchError(error)
         }`,
       );
     }
   }
+}
+
+/** `fetch failed` says nothing: the cause (connection refused, a certificate error) is what the operator needs. */
+function describeFetchError(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const cause = error.cause instanceof Error ? error.cause.message : undefined;
+  return cause === undefined || cause === error.message ? error.message : `${error.message}: ${cause}`;
 }
 
 async function readJson(response: Response): Promise<unknown> {

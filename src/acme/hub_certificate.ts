@@ -39,6 +39,21 @@ export interface HubCertificateSink {
   replaceHubCertificate(certPem: string, keyPem: string): void;
 }
 
+/** What {@linkcode HubCertificate.status} reports. */
+export interface HubCertificateStatus {
+  readonly hostname: string;
+  /** End of the newest certificate (served, or saved for the next start when the hub could not take it). */
+  readonly notAfter?: Date;
+  /** Certificates obtained from the ACME server since start. */
+  readonly issued: number;
+  /** Failed attempts in a row. */
+  readonly failures: number;
+  /** Why the last attempt failed (with the server's problem document when it sent one). */
+  readonly lastFailure?: string;
+  /** A renewed certificate is saved but the running hub still serves the older one (restart to serve it). */
+  readonly restartNeeded: boolean;
+}
+
 /** Longest single sleep: `setTimeout` cannot wait beyond 2^31 ms (24.8 days), so a longer wait is cut up. */
 const MAX_SLEEP_MS = 86_400_000;
 
@@ -54,6 +69,9 @@ export class HubCertificate {
   #accountKey: AccountKey | undefined;
   #accountKeyKept = false;
   #renewing: Promise<void> | undefined;
+  #issued = 0;
+  #lastFailure: string | undefined;
+  #restartNeeded = false;
 
   constructor(settings: HubAcmeSettings, log: Logger) {
     this.#settings = settings;
@@ -66,6 +84,19 @@ export class HubCertificate {
   /** The hub's name. */
   get hostname(): string {
     return this.#settings.hostname;
+  }
+
+  /** For status output and tests. */
+  get status(): HubCertificateStatus {
+    const notAfterMs = this.#schedule.validity?.notAfterMs;
+    return {
+      hostname: this.hostname,
+      ...(notAfterMs === undefined ? {} : { notAfter: new Date(notAfterMs) }),
+      issued: this.#issued,
+      failures: this.#schedule.failures,
+      ...(this.#lastFailure === undefined ? {} : { lastFailure: this.#lastFailure }),
+      restartNeeded: this.#restartNeeded,
+    };
   }
 
   /**
@@ -107,8 +138,9 @@ export class HubCertificate {
       } catch (error) {
         if (signal.aborted) break;
         const delayMs = this.#schedule.failed(Date.now(), retryAfterOf(error));
+        const fields = this.#failed(error);
         this.#log.error(`cannot start the hub: no certificate for ${this.hostname}`, {
-          ...failureFields(error),
+          ...fields,
           retry_in_s: Math.round(delayMs / 1000),
         });
         await sleep(delayMs, signal);
@@ -143,8 +175,9 @@ export class HubCertificate {
       } catch (error) {
         if (signal.aborted) return;
         const delayMs = this.#schedule.failed(Date.now(), retryAfterOf(error));
+        const fields = this.#failed(error);
         this.#log.warn("hub certificate renewal failed; the hub keeps serving its current certificate", {
-          ...failureFields(error),
+          ...fields,
           expires: servedUntil === undefined ? undefined : new Date(servedUntil).toISOString(),
           retry_in_s: Math.round(delayMs / 1000),
         });
@@ -152,10 +185,12 @@ export class HubCertificate {
       }
       try {
         sink.replaceHubCertificate(renewed.certPem, renewed.keyPem);
+        this.#restartNeeded = false;
         this.#log.info("hub now serves the renewed certificate to new connections", {
           hostname: this.hostname,
         });
       } catch (error) {
+        this.#restartNeeded = true;
         this.#log.warn(
           "renewed hub certificate saved, but the running hub cannot take it: restart the node",
           {
@@ -202,6 +237,8 @@ export class HubCertificate {
       }
       await this.#state.saveCertificate(this.hostname, certificate);
       this.#schedule.served(validity);
+      this.#issued += 1;
+      this.#lastFailure = undefined;
       this.#log.info("hub certificate obtained", {
         hostname: this.hostname,
         not_after: new Date(validity.notAfterMs).toISOString(),
@@ -212,6 +249,13 @@ export class HubCertificate {
     } finally {
       client.close();
     }
+  }
+
+  /** Records a failed attempt; returns its log fields. */
+  #failed(error: unknown): Record<string, string | number | undefined> {
+    const fields = failureFields(error);
+    this.#lastFailure = [fields.why, fields.problem].filter((part) => part !== undefined).join(": ");
+    return fields;
   }
 
   /** The account key: kept in the state directory, or made now and saved before its first use. */

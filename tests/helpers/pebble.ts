@@ -8,7 +8,12 @@
  * @module
  */
 
-import { createCertificateAuthority, issueCertificate } from "../../scripts/dev_certs.ts";
+import {
+  type CertificateAuthority,
+  createCertificateAuthority,
+  issueCertificate,
+  type IssuedCertificate,
+} from "../../scripts/dev_certs.ts";
 import { freePort } from "../mesh/mesh_fixtures.ts";
 import { WatchedProcess } from "./processes.ts";
 
@@ -55,11 +60,22 @@ export interface PebbleOptions {
   readonly port?: number;
 }
 
+let sharedListener: Promise<{ ca: CertificateAuthority; listener: IssuedCertificate }> | undefined;
+
+/** The certificate of Pebble's HTTPS listener, the same for every Pebble of a test process (a restarted one too). */
+function listenerCertificates(): Promise<{ ca: CertificateAuthority; listener: IssuedCertificate }> {
+  sharedListener ??= (async () => {
+    const ca = await createCertificateAuthority({ commonName: "Pebble listener test CA" });
+    const listener = await issueCertificate(ca, { dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"] });
+    return { ca, listener };
+  })();
+  return sharedListener;
+}
+
 /** Starts challtestsrv and Pebble and waits until Pebble serves its directory. */
 export async function startPebble(options: PebbleOptions): Promise<Pebble> {
   const dir = await Deno.makeTempDir({ prefix: "nexus-pebble-" });
-  const ca = await createCertificateAuthority({ commonName: "Pebble listener test CA" });
-  const listener = await issueCertificate(ca, { dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"] });
+  const { ca, listener } = await listenerCertificates();
   const listenerCaFile = `${dir}/listener-ca.pem`;
   await Deno.writeTextFile(listenerCaFile, ca.certPem);
   await Deno.writeTextFile(`${dir}/cert.pem`, listener.certPem);
