@@ -16,7 +16,7 @@ export interface CertificateRequest {
   /** PKCS#8 PEM ("PRIVATE KEY"), as `Deno.serve({ key })` takes it. */
   readonly keyPem: string;
   /** The CSR, DER. */
-  readonly csrDer: Uint8Array;
+  readonly csrDer: Uint8Array<ArrayBuffer>;
 }
 
 /** What a chain's first (leaf) certificate says. */

@@ -26,8 +26,11 @@ import { AcmeProblemError, AcmeProtocolError, parseProblem } from "./problem.ts"
 /** Let's Encrypt's production directory, the default of `hubAcme.directoryUrl`. */
 export const LETS_ENCRYPT_DIRECTORY_URL = "https://acme-v02.api.letsencrypt.org/directory";
 
-/** How often a request is tried with a fresh nonce after `badNonce` before the refusal is reported. */
-const BAD_NONCE_ATTEMPTS = 3;
+/**
+ * How often a request is tried with a fresh nonce after `badNonce` before the refusal is reported. A retry
+ * costs one request, and servers reject good nonces on purpose now and then (Pebble does, to test clients).
+ */
+const BAD_NONCE_ATTEMPTS = 10;
 /** Default time allowed for one request, connect to last byte. */
 const REQUEST_TIMEOUT_MS = 30_000;
 
@@ -62,12 +65,18 @@ export class AcmeClient {
   readonly #nonces: string[] = [];
   #directory: AcmeDirectory | undefined;
   #accountUrl: string | undefined;
+  #badNonceRetries = 0;
 
   constructor(options: AcmeClientOptions) {
     this.#options = options;
     this.#http = options.caCerts !== undefined && options.caCerts.length > 0
       ? Deno.createHttpClient({ caCerts: [...options.caCerts] })
       : undefined;
+  }
+
+  /** Requests sent again with a fresh nonce after the server answered `badNonce`. */
+  get badNonceRetries(): number {
+    return this.#badNonceRetries;
   }
 
   /** The account key's thumbprint, for key authorizations. */
@@ -205,6 +214,7 @@ export class AcmeClient {
         parseRetryAfter(response.headers.get("retry-after"), Date.now()),
       );
       if (!error.is("badNonce") || attempt >= BAD_NONCE_ATTEMPTS) throw error;
+      this.#badNonceRetries += 1;
     }
   }
 

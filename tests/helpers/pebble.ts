@@ -58,6 +58,8 @@ export interface PebbleOptions {
   readonly certificateValiditySeconds?: number;
   /** Pebble's ACME port; a free one unless given (so a restarted Pebble can come back on the same URL). */
   readonly port?: number;
+  /** Percentage of good nonces Pebble rejects as `badNonce` anyway (default 0). */
+  readonly nonceRejectPercent?: number;
 }
 
 let sharedListener: Promise<{ ca: CertificateAuthority; listener: IssuedCertificate }> | undefined;
@@ -132,7 +134,11 @@ export async function startPebble(options: PebbleOptions): Promise<Pebble> {
       "-strict=false",
     ], {
       cwd: dir,
-      env: { PEBBLE_VA_NOSLEEP: "1", PEBBLE_WFE_NONCEREJECT: "0", PEBBLE_AUTHZREUSE: "0" },
+      env: {
+        PEBBLE_VA_NOSLEEP: "1",
+        PEBBLE_WFE_NONCEREJECT: String(options.nonceRejectPercent ?? 0),
+        PEBBLE_AUTHZREUSE: "0",
+      },
     });
     await pebble.waitForLine(/ACME directory available/, { timeoutMs: 10_000 });
   } catch (error) {
