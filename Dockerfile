@@ -13,17 +13,22 @@ RUN deno install
 
 # Then the program, with everything it imports fetched now: the container never downloads code at start.
 COPY src/ src/
-RUN deno install --entrypoint src/main.ts && chown root:root /deno-dir
+RUN deno install --entrypoint src/main.ts && chown root:root /deno-dir \
+ && mkdir -p /var/lib/nexus && chown deno:deno /var/lib/nexus && chmod 0700 /var/lib/nexus
 
 # The image's unprivileged user (uid 1993). The code and the module cache (DENO_DIR, /deno-dir) are owned by
 # root, so the proxy cannot change what it runs; Deno keeps its analysis caches in memory instead. Docker lets any user bind ports below 1024 inside the container's own network
 # namespace, so no capability is needed for 80 and 443.
 USER deno
 EXPOSE 80 443
+# The one place the node writes: its ACME account key and certificates (hubAcme.stateDir), kept across restarts.
+VOLUME /var/lib/nexus
 
-# The same permissions as the release binaries (scripts/compile.ts, RUNTIME_PERMISSIONS): network, file reads,
-# NEXUS_* variables (and the yaml package's two debug switches); no write, run, FFI or sys.
+# The same permissions as the release binaries (scripts/compile.ts, RUNTIME_PERMISSIONS and writePermission):
+# network, file reads, NEXUS_* variables (and the yaml package's two debug switches), writing only under
+# /var/lib/nexus; no run, FFI or sys.
 # tini, from the base image, forwards SIGTERM so that `docker stop` drains instead of waiting for SIGKILL.
 ENTRYPOINT ["/tini", "--", "deno", "run", "--cached-only", \
-            "--allow-net", "--allow-read", "--allow-env=NEXUS_*,LOG_TOKENS,LOG_STREAM", "src/main.ts"]
+            "--allow-net", "--allow-read", "--allow-env=NEXUS_*,LOG_TOKENS,LOG_STREAM", \
+            "--allow-write=/var/lib/nexus", "src/main.ts"]
 CMD ["serve", "--config", "/etc/nexus/node.yaml"]

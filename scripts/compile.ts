@@ -32,6 +32,7 @@ import { basename, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import denoConfig from "../deno.json" with { type: "json" };
+import { stateRoot } from "../src/acme/state_dir.ts";
 
 /** The targets a release ships, as `deno compile --target` names them. */
 export const TARGETS = [
@@ -46,10 +47,10 @@ export const TARGETS = [
 export type Target = typeof TARGETS[number];
 
 /**
- * The permissions baked into every binary, and no others: the network (it is a proxy), reading files (its
- * config and certificates, whose paths are known only at run time) and the environment variables named
- * `NEXUS_*` (its secrets). No write, run, FFI or sys permission: an exploited proxy cannot write a file or
- * start a process. `LOG_TOKENS` and `LOG_STREAM` are the `yaml` package's debug switches, which its parser reads
+ * The permissions baked into every binary beside {@linkcode writePermission}, and no others: the network (it
+ * is a proxy), reading files (its config and certificates, whose paths are known only at run time) and the
+ * environment variables named `NEXUS_*` (its secrets). No run, FFI or sys permission, and writing only under
+ * one fixed directory: an exploited proxy cannot start a process or write a file anywhere else. `LOG_TOKENS` and `LOG_STREAM` are the `yaml` package's debug switches, which its parser reads
  * through `process.env` on every parse; without them it throws `NotCapable` on the first config file.
  */
 export const RUNTIME_PERMISSIONS = [
@@ -58,12 +59,30 @@ export const RUNTIME_PERMISSIONS = [
   "--allow-env=NEXUS_*,LOG_TOKENS,LOG_STREAM",
 ] as const;
 
+/**
+ * The one directory a binary may write under: the ACME state directory's home (`hubAcme.stateDir`, by default
+ * `<root>/acme`), `/var/lib/nexus` (`C:\\ProgramData\\nexus` on Windows) unless `writeDir` says otherwise. A
+ * compiled binary takes no permission flags when it runs, so the directory is fixed here, at build time; the
+ * node writes its ACME account key and certificates there and nothing anywhere else.
+ *
+ * @example
+ * ```ts
+ * import { equal } from "node:assert/strict";
+ * equal(writePermission("aarch64-unknown-linux-gnu"), "--allow-write=/var/lib/nexus");
+ * ```
+ */
+export function writePermission(target: Target, writeDir?: string): string {
+  return `--allow-write=${writeDir ?? stateRoot(target.includes("windows") ? "windows" : "linux")}`;
+}
+
 /** Where {@linkcode compileArgs} reads the program from and writes the binary to. */
 export interface CompileArgsOptions {
   /** The directory the binary is written to; `dist` by default. */
   outDir?: string;
   /** The program's entry point; `src/main.ts` by default. */
   entry?: string;
+  /** The one directory the binary may write under (see {@linkcode writePermission}). */
+  writeDir?: string;
 }
 
 /**
@@ -87,6 +106,7 @@ export function compileArgs(target: Target, version: string, options: CompileArg
     "--output",
     join(outDir, binaryName(target, version)),
     ...RUNTIME_PERMISSIONS,
+    writePermission(target, options.writeDir),
     entry,
   ];
 }
@@ -278,8 +298,10 @@ const USAGE = `Usage: deno task compile [--download] [--out-dir DIR] [--entry FI
 Builds nexus-<version>-<target>[.exe] for each TARGET (default: all) and DIR/SHA256SUMS.
 Targets: ${TARGETS.join(", ")}
 
-  --out-dir DIR  where the binaries go (default: dist)
-  --entry FILE   the program's entry point (default: src/main.ts)
+  --out-dir DIR    where the binaries go (default: dist)
+  --entry FILE     the program's entry point (default: src/main.ts)
+  --write-dir DIR  the one directory the binaries may write under, for the ACME state
+                   (default: /var/lib/nexus, C:\\ProgramData\\nexus for Windows)
   --download     let deno compile download a missing denort runtime from dl.deno.land
 The runtime for each target comes from DENORT_BIN_<TARGET>, DENORT_BIN (host target only),
 or the zip cached in $DENO_DIR by an earlier download.`;
@@ -293,6 +315,7 @@ async function main(args: string[]): Promise<number> {
       options: {
         "out-dir": { type: "string" },
         entry: { type: "string" },
+        "write-dir": { type: "string" },
         download: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -318,6 +341,7 @@ async function main(args: string[]): Promise<number> {
   const options: CompileArgsOptions = {
     outDir: parsed.values["out-dir"] === undefined ? undefined : outDirPath,
     entry: parsed.values.entry === undefined ? undefined : resolve(Deno.cwd(), parsed.values.entry),
+    writeDir: parsed.values["write-dir"],
   };
   const version = denoConfig.version;
   const denoVersion = Deno.version.deno;

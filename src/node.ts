@@ -10,6 +10,12 @@
  * @module
  */
 
+import {
+  HubCertificate,
+  type HubCertificateSink,
+  type HubCertificateStatus,
+} from "./acme/hub_certificate.ts";
+import type { StoredCertificate } from "./acme/state_dir.ts";
 import { Router } from "./balancer/router.ts";
 import type { NodeConfig } from "./config/node_config.ts";
 import { normalizeHostname } from "./hostnames/hostname.ts";
@@ -36,29 +42,46 @@ const HUB_PEER_LINK_ALLOWANCE = 256;
 const PROVE_SLACK_MS = 2_000;
 
 /** A running node. */
-export class Node {
+export class Node implements HubCertificateSink {
   readonly router: Router<MuxSession>;
   readonly hub: Hub;
   readonly mesh: Mesh | null;
   readonly relay: Relay;
+  /**
+   * Resolves once the hub listens: at once with certificate files; with `hubAcme`, once a certificate was
+   * loaded from the state directory or obtained. Rejects when the hub cannot start (the state directory
+   * cannot be written, the port is taken); the relay keeps running until shutdown.
+   */
+  readonly hubReady: Promise<void>;
+  readonly #config: NodeConfig;
+  readonly #acme: HubCertificate | null;
   readonly #admission: Admission;
   readonly #sweeper: SpliceSweeper;
   readonly #refusals: RateLimitedLog;
-  readonly #hubListener: HubListener;
+  #hubListener: HubListener | null = null;
   readonly #tunnels = new Set<Splice>();
   readonly #housekeeping: ReturnType<typeof setInterval>;
   #shutdown: Promise<void> | null = null;
 
-  /** Starts every listener; throws with a clear message when one cannot start (port in use, no permission). */
+  /**
+   * Starts every listener; throws with a clear message when one cannot start (port in use, no permission).
+   * With `hubAcme` the relay starts first, since it answers the ACME challenge, and the hub follows
+   * ({@linkcode hubReady}).
+   */
   constructor(config: NodeConfig) {
     setLogLevel(config.logLevel);
-    const log = createLogger("node");
+    this.#config = config;
     this.#refusals = new RateLimitedLog(createLogger("refusals"));
     this.#sweeper = new SpliceSweeper({
       idleTimeoutMs: config.idleTimeoutSeconds * 1000,
       halfClosedTimeoutMs: config.limits.halfClosedTimeoutSeconds * 1000,
     });
     this.router = new Router<MuxSession>(() => this.mesh?.announce());
+    this.#acme = config.hubAcme === undefined
+      ? null
+      : new HubCertificate(config.hubAcme, createLogger("acme"));
+    // The hub's own name is the node's: no backend or peer may answer for it (and so get a certificate for it).
+    if (this.#acme !== null) this.router.reserve(this.#acme.hostname);
     const receiveBudget = new BufferBudget(config.limits.streamBufferBudgetBytes, MAX_DATA_PAYLOAD_BYTES);
     const tokenSeconds = config.handshakeTimeouts.backendTokenSeconds;
     this.hub = new Hub(
@@ -72,6 +95,7 @@ export class Node {
         pingIdleSeconds: BACKEND_PING_IDLE_SECONDS,
         heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
         tokenWaitMs: tokenSeconds === undefined ? undefined : tokenSeconds * 1000,
+        isReserved: (hostname) => this.router.isReserved(hostname),
       },
       createLogger("hub"),
       this.#refusals,
@@ -109,44 +133,71 @@ export class Node {
       },
       log: createLogger("relay"),
       refusals: this.#refusals,
+      ...(this.#acme === null ? {} : { answerHttp: this.#acme.responder.answer.bind(this.#acme.responder) }),
     });
-    this.#hubListener = this.#hubListenerFor(config);
-    try {
-      this.#hubListener.listen();
-    } catch (error) {
-      this.#sweeper.close();
-      throw new Error(
-        `Cannot start the hub on ${config.hub.hostname}:${config.hub.port}: ${describe(error)}`,
-      );
-    }
-    try {
+    if (this.#acme === null) {
+      const hubListener = this.#startHub(config, { certPem: config.hub.certPem, keyPem: config.hub.keyPem });
+      try {
+        this.relay.listen();
+      } catch (error) {
+        void hubListener.close();
+        this.#sweeper.close();
+        throw error;
+      }
+      this.#hubStarted(hubListener);
+      this.hubReady = Promise.resolve();
+    } else {
       this.relay.listen();
-    } catch (error) {
-      void this.#hubListener.close();
-      this.#sweeper.close();
-      throw error;
+      this.hubReady = this.#startHubByAcme(this.#acme);
     }
-    this.mesh?.start();
     this.#housekeeping = setInterval(() => this.#refusals.flush(), 1_000);
     Deno.unrefTimer(this.#housekeeping);
-    log.info("node started", {
-      hub: `${this.hubAddress.hostname}:${this.hubAddress.port}`,
+  }
+
+  /** The hub's bound address (port 0 in the config picks a free port); throws before {@linkcode hubReady}. */
+  get hubAddress(): Deno.NetAddr {
+    if (this.#hubListener === null) throw new Error("the hub has not started yet: it has no certificate");
+    return this.#hubListener.address;
+  }
+
+  /**
+   * Serves new hub connections with another certificate and key (ACME renewals call this); open backend and
+   * peer sessions keep theirs. Throws, changing nothing, when the pair cannot be used.
+   */
+  replaceHubCertificate(certPem: string, keyPem: string): void {
+    if (this.#hubListener === null) throw new Error("the hub has not started yet");
+    this.#hubListener.replaceCertificate(certPem, keyPem);
+  }
+
+  /** Loads or obtains the hub's certificate, then starts the hub and keeps the certificate renewed. */
+  async #startHubByAcme(acme: HubCertificate): Promise<void> {
+    let kept: StoredCertificate | undefined;
+    try {
+      kept = await acme.loadKept();
+    } catch (error) {
+      throw new Error(`Cannot start the hub: ${describe(error)}`);
+    }
+    const certificate = kept ?? await acme.obtainFirst();
+    if (certificate === undefined || this.#shutdown !== null) return; // shut down while waiting
+    this.#hubStarted(this.#startHub(this.#config, certificate));
+    acme.startRenewing(this);
+  }
+
+  /** The hub listens: the mesh (which shares its listener) starts. */
+  #hubStarted(hubListener: HubListener): void {
+    const config = this.#config;
+    this.#hubListener = hubListener;
+    this.mesh?.start();
+    createLogger("node").info("node started", {
+      hub: `${hubListener.address.hostname}:${hubListener.address.port}`,
       relay_ports: this.relay.ports.map((p) => `${p.port}/${p.protocol}`).join(","),
       peers: config.peers.length,
     });
   }
 
-  /** The hub's bound address (port 0 in the config picks a free port). */
-  get hubAddress(): Deno.NetAddr {
-    return this.#hubListener.address;
-  }
-
-  /**
-   * Serves new hub connections with another certificate and key; open backend and peer sessions keep theirs.
-   * Throws, changing nothing, when the pair cannot be used.
-   */
-  replaceHubCertificate(certPem: string, keyPem: string): void {
-    this.#hubListener.replaceCertificate(certPem, keyPem);
+  /** The state of the hub's ACME certificate (`null` with certificate files), for status and tests. */
+  get hubCertificate(): HubCertificateStatus | null {
+    return this.#acme?.status ?? null;
   }
 
   /** Refusal counters by kind, for status and tests. */
@@ -171,6 +222,7 @@ export class Node {
   async #stop(drainMs: number): Promise<void> {
     const log = createLogger("node");
     this.relay.stopAccepting();
+    await this.#acme?.stop();
     this.hub.drainAll();
     this.mesh?.withdraw();
     log.info("shutting down: no longer accepting", {
@@ -188,7 +240,8 @@ export class Node {
     await this.hub.closeAll(1001, "node shutting down", 5_000);
     await this.mesh?.stop();
     await this.relay.drain(5_000);
-    await this.#hubListener.close();
+    await this.#hubListener?.close();
+    await this.relay.stoppedAccepting();
     this.#sweeper.close();
     clearInterval(this.#housekeeping);
     this.#refusals.flush({ all: true });
@@ -206,16 +259,19 @@ export class Node {
     return this.#tunnels.size;
   }
 
-  /** The hub's listener and its routes: `/connect` for backends, `/mesh` for peers, `/healthz`. */
-  #hubListenerFor(config: NodeConfig): HubListener {
+  /**
+   * Starts the hub's listener with `certificate`; its routes: `/connect` for backends, `/mesh` for peers,
+   * `/healthz`. Throws with the address when it cannot listen.
+   */
+  #startHub(config: NodeConfig, certificate: StoredCertificate): HubListener {
     const { limits, handshakeTimeouts } = config;
     const upgradeMs = handshakeTimeouts.hubUpgradeSeconds * 1000;
     const tokenMs = (handshakeTimeouts.backendTokenSeconds ?? TOKEN_WAIT_MS / 1000) * 1000;
-    return new HubListener({
+    const hubListener = new HubListener({
       hostname: config.hub.hostname,
       port: config.hub.port,
-      certPem: config.hub.certPem,
-      keyPem: config.hub.keyPem,
+      certPem: certificate.certPem,
+      keyPem: certificate.keyPem,
       admission: new Admission({
         maxConnections: limits.maxBackends + limits.maxHubHandshakes + HUB_PEER_LINK_ALLOWANCE,
         maxConnectionsPerIp: limits.maxConnectionsPerIp,
@@ -241,6 +297,14 @@ export class Node {
           return request.respond(404, "Not found\n");
       }
     });
+    try {
+      hubListener.listen();
+    } catch (error) {
+      throw new Error(
+        `Cannot start the hub on ${config.hub.hostname}:${config.hub.port}: ${describe(error)}`,
+      );
+    }
+    return hubListener;
   }
 
   /** A peer tunnels a client to us: serve it from our own backends only (one hop, §4.5). */

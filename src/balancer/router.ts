@@ -23,11 +23,25 @@ export class Router<U extends Upstream> {
   readonly #local = new RouteTable<U>();
   readonly #peers = new RouteTable<U>();
   readonly #peerRoutes = new Map<U, HostnameClaim[]>();
+  readonly #reserved = new Set<string>();
   readonly #onLocalChange: () => void;
 
   /** @param onLocalChange called whenever the set of locally served names may have changed (mesh announces). */
   constructor(onLocalChange: () => void = () => {}) {
     this.#onLocalChange = onLocalChange;
+  }
+
+  /**
+   * Reserves a name for the node itself (its hub's name, whose ACME challenges it answers): no backend or peer
+   * is ever picked for it, not even through a wildcard.
+   */
+  reserve(hostname: string): void {
+    this.#reserved.add(hostname);
+  }
+
+  /** Whether a name is reserved for the node itself. */
+  isReserved(hostname: string): boolean {
+    return this.#reserved.has(hostname);
   }
 
   /** Adds a backend under its claims. */
@@ -68,6 +82,7 @@ export class Router<U extends Upstream> {
    * so routing loops cannot form.
    */
   route(hostname: string, options?: { localOnly?: boolean }): { kind: RouteKind; upstream: U } | undefined {
+    if (this.#reserved.has(hostname)) return undefined;
     const accepts = (upstream: U) => upstream.acceptsStreams;
     const local = this.#local.pick(hostname, accepts);
     if (local !== undefined) return { kind: "local", upstream: local };
@@ -81,11 +96,13 @@ export class Router<U extends Upstream> {
    * {@linkcode route} finds none, this tells "all full" from "nobody".
    */
   serves(hostname: string): boolean {
+    if (this.#reserved.has(hostname)) return false;
     return this.#local.has(hostname) || this.#peers.has(hostname);
   }
 
   /** Whether some backend or peer claims exactly this name (ECH routing needs an exact claim). */
   hasExactRoute(hostname: string): boolean {
+    if (this.#reserved.has(hostname)) return false;
     return this.#local.hasExact(hostname) || this.#peers.hasExact(hostname);
   }
 

@@ -150,7 +150,16 @@ async function serve(args: readonly string[]): Promise<number> {
   const { text, dir } = readConfigText(path);
   const config = readNodeConfig(text, path, dir);
   const node = new Node(config);
-  await untilSignalled(() => node.shutdown(config.drainTimeoutSeconds * 1000));
+  let hubFailure: unknown;
+  await Promise.race([
+    untilSignalled(() => node.shutdown(config.drainTimeoutSeconds * 1000)),
+    // The hub can fail after the relay started only with hubAcme (state directory, port): then stop and say why.
+    node.hubReady.then(() => new Promise<never>(() => {}), async (error) => {
+      hubFailure = error;
+      await node.shutdown(0);
+    }),
+  ]);
+  if (hubFailure !== undefined) throw hubFailure;
   return 0;
 }
 

@@ -5,6 +5,10 @@
  * @module
  */
 
+import { LETS_ENCRYPT_DIRECTORY_URL } from "../acme/client.ts";
+import type { HubAcmeSettings } from "../acme/hub_certificate.ts";
+import { stateRoot } from "../acme/state_dir.ts";
+import { normalizeHostname } from "../hostnames/hostname.ts";
 import { INITIAL_STREAM_CREDITS, MAX_DATA_PAYLOAD_BYTES } from "../protocol/frames.ts";
 import type { RelayPort, RelayProtocol } from "../relay/relay.ts";
 import {
@@ -13,7 +17,7 @@ import {
   readStreamLimitKeys,
   type StreamLimitKeys,
 } from "./shared_keys.ts";
-import { readPemFile, readSecret, readWebSocketUrls } from "./sources.ts";
+import { readPemFile, readSecret, readWebSocketUrls, resolvePath } from "./sources.ts";
 import { type MapReader, readYamlConfig, type ValueReader } from "./yaml_reader.ts";
 
 /** Everything a node needs. */
@@ -21,9 +25,13 @@ export interface NodeConfig extends OperationKeys {
   readonly hub: {
     readonly hostname: string;
     readonly port: number;
+    /** From `hubTlsCertFile`; `""` when the certificate comes from ACME (`hubAcme`). */
     readonly certPem: string;
+    /** From `hubTlsKeyFile`; `""` when the certificate comes from ACME (`hubAcme`). */
     readonly keyPem: string;
   };
+  /** The hub's certificate by ACME instead of files. */
+  readonly hubAcme?: HubAcmeSettings;
   readonly relay: { readonly bindAddress: string; readonly ports: readonly RelayPort[] };
   readonly backendsJwtSecret: Uint8Array;
   readonly peerSecret?: Uint8Array;
@@ -66,10 +74,12 @@ const ADDRESS_PATTERN = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):[0-9]{1,5}$/;
 export function readNodeConfig(text: string, fileName: string, configDir: string): NodeConfig {
   return readYamlConfig(text, fileName, (root) => {
     const listen = parseListenAddress(root, "backendListenAddress");
-    const certPem = readPemFile(root, "hubTlsCertFile", configDir, "certificate", { required: true });
-    const keyPem = readPemFile(root, "hubTlsKeyFile", configDir, "private key", { required: true });
+    const hubTls = readHubTls(root, configDir);
     const relayPorts = root.list("relayPorts", readRelayPort, { required: true, nonEmpty: true });
     checkDistinctPorts(root, relayPorts, listen?.port);
+    if (hubTls.acme !== undefined && !relayPorts.some((port) => port.protocol === "http")) {
+      root.problem("hubAcme", "needs an HTTP relay port (80) to answer the ACME HTTP-01 challenge on");
+    }
     const peers = readWebSocketUrls(root, "peers", { default: [] });
     const peerSecret = readSecret(root, "peerSecret", configDir, { required: peers.length > 0 });
     const limits = root.map("limits");
@@ -84,9 +94,10 @@ export function readNodeConfig(text: string, fileName: string, configDir: string
       hub: {
         hostname: listen?.hostname ?? "",
         port: listen?.port ?? 0,
-        certPem: certPem ?? "",
-        keyPem: keyPem ?? "",
+        certPem: hubTls.certPem ?? "",
+        keyPem: hubTls.keyPem ?? "",
       },
+      ...optional("hubAcme", hubTls.acme),
       relay: {
         bindAddress: root.string("relayBindAddress", { default: "0.0.0.0", nonEmpty: true }),
         ports: relayPorts,
@@ -139,6 +150,78 @@ export function readNodeConfig(text: string, fileName: string, configDir: string
       },
     };
   });
+}
+
+/** Default backoff of ACME attempts after a failure: a minute, doubling up to six hours. */
+const ACME_RETRY = { initialDelayMs: 60_000, maxDelayMs: 6 * 3_600_000 } as const;
+const EMAIL_PATTERN = /^[^@\s:,<>]+@[^@\s:,<>]+\.[^@\s:,<>]+$/;
+
+/** Exactly one of `hubTlsCertFile` with `hubTlsKeyFile`, or `hubAcme`. */
+function readHubTls(
+  root: MapReader,
+  configDir: string,
+): { certPem?: string; keyPem?: string; acme?: HubAcmeSettings } {
+  const files = root.has("hubTlsCertFile") || root.has("hubTlsKeyFile");
+  if (!root.has("hubAcme")) {
+    return {
+      certPem: readPemFile(root, "hubTlsCertFile", configDir, "certificate", { required: true }),
+      keyPem: readPemFile(root, "hubTlsKeyFile", configDir, "private key", { required: true }),
+    };
+  }
+  if (files) {
+    root.problem(
+      root.has("hubTlsCertFile") ? "hubTlsCertFile" : "hubTlsKeyFile",
+      "set either hubTlsCertFile and hubTlsKeyFile, or hubAcme, not both",
+    );
+    // Read anyway, so their own mistakes are reported in the same pass.
+    readPemFile(root, "hubTlsCertFile", configDir, "certificate", { required: false });
+    readPemFile(root, "hubTlsKeyFile", configDir, "private key", { required: false });
+  }
+  return { acme: readHubAcme(root.map("hubAcme"), configDir) };
+}
+
+/** The `hubAcme` block. */
+function readHubAcme(map: MapReader, configDir: string): HubAcmeSettings | undefined {
+  const rawHostname = map.string("hostname", { required: true, nonEmpty: true });
+  const hostname = normalizeHostname(rawHostname);
+  if (rawHostname !== "" && hostname === null) {
+    map.problem("hostname", `"${rawHostname}" is not a DNS name (no wildcard, no IP address)`);
+  }
+  const email = map.string("email", {
+    nonEmpty: true,
+    pattern: EMAIL_PATTERN,
+    patternHint: "an address such as ops@example.com",
+  });
+  const directoryUrl = map.string("directoryUrl", {
+    default: LETS_ENCRYPT_DIRECTORY_URL,
+    pattern: /^https:\/\/[^\s/]+(?:\/\S*)?$/,
+    patternHint: "an https:// URL (RFC 8555 §6.1)",
+  });
+  const caPem = readPemFile(map, "caFile", configDir, "certificate", { required: false });
+  const stateDir = resolvePath(
+    configDir,
+    map.string("stateDir", { default: `${stateRoot()}/acme`, nonEmpty: true }),
+  );
+  checkWritable(map, stateDir);
+  if (hostname === null) return undefined;
+  return {
+    hostname,
+    ...(email === undefined ? {} : { email }),
+    directoryUrl,
+    ...(caPem === undefined ? {} : { caPem }),
+    stateDir,
+    retry: ACME_RETRY,
+  };
+}
+
+/** Reports a state directory this process may not write to, saying what may be written and how to allow it. */
+function checkWritable(map: MapReader, stateDir: string): void {
+  if (Deno.permissions.querySync({ name: "write", path: stateDir }).state === "granted") return;
+  map.problem(
+    "stateDir",
+    `this process may not write to ${stateDir}: the released binary may write only under ${stateRoot()} ` +
+      `(fixed when it is built: scripts/compile.ts --write-dir); from source, run with --allow-write=${stateDir}`,
+  );
 }
 
 /** Reads `key` as `host:port`, `:port` or `[v6]:port`; an empty host means every address. */

@@ -11,7 +11,7 @@ import type { MapReader } from "./yaml_reader.ts";
 const SECRET_ENV_PATTERN = /^NEXUS_[A-Z0-9_]+$/;
 
 /** Resolves a path from the config relative to the config file's directory. */
-function resolvePath(configDir: string, path: string): string {
+export function resolvePath(configDir: string, path: string): string {
   return path.startsWith("/") || /^[A-Za-z]:[\\/]/.test(path) ? path : `${configDir}/${path}`;
 }
 

@@ -4,15 +4,20 @@
  * @module
  */
 
-// Reason phrases: RFC 9110 §15.5.1, §15.5.9, §15.5.20, §15.6.3, §15.6.4; RFC 6585 §5.
+// Reason phrases: RFC 9110 §15.3.1, §15.5.1, §15.5.5, §15.5.9, §15.5.20, §15.6.3, §15.6.4; RFC 6585 §5.
 const REASON_PHRASES = {
+  200: "OK",
   400: "Bad Request",
+  404: "Not Found",
   408: "Request Timeout",
   421: "Misdirected Request",
   431: "Request Header Fields Too Large",
   502: "Bad Gateway",
   503: "Service Unavailable",
 } as const;
+
+/** The statuses the proxy writes itself. */
+export type ResponseStatus = keyof typeof REASON_PHRASES;
 
 const encoder = new TextEncoder();
 
@@ -36,21 +41,35 @@ const encoder = new TextEncoder();
  * // "Misdirected Request: no route for app.example.com\n"
  * ```
  */
-export function proxyErrorResponse(status: keyof typeof REASON_PHRASES, detail?: string): Uint8Array {
+export function proxyErrorResponse(status: Exclude<ResponseStatus, 200>, detail?: string): Uint8Array {
   const reason = REASON_PHRASES[status];
   // deno-lint-ignore no-control-regex
   const line = detail ? `${reason}: ${detail.replace(/[\x00-\x1f\x7f]/g, " ")}` : reason;
-  const body = encoder.encode(`${line}\n`);
+  return plainTextResponse(status, `${line}\n`);
+}
+
+/**
+ * Builds a complete HTTP/1.1 response with a plain-text body, sent as given, that ends the connection: what
+ * {@linkcode proxyErrorResponse} sends, and the node's own answers (an ACME HTTP-01 key authorization).
+ *
+ * @example
+ * ```ts
+ * import { plainTextResponse } from "./responses.ts";
+ * new TextDecoder().decode(plainTextResponse(200, "token.thumbprint")).endsWith("\r\n\r\ntoken.thumbprint"); // true
+ * ```
+ */
+export function plainTextResponse(status: ResponseStatus, body: string): Uint8Array {
+  const bodyBytes = encoder.encode(body);
   const head = encoder.encode(
-    `HTTP/1.1 ${status} ${reason}\r\n` +
+    `HTTP/1.1 ${status} ${REASON_PHRASES[status]}\r\n` +
       "Content-Type: text/plain; charset=utf-8\r\n" +
-      `Content-Length: ${body.length}\r\n` +
+      `Content-Length: ${bodyBytes.length}\r\n` +
       "Connection: close\r\n" +
       "Cache-Control: no-store\r\n" +
       "\r\n",
   );
-  const response = new Uint8Array(head.length + body.length);
+  const response = new Uint8Array(head.length + bodyBytes.length);
   response.set(head);
-  response.set(body, head.length);
+  response.set(bodyBytes, head.length);
   return response;
 }

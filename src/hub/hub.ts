@@ -41,6 +41,8 @@ export interface HubSettings {
   readonly heartbeatIntervalMs: number;
   /** Wait for each handshake token; absent: the original's 10 s (`TOKEN_WAIT_MS`). */
   readonly tokenWaitMs?: number;
+  /** Names the node keeps for itself (its hub's ACME name): a backend claiming one exactly is refused. */
+  readonly isReserved?: (hostname: string) => boolean;
 }
 
 /** Close code for handshake refusals (§1.2: 1008 policy violation). */
@@ -163,6 +165,16 @@ export class Hub {
     hubRequest.proven();
     ws.setMaxMessageBytes(speaksCredits ? MAX_BATCHED_MESSAGE_BYTES : MAX_MESSAGE_BYTES);
     const { claims } = outcome;
+    const reserved = claims.hostnames.find((claim) =>
+      claim.kind === "exact" && this.#settings.isReserved?.(claim.name)
+    );
+    if (reserved !== undefined) {
+      // "forbidden": a claim that cannot heal, so the original's client stops retrying (README, tokens).
+      const reason = `forbidden: ${claimKey(reserved)} is this node's own hub name`;
+      this.#refusals.event("backend_rejected", "backend rejected", { remote: remoteAddress, why: reason });
+      closeQuietly(ws, POLICY_VIOLATION, reason);
+      return;
+    }
     const name = claims.name || remoteAddress;
     // A backend that drains (its agent is shutting down) leaves the pools at once; its open streams go on.
     let leavePool = () => {};

@@ -103,6 +103,8 @@ export class HubListener {
   /** Connections the TLS server accepted before the gate had registered them (see #serveTls). */
   readonly #early = new Map<number, { conn: Deno.TlsConn; timer: ReturnType<typeof setTimeout> }>();
   readonly #handlers = new Set<Promise<void>>();
+  /** The accept loops; each ends once its listener is closed and its port free again. */
+  readonly #acceptLoops = new Set<Promise<void>>();
   #closed = false;
 
   constructor(settings: HubListenerSettings, handle: (request: HubRequest) => Promise<void>) {
@@ -121,12 +123,12 @@ export class HubListener {
       throw error;
     }
     const publicListener = this.#public;
-    void acceptLoop(publicListener, (conn) => this.#gate(conn), (error, retryInMs) => {
+    this.#acceptLoops.add(acceptLoop(publicListener, (conn) => this.#gate(conn), (error, retryInMs) => {
       this.#settings.refusals.event("hub_accept_error", "hub accept failed", {
         error: describe(error),
         retry_in_ms: retryInMs,
       });
-    });
+    }));
   }
 
   /** The public address (port 0 in the config picks a free port). */
@@ -179,12 +181,14 @@ export class HubListener {
   #startTlsServer(certPem: string, keyPem: string): TlsServer {
     const listener = Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert: certPem, key: keyPem });
     const server: TlsServer = { listener, port: (listener.addr as Deno.NetAddr).port };
-    void acceptLoop(listener, (conn) => this.#serveTls(conn), (error, retryInMs) => {
+    const loop = acceptLoop(listener, (conn) => this.#serveTls(conn), (error, retryInMs) => {
       this.#settings.refusals.event("hub_accept_error", "hub TLS accept failed", {
         error: describe(error),
         retry_in_ms: retryInMs,
       });
     });
+    this.#acceptLoops.add(loop);
+    void loop.finally(() => this.#acceptLoops.delete(loop));
     return server;
   }
 

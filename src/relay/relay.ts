@@ -42,6 +42,11 @@ export interface RelayDependencies {
   readonly log: Logger;
   /** Refusals are counted and rate-limited, never one line per event in a flood. */
   readonly refusals: RateLimitedLog;
+  /**
+   * The node's own answer to an HTTP request, when it has one (the ACME HTTP-01 responder for its hub's
+   * name): a complete response, written before the connection closes. `undefined` routes the request.
+   */
+  readonly answerHttp?: (request: HttpRequestHead) => Uint8Array | undefined;
 }
 
 /** A client connection in the handshake phase, as its routing sees it. */
@@ -55,10 +60,15 @@ interface ClientHandshake {
   readonly shed: AbortSignal;
 }
 
+/** A complete, routable HTTP request head, as the parser read it. */
+export type HttpRequestHead = Extract<RequestHeadResult, { kind: "request" }>;
+
 /** Public listeners and the connections they carry. */
 export class Relay {
   readonly #deps: RelayDependencies;
   readonly #listeners: Deno.TcpListener[] = [];
+  /** One per listener; each ends once its listener is closed and its port free again. */
+  readonly #acceptLoops: Promise<void>[] = [];
   readonly #splices = new Set<Splice>();
   readonly #handlers = new Set<Promise<void>>();
   /** Connections still in the handshake phase (not yet spliced), so a shutdown can end them too. */
@@ -88,7 +98,9 @@ export class Relay {
         address: `${this.#deps.bindAddress}:${(listener.addr as Deno.NetAddr).port}`,
         protocol: relayPort.protocol,
       });
-      void this.#accept(listener, { ...relayPort, port: (listener.addr as Deno.NetAddr).port });
+      this.#acceptLoops.push(
+        this.#accept(listener, { ...relayPort, port: (listener.addr as Deno.NetAddr).port }),
+      );
     }
   }
 
@@ -114,6 +126,11 @@ export class Relay {
         // Already closed.
       }
     }
+  }
+  /** Resolves once every listener's port is released (a closed listener frees its port a moment later). */
+  async stoppedAccepting(): Promise<void> {
+    this.stopAccepting();
+    await Promise.all(this.#acceptLoops);
   }
 
   /** Resolves when every open connection has ended, or after `timeoutMs`; returns how many were still open. */
@@ -303,6 +320,13 @@ export class Relay {
         return this.#refuse(handshake, proxyErrorResponse(431), "request_head_too_large", fields);
       case "request":
         break;
+    }
+    const answer = this.#deps.answerHttp?.(head);
+    if (answer !== undefined) {
+      this.#deps.log.debug("answered by the node", { ...fields, host: head.host });
+      await handshake.client.write(answer).catch(() => {});
+      await handshake.client.close("answered by the node", { graceful: true });
+      return null;
     }
     const stream = this.#openStream(head.host, relayPort, clientAddress, false);
     if (typeof stream === "string") {

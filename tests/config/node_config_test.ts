@@ -414,6 +414,136 @@ const yamlishText = fc.array(
   { maxLength: 12 },
 ).map((lines) => lines.join("\n"));
 
+/** The required lines with the hub's certificate files replaced by `hubAcme` lines. */
+function withAcme(acme: readonly string[], extra: readonly string[] = []): string[] {
+  return [REQUIRED[0], ...acme, ...REQUIRED.slice(3), ...extra];
+}
+
+Deno.test("hubAcme reads into the hub's ACME settings, relative paths from the config's directory", async () => {
+  const dir = await configDir();
+  const certs = await testCertificates();
+  const config = readNodeConfig(
+    withAcme([
+      "hubAcme:",
+      "  hostname: Hub.Example.COM.",
+      "  email: ops@example.com",
+      '  directoryUrl: "https://localhost:14000/dir"',
+      '  caFile: "ca.pem"',
+      '  stateDir: "acme-state"',
+    ]).join("\n"),
+    "node.yaml",
+    dir.path,
+  );
+  assert.deepEqual(config.hubAcme, {
+    hostname: "hub.example.com",
+    email: "ops@example.com",
+    directoryUrl: "https://localhost:14000/dir",
+    caPem: certs.ca.certPem,
+    stateDir: `${dir.path}/acme-state`,
+    retry: { initialDelayMs: 60_000, maxDelayMs: 6 * 3_600_000 },
+  });
+  assert.equal(config.hub.certPem, "");
+  assert.equal(config.hub.keyPem, "");
+});
+
+Deno.test("hubAcme defaults to Let's Encrypt's production directory and a state directory under /var/lib/nexus", async () => {
+  const dir = await configDir();
+  const config = readNodeConfig(
+    withAcme(["hubAcme: { hostname: hub.example.com }"]).join("\n"),
+    "n.yaml",
+    dir.path,
+  );
+  assert.deepEqual(config.hubAcme, {
+    hostname: "hub.example.com",
+    directoryUrl: "https://acme-v02.api.letsencrypt.org/directory",
+    stateDir: "/var/lib/nexus/acme",
+    retry: { initialDelayMs: 60_000, maxDelayMs: 6 * 3_600_000 },
+  });
+});
+
+Deno.test("hubAcme's mistakes are reported at their line and column", async (t) => {
+  const cases: Array<[string, string[], string[]]> = [
+    ["both files and hubAcme", [...REQUIRED, "hubAcme: { hostname: hub.example.com }"], [
+      "node.yaml:2:17: hubTlsCertFile: set either hubTlsCertFile and hubTlsKeyFile, or hubAcme, not both",
+    ]],
+    ["neither", [REQUIRED[0], ...REQUIRED.slice(3)], [
+      "node.yaml:1:1: hubTlsCertFile: required key is missing",
+      "node.yaml:1:1: hubTlsKeyFile: required key is missing",
+    ]],
+    ["no hostname", withAcme(["hubAcme: { email: ops@example.com }"]), [
+      "node.yaml:2:10: hubAcme.hostname: required key is missing",
+    ]],
+    ["a wildcard hostname", withAcme(['hubAcme: { hostname: "*.example.com" }']), [
+      'node.yaml:2:22: hubAcme.hostname: "*.example.com" is not a DNS name (no wildcard, no IP address)',
+    ]],
+    ["an IP address", withAcme(['hubAcme: { hostname: "192.0.2.1" }']), [
+      'node.yaml:2:22: hubAcme.hostname: "192.0.2.1" is not a DNS name (no wildcard, no IP address)',
+    ]],
+    ["a bad email", withAcme(["hubAcme: { hostname: h.example.com, email: ops }"]), [
+      'node.yaml:2:44: hubAcme.email: expected an address such as ops@example.com, got "ops"',
+    ]],
+    [
+      "a plain-http directory",
+      withAcme(['hubAcme: { hostname: h.example.com, directoryUrl: "http://ca/dir" }']),
+      [
+        'node.yaml:2:51: hubAcme.directoryUrl: expected an https:// URL (RFC 8555 §6.1), got "http://ca/dir"',
+      ],
+    ],
+    ["a caFile holding a key", withAcme(['hubAcme: { hostname: h.example.com, caFile: "hub.key" }']), [
+      "node.yaml:2:45: hubAcme.caFile: hub.key holds no PEM certificate",
+    ]],
+    ["an unknown key", withAcme(["hubAcme: { hostname: h.example.com, renew: true }"]), [
+      "node.yaml:2:37: hubAcme.renew: unknown key",
+    ]],
+    ["no HTTP relay port", [
+      REQUIRED[0],
+      "hubAcme: { hostname: h.example.com }",
+      "relayPorts: [443]",
+      REQUIRED[4],
+    ], [
+      "node.yaml:2:10: hubAcme: needs an HTTP relay port (80) to answer the ACME HTTP-01 challenge on",
+    ]],
+  ];
+  for (const [name, lines, expected] of cases) {
+    await t.step(name, async () => {
+      assert.deepEqual(await problems(lines), expected);
+    });
+  }
+});
+
+Deno.test("a state directory the process may not write to is reported, with what may be written", async () => {
+  const dir = await configDir();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--no-prompt",
+      "--allow-read",
+      "--allow-env",
+      "src/main.ts",
+      "check",
+      "--config",
+      `${dir.path}/acme.yaml`,
+    ],
+    cwd: new URL("../../", import.meta.url).pathname,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  });
+  await dir.write(
+    "acme.yaml",
+    withAcme(["hubAcme:", "  hostname: hub.example.com", '  stateDir: "/srv/acme"']).join("\n"),
+  );
+  const output = await child.output();
+  assert.equal(output.code, 1);
+  assert.equal(
+    new TextDecoder().decode(output.stderr),
+    "nexus: invalid configuration:\n" +
+      `${dir.path}/acme.yaml:4:13: hubAcme.stateDir: this process may not write to /srv/acme: the released binary ` +
+      "may write only under /var/lib/nexus (fixed when it is built: scripts/compile.ts --write-dir); from " +
+      "source, run with --allow-write=/srv/acme\n",
+  );
+});
+
 Deno.test("property: arbitrary text and YAML-looking text never throw anything but a ConfigError", async () => {
   await fc.assert(
     fc.asyncProperty(

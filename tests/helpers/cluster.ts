@@ -8,6 +8,7 @@
 import { Agent, type AgentSettings } from "../../src/agent/agent.ts";
 import { type Target, TargetMap, type TargetRule } from "../../src/agent/targets.ts";
 import { secretTokenSource, type TokenSource } from "../../src/agent/token_source.ts";
+import type { HubAcmeSettings } from "../../src/acme/hub_certificate.ts";
 import type { NodeConfig, NodeLimits } from "../../src/config/node_config.ts";
 import { createLogger } from "../../src/log/logger.ts";
 import { Node } from "../../src/node.ts";
@@ -28,6 +29,10 @@ export interface TestNodeOptions {
   readonly peerSecret?: Uint8Array | null;
   readonly hubPort?: number;
   readonly handshakeTimeouts?: NodeConfig["handshakeTimeouts"];
+  /** The hub's certificate by ACME instead of the test CA's. */
+  readonly hubAcme?: HubAcmeSettings;
+  /** Wait until the hub listens (default true; with `hubAcme` it may never, when no certificate can be had). */
+  readonly waitForHub?: boolean;
 }
 
 /** A running test node. */
@@ -48,9 +53,10 @@ export async function startTestNode(options: TestNodeOptions = {}): Promise<Test
     hub: {
       hostname: "127.0.0.1",
       port: options.hubPort ?? 0,
-      certPem: certs.hub.certPem,
-      keyPem: certs.hub.keyPem,
+      certPem: options.hubAcme ? "" : certs.hub.certPem,
+      keyPem: options.hubAcme ? "" : certs.hub.keyPem,
     },
+    ...(options.hubAcme ? { hubAcme: options.hubAcme } : {}),
     relay: {
       bindAddress: "127.0.0.1",
       ports: options.relayPorts ?? [{ port: 0, protocol: "tls" }, { port: 0, protocol: "http" }],
@@ -81,12 +87,23 @@ export async function startTestNode(options: TestNodeOptions = {}): Promise<Test
       { firstByteSeconds: 15, extendSeconds: 5, totalSeconds: 30, hubUpgradeSeconds: 10 },
   };
   const node = new Node(config);
-  const hub = node.hubAddress;
+  if (options.waitForHub !== false) {
+    await withTimeout(node.hubReady, "the hub's start", 60_000).catch(async (error) => {
+      await node.shutdown(0);
+      throw error;
+    });
+  }
   const ports = node.relay.ports;
+  // The hub's name: with ACME, its certificate is for that name only.
+  const hubHost = options.hubAcme?.hostname ?? "127.0.0.1";
   return {
     node,
-    hubUrl: `wss://127.0.0.1:${hub.port}/connect`,
-    meshUrl: `wss://127.0.0.1:${hub.port}/mesh`,
+    get hubUrl() {
+      return `wss://${hubHost}:${node.hubAddress.port}/connect`;
+    },
+    get meshUrl() {
+      return `wss://${hubHost}:${node.hubAddress.port}/mesh`;
+    },
     tlsPort: ports.find((p) => p.protocol === "tls")?.port ?? 0,
     httpPort: ports.find((p) => p.protocol === "http")?.port ?? 0,
     close: () => node.shutdown(0),

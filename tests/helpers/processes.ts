@@ -94,23 +94,27 @@ export function agentYaml(options: {
   ].join("\n");
 }
 
-/** A running `nexus` child process whose stderr is collected line by line. */
-export class NexusProcess {
+/** A child process whose stdout and stderr are collected line by line. */
+export class WatchedProcess {
   readonly child: Deno.ChildProcess;
-  /** Every stderr line so far. */
+  /** Every output line so far. */
   readonly lines: string[] = [];
   /** Resolves with the exit status once the process has exited and its output has been read. */
   readonly exited: Promise<Deno.CommandStatus>;
   #waiters: Array<() => void> = [];
 
-  constructor(args: readonly string[]) {
-    this.child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-net", "--allow-read", "--allow-env", "src/main.ts", ...args],
-      cwd: REPO_ROOT,
+  constructor(
+    command: string,
+    args: readonly string[],
+    options: { cwd?: string; env?: Record<string, string> } = {},
+  ) {
+    this.child = new Deno.Command(command, {
+      args: [...args],
+      cwd: options.cwd ?? REPO_ROOT,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
-      env: { NO_COLOR: "1" },
+      env: { NO_COLOR: "1", ...options.env },
     }).spawn();
     const collect = async (stream: ReadableStream<Uint8Array>) => {
       let partial = "";
@@ -182,6 +186,24 @@ export class NexusProcess {
     const waiters = this.#waiters;
     this.#waiters = [];
     for (const wake of waiters) wake();
+  }
+}
+
+/**
+ * A running `nexus` child process (`deno run src/main.ts …`) with the permissions of the released binary;
+ * `allowWrite` adds write access to one directory (the ACME state directory).
+ */
+export class NexusProcess extends WatchedProcess {
+  constructor(args: readonly string[], options: { allowWrite?: string } = {}) {
+    super(Deno.execPath(), [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-env",
+      ...(options.allowWrite === undefined ? [] : [`--allow-write=${options.allowWrite}`]),
+      "src/main.ts",
+      ...args,
+    ]);
   }
 }
 

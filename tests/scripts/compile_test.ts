@@ -9,6 +9,7 @@ import {
   resolveRuntime,
   RUNTIME_PERMISSIONS,
   TARGETS,
+  writePermission,
 } from "../../scripts/compile.ts";
 import {
   demoCurlCommand,
@@ -102,7 +103,53 @@ Deno.test("under RUNTIME_PERMISSIONS the dependencies parse YAML and sign and ve
   equal(new TextDecoder().decode(output.stdout), '{"listen":[443]} sub: agent-1\n');
 });
 
-Deno.test("compileArgs builds each target from src/main.ts into dist with the runtime permissions only", () => {
+Deno.test("under the binary's permissions the ACME code makes a key and CSR and writes in the state root only", async () => {
+  const root = await Deno.makeTempDir({ prefix: "nexus-write-root-" });
+  const outside = await Deno.makeTempDir({ prefix: "nexus-outside-" });
+  const probe = `
+    import { createCertificateRequest } from "./src/acme/certificate.ts";
+    import { AcmeStateDir, writeFileAtomically } from "./src/acme/state_dir.ts";
+    const request = await createCertificateRequest("hub.example.com");
+    const state = new AcmeStateDir(${JSON.stringify(`${root}/acme`)});
+    await state.prepare();
+    await state.saveCertificate("hub.example.com", { certPem: "", keyPem: request.keyPem });
+    let refused = "no";
+    try {
+      await writeFileAtomically(${JSON.stringify(`${outside}/x`)}, "x", 0o600);
+    } catch (error) {
+      refused = error instanceof Deno.errors.NotCapable ? "NotCapable" : String(error);
+    }
+    console.log(request.csrDer.length > 100, refused);
+  `;
+  try {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--no-prompt",
+        ...RUNTIME_PERMISSIONS,
+        writePermission("x86_64-unknown-linux-gnu", root),
+        "-",
+      ],
+      cwd: ROOT,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(probe));
+    await writer.close();
+    const output = await child.output();
+    equal(new TextDecoder().decode(output.stderr), "");
+    equal(new TextDecoder().decode(output.stdout), "true NotCapable\n");
+    equal((await Deno.stat(`${root}/acme/hub.example.com.pem`)).mode! & 0o777, 0o600);
+    deepEqual([...Deno.readDirSync(outside)], []);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+    await Deno.remove(outside, { recursive: true });
+  }
+});
+
+Deno.test("compileArgs builds each target from src/main.ts into dist with the runtime permissions and writes under the state root only", () => {
   for (const target of TARGETS) {
     const exe = target === "x86_64-pc-windows-msvc" ? ".exe" : "";
     const args = compileArgs(target, "1.2.3");
@@ -115,20 +162,25 @@ Deno.test("compileArgs builds each target from src/main.ts into dist with the ru
       "--allow-net",
       "--allow-read",
       "--allow-env=NEXUS_*,LOG_TOKENS,LOG_STREAM",
+      exe ? "--allow-write=C:\\ProgramData\\nexus" : "--allow-write=/var/lib/nexus",
       "src/main.ts",
     ]);
     for (const broad of ["-A", "--allow-all", "--allow-write", "--allow-run", "--allow-ffi", "--allow-sys"]) {
-      ok(
-        !args.some((arg) => arg === broad || arg.startsWith(`${broad}=`)),
-        `${target}: ${broad} must not be set`,
-      );
+      ok(!args.some((arg) => arg === broad), `${target}: ${broad} must not be set`);
+    }
+    for (const never of ["--allow-run", "--allow-ffi", "--allow-sys"]) {
+      ok(!args.some((arg) => arg.startsWith(`${never}=`)), `${target}: ${never} must not be set`);
     }
   }
 });
 
-Deno.test("compileArgs takes the output directory and entry point from its options", () => {
+Deno.test("compileArgs takes the output directory, entry point and write directory from its options", () => {
   deepEqual(
-    compileArgs("aarch64-unknown-linux-gnu", VERSION, { outDir: "/tmp/out", entry: "/tmp/tiny.ts" }),
+    compileArgs("aarch64-unknown-linux-gnu", VERSION, {
+      outDir: "/tmp/out",
+      entry: "/tmp/tiny.ts",
+      writeDir: "/srv/nexus",
+    }),
     [
       "compile",
       "--target",
@@ -138,6 +190,7 @@ Deno.test("compileArgs takes the output directory and entry point from its optio
       "--allow-net",
       "--allow-read",
       "--allow-env=NEXUS_*,LOG_TOKENS,LOG_STREAM",
+      "--allow-write=/srv/nexus",
       "/tmp/tiny.ts",
     ],
   );
