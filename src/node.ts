@@ -31,6 +31,12 @@ import { MAX_DATA_PAYLOAD_BYTES, MAX_MESSAGE_BYTES, type StreamOpenInfo } from "
 import { Admission } from "./relay/admission.ts";
 import { Relay } from "./relay/relay.ts";
 import { Splice, SpliceSweeper } from "./stream/splice.ts";
+import {
+  countFreeDescriptors,
+  type DescriptorPlan,
+  descriptorsNeeded,
+  planDescriptors,
+} from "./system/descriptors.ts";
 
 /** Session ping interval on links that speak our subprotocol (agents and peers). */
 const HEARTBEAT_INTERVAL_MS = 15_000;
@@ -56,6 +62,7 @@ export class Node implements HubCertificateSink {
   readonly #config: NodeConfig;
   readonly #acme: HubCertificate | null;
   readonly #admission: Admission;
+  readonly #descriptors: DescriptorPlan;
   readonly #sweeper: SpliceSweeper;
   readonly #refusals: RateLimitedLog;
   #hubListener: HubListener | null = null;
@@ -119,7 +126,8 @@ export class Node implements HubCertificateSink {
       createLogger("mesh"),
       this.#refusals,
     );
-    this.#admission = new Admission(config.limits);
+    this.#descriptors = descriptorPlan(config);
+    this.#admission = new Admission({ ...config.limits, maxConnections: this.#descriptors.relayConnections });
     this.relay = new Relay({
       bindAddress: config.relay.bindAddress,
       ports: config.relay.ports,
@@ -273,9 +281,9 @@ export class Node implements HubCertificateSink {
       certPem: certificate.certPem,
       keyPem: certificate.keyPem,
       admission: new Admission({
-        maxConnections: limits.maxBackends + limits.maxHubHandshakes + HUB_PEER_LINK_ALLOWANCE,
+        maxConnections: this.#descriptors.hubConnections,
         maxConnectionsPerIp: limits.maxConnectionsPerIp,
-        maxHandshakes: limits.maxHubHandshakes,
+        maxHandshakes: Math.min(limits.maxHubHandshakes, this.#descriptors.hubConnections),
         maxHandshakesPerIp: limits.maxHubHandshakesPerIp,
       }),
       upgradeDeadlineMs: upgradeMs,
@@ -323,6 +331,31 @@ export class Node implements HubCertificateSink {
     this.#sweeper.watch(splice);
     void splice.done.then(() => this.#tunnels.delete(splice));
   }
+}
+
+/**
+ * The relay's and the hub's connection caps under the process's open-file limit; when the limit is too small
+ * for the configuration, says so once at start with what to change.
+ */
+function descriptorPlan(config: NodeConfig): DescriptorPlan {
+  const { limits } = config;
+  const demand = {
+    relayConnections: limits.maxConnections,
+    hubConnections: limits.maxBackends + limits.maxHubHandshakes + HUB_PEER_LINK_ALLOWANCE,
+    dialledLinks: config.peers.length,
+  };
+  const free = countFreeDescriptors(descriptorsNeeded(demand));
+  const plan = planDescriptors(free ?? Infinity, demand);
+  if (plan.reduced) {
+    createLogger("node").warn("the open-file limit is too small for the configured limits; caps lowered", {
+      free_descriptors: free ?? "unknown",
+      needed: plan.needed,
+      relay_connections: plan.relayConnections,
+      hub_connections: plan.hubConnections,
+      hint: "raise the limit (LimitNOFILE=, ulimit -n) or lower limits.maxConnections and limits.maxBackends",
+    });
+  }
+  return plan;
 }
 
 function describe(error: unknown): string {

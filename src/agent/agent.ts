@@ -16,6 +16,7 @@ import type { StreamOpenInfo } from "../protocol/frames.ts";
 import { type HubMessage, type HubMessageType, parseHubMessage } from "../protocol/hub_messages.ts";
 import { SocketDuplex } from "../stream/socket_duplex.ts";
 import { Splice, SpliceSweeper } from "../stream/splice.ts";
+import { countFreeDescriptors, RESERVED_DESCRIPTORS } from "../system/descriptors.ts";
 import type { TargetMap } from "./targets.ts";
 import type { TokenSource } from "./token_source.ts";
 
@@ -57,7 +58,7 @@ export class Agent {
   #onConnected: (hubUrl: string) => void = () => {};
 
   constructor(settings: AgentSettings, log: Logger) {
-    this.#settings = settings;
+    this.#settings = { ...settings, maxStreams: streamCapUnderLimit(settings, log) };
     this.#log = log;
     this.#sweeper = new SpliceSweeper({
       idleTimeoutMs: settings.idleTimeoutMs,
@@ -270,6 +271,23 @@ export class Agent {
     this.#splices.delete(splice);
     this.#log.debug("stream closed", { host: info.hostname, client: info.clientAddress, why: result.reason });
   }
+}
+
+/**
+ * Each stream holds one descriptor (its connection to the local service): the stream cap must fit under the
+ * open-file limit, or the agent would fail to dial once it runs out. Says so once when it lowers the cap.
+ */
+function streamCapUnderLimit(settings: AgentSettings, log: Logger): number {
+  const wanted = RESERVED_DESCRIPTORS + settings.hubUrls.length + settings.maxStreams;
+  const free = countFreeDescriptors(wanted);
+  if (free === null || free >= wanted) return settings.maxStreams;
+  const room = Math.max(1, free - RESERVED_DESCRIPTORS - settings.hubUrls.length);
+  log.warn("the open-file limit is too small for limits.maxStreams; cap lowered", {
+    free_descriptors: free,
+    max_streams: room,
+    hint: "raise the limit (LimitNOFILE=, ulimit -n) or lower limits.maxStreams",
+  });
+  return room;
 }
 
 /** The hub message of `type` (a challenge carries its nonce), or why it is not there. */

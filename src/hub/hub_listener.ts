@@ -76,13 +76,72 @@ const REPLACED_TLS_SERVER_GRACE_MS = 10_000;
 const EARLY_ACCEPT_WAIT_MS = 1_000;
 const encoder = new TextEncoder();
 
-/** One connection through the gate, from accept until it closes. */
-interface GatedConnection {
+/**
+ * One connection through the gate, from accept until it closes: first the public socket alone while the
+ * loopback leg connects, then both spliced. Ending it at any point closes what it holds and frees its slot.
+ */
+class GatedConnection {
   readonly remoteAddress: string;
   readonly ticket: AdmissionTicket;
-  readonly splice: Splice;
-  phase: "tls" | "upgraded" | "proven";
+  phase: "tls" | "upgraded" | "proven" = "tls";
   deadline: ReturnType<typeof setTimeout> | undefined;
+  /** Resolves once the connection has ended and its slot is free. */
+  readonly done: Promise<void>;
+  readonly #conn: Deno.TcpConn;
+  readonly #connecting = new AbortController();
+  #splice: Splice | null = null;
+  #ended = false;
+  #resolveDone!: () => void;
+
+  constructor(conn: Deno.TcpConn, remoteAddress: string, ticket: AdmissionTicket) {
+    this.#conn = conn;
+    this.remoteAddress = remoteAddress;
+    this.ticket = ticket;
+    this.done = new Promise((resolve) => (this.#resolveDone = resolve));
+    void this.done.then(() => {
+      clearTimeout(this.deadline);
+      ticket.release();
+    });
+  }
+
+  /** Aborts the loopback connect when the connection ends first. */
+  get signal(): AbortSignal {
+    return this.#connecting.signal;
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** The loopback leg is up: splice it to the public socket. False (and `loopback` closed) if already ended. */
+  forward(loopback: Deno.TcpConn): boolean {
+    if (this.#ended) {
+      closeQuietly(loopback);
+      return false;
+    }
+    this.#splice = new Splice(
+      new SocketDuplex(this.#conn, `hub client ${this.remoteAddress}`),
+      new SocketDuplex(loopback, "hub TLS server"),
+    );
+    void this.#splice.done.then(() => {
+      this.#ended = true;
+      this.#resolveDone();
+    });
+    return true;
+  }
+
+  /** Ends the connection now: both sockets close, which also ends the TLS server's side. Idempotent. */
+  end(why: string): void {
+    if (this.#splice !== null) {
+      this.#splice.abort(why);
+      return;
+    }
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#connecting.abort();
+    closeQuietly(this.#conn);
+    this.#resolveDone();
+  }
 }
 
 /** The TLS server on loopback that the gate forwards to. */
@@ -100,6 +159,8 @@ export class HubListener {
   readonly #retired = new Set<TlsServer>();
   /** Gated connections by the local port of their loopback leg, which is how the TLS server names them. */
   readonly #byLoopbackPort = new Map<number, GatedConnection>();
+  /** Every connection through the gate, those still connecting their loopback leg included. */
+  readonly #open = new Set<GatedConnection>();
   /** Connections the TLS server accepted before the gate had registered them (see #serveTls). */
   readonly #early = new Map<number, { conn: Deno.TlsConn; timer: ReturnType<typeof setTimeout> }>();
   readonly #handlers = new Set<Promise<void>>();
@@ -139,7 +200,7 @@ export class HubListener {
 
   /** Connections through the gate right now, proven or not. */
   get connections(): number {
-    return this.#byLoopbackPort.size;
+    return this.#open.size;
   }
 
   /**
@@ -171,10 +232,10 @@ export class HubListener {
     this.stopAccepting();
     for (const server of [this.#tls, ...this.#retired]) if (server !== null) closeListener(server.listener);
     this.#retired.clear();
-    for (const gated of this.#byLoopbackPort.values()) gated.splice.abort("hub closing");
+    for (const gated of this.#open) gated.end("hub closing");
     await Promise.allSettled([
       ...this.#handlers,
-      ...[...this.#byLoopbackPort.values()].map((g) => g.splice.done),
+      ...[...this.#open].map((gated) => gated.done),
     ]);
   }
 
@@ -206,8 +267,7 @@ export class HubListener {
             remote: remoteAddress,
           },
         );
-        if (gated !== null) gated.splice.abort("shed");
-        else closeQuietly(conn);
+        gated?.end("shed");
       },
     });
     if (typeof ticket === "string") {
@@ -224,42 +284,42 @@ export class HubListener {
       closeQuietly(conn);
       return;
     }
+    const entry = new GatedConnection(conn, remoteAddress, ticket);
+    gated = entry;
+    this.#open.add(entry);
+    void entry.done.then(() => this.#open.delete(entry));
+    // The deadline runs from accept: a loopback connect that waits (a full accept queue) counts too.
+    this.#deadline(entry, this.#settings.upgradeDeadlineMs, "no complete WebSocket upgrade in time");
     conn.setNoDelay(true);
-    const connecting = Deno.connect({ hostname: "127.0.0.1", port: tls.port }).then((loopback) => {
-      loopback.setNoDelay(true);
-      const port = (loopback.localAddr as Deno.NetAddr).port;
-      const splice = new Splice(
-        new SocketDuplex(conn, `hub client ${remoteAddress}`),
-        new SocketDuplex(loopback, "hub TLS server"),
-      );
-      gated = { remoteAddress, ticket, splice, phase: "tls", deadline: undefined };
-      const entry = gated;
-      this.#byLoopbackPort.set(port, entry);
-      const early = this.#early.get(port);
-      if (early !== undefined) {
-        this.#early.delete(port);
-        clearTimeout(early.timer);
-        this.#serveGated(early.conn, entry);
-      }
-      this.#deadline(entry, this.#settings.upgradeDeadlineMs, "no complete WebSocket upgrade in time");
-      void splice.done.then(() => {
-        clearTimeout(entry.deadline);
-        this.#byLoopbackPort.delete(port);
-        ticket.release();
-      });
-    }, (error) => {
-      // Out of descriptors for the loopback leg, most likely: refuse this one, the listener goes on.
-      this.#settings.refusals.event(
-        "hub_loopback_failed",
-        "hub connection refused: cannot reach its TLS server",
-        {
-          remote: remoteAddress,
-          error: describe(error),
-        },
-      );
-      ticket.release();
-      closeQuietly(conn);
-    });
+    const connecting = Deno.connect({ hostname: "127.0.0.1", port: tls.port, signal: entry.signal }).then(
+      (loopback) => {
+        loopback.setNoDelay(true);
+        const port = (loopback.localAddr as Deno.NetAddr).port;
+        if (!entry.forward(loopback)) return;
+        this.#byLoopbackPort.set(port, entry);
+        void entry.done.then(() => this.#byLoopbackPort.delete(port));
+        const early = this.#early.get(port);
+        if (early !== undefined) {
+          this.#early.delete(port);
+          clearTimeout(early.timer);
+          this.#serveGated(early.conn, entry);
+        }
+      },
+      (error) => {
+        if (!entry.ended) {
+          // Out of descriptors for the loopback leg, most likely: refuse this one, the listener goes on.
+          this.#settings.refusals.event(
+            "hub_loopback_failed",
+            "hub connection refused: cannot reach its TLS server",
+            {
+              remote: remoteAddress,
+              error: describe(error),
+            },
+          );
+        }
+        entry.end("loopback connect failed");
+      },
+    );
     this.#track(connecting);
   }
 
@@ -270,7 +330,7 @@ export class HubListener {
         remote: gated.remoteAddress,
         why,
       });
-      gated.splice.abort(why);
+      gated.end(why);
     }, ms);
   }
 
@@ -282,10 +342,15 @@ export class HubListener {
     // The accept may come before the gate's connect has resolved: wait a moment for the gate to name it.
     const timer = setTimeout(() => {
       this.#early.delete(remote.port);
-      // Not from the gate: a local process dialled the loopback port directly.
-      this.#settings.log.warn("hub TLS server: connection not from the gate closed", {
-        remote: formatAddress(remote),
-      });
+      // Its gate connection has ended already (shed or past its deadline), or a local process dialled the
+      // loopback port directly.
+      this.#settings.refusals.event(
+        "hub_loopback_stray",
+        "hub TLS server: connection without a gate closed",
+        {
+          remote: formatAddress(remote),
+        },
+      );
       closeQuietly(conn);
     }, EARLY_ACCEPT_WAIT_MS);
     this.#early.set(remote.port, { conn, timer });
@@ -307,10 +372,13 @@ export class HubListener {
     try {
       await conn.handshake();
     } catch (error) {
-      this.#settings.refusals.event("hub_tls_failed", "hub TLS handshake failed", {
-        remote: gated.remoteAddress,
-        error: describe(error),
-      });
+      // After the gate ended the connection (shed, deadline), the failure is only its echo.
+      if (!gated.ended) {
+        this.#settings.refusals.event("hub_tls_failed", "hub TLS handshake failed", {
+          remote: gated.remoteAddress,
+          error: describe(error),
+        });
+      }
       closeQuietly(conn);
       return;
     }

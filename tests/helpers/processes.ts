@@ -194,8 +194,9 @@ export class WatchedProcess {
  * `allowWrite` adds write access to one directory (the ACME state directory).
  */
 export class NexusProcess extends WatchedProcess {
-  constructor(args: readonly string[], options: { allowWrite?: string } = {}) {
-    super(Deno.execPath(), [
+  /** `openFileLimit`: run under `ulimit -n` of that many descriptors. */
+  constructor(args: readonly string[], options: { allowWrite?: string; openFileLimit?: number } = {}) {
+    const denoArgs = [
       "run",
       "--allow-net",
       "--allow-read",
@@ -203,7 +204,16 @@ export class NexusProcess extends WatchedProcess {
       ...(options.allowWrite === undefined ? [] : [`--allow-write=${options.allowWrite}`]),
       "src/main.ts",
       ...args,
-    ]);
+    ];
+    if (options.openFileLimit === undefined) super(Deno.execPath(), denoArgs);
+    else {
+      super("sh", [
+        "-c",
+        `ulimit -n ${options.openFileLimit} && exec "$0" "$@"`,
+        Deno.execPath(),
+        ...denoArgs,
+      ]);
+    }
   }
 }
 
@@ -215,8 +225,11 @@ export interface NodePorts {
 }
 
 /** Starts `nexus serve --config FILE` and waits until it has started; returns the process and its ports. */
-export async function spawnNode(configPath: string): Promise<{ process: NexusProcess; ports: NodePorts }> {
-  const process = new NexusProcess(["serve", "--config", configPath]);
+export async function spawnNode(
+  configPath: string,
+  options: { openFileLimit?: number } = {},
+): Promise<{ process: NexusProcess; ports: NodePorts }> {
+  const process = new NexusProcess(["serve", "--config", configPath], options);
   try {
     const started = await process.waitForLine(/node started/);
     const relay = process.matching(/relay listening/);
