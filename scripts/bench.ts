@@ -38,14 +38,13 @@ import {
   openFileLimits,
   type ProcessSample,
   sampleProcess,
-  unstoppedChildren,
   WANTED_OPEN_FILES,
 } from "./bench/child.ts";
 import { topFunctions } from "./bench/cpu_profile.ts";
 import { HAPROXY_INSTALL_HINT, haproxyConfig, haproxyVersion } from "./bench/haproxy.ts";
 import type { LoadJob, LoadProgress, LoadResult, LoadTarget } from "./bench/load.ts";
 import { EXIT_DEADLINE, type PhaseContext, PhaseError, Phases } from "./bench/phase.ts";
-import { keepOnExit, reapOnExit, removeOnExit } from "./bench/reaper.ts";
+import { keepOnExit, reapOnExit, registeredChildren, removeOnExit } from "./bench/reaper.ts";
 import {
   type Figure,
   type HistoryEntry,
@@ -858,7 +857,7 @@ async function main(): Promise<number> {
   const keep = Deno.env.get("NEXUS_BENCH_KEEP") !== undefined;
   if (!keep) removeOnExit(dir);
   const phases = new Phases({
-    watched: unstoppedChildren,
+    watched: registeredChildren,
     timeoutOverrideSeconds: plan.phaseTimeoutSeconds,
     log: debug,
   });

@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { IdleReport, SoakReport } from "../scripts/soak.ts";
+import type { IdleReport, SoakReport } from "../scripts/soak/streams.ts";
 import { REPO_ROOT } from "./helpers/processes.ts";
 
 Deno.test("soak: 15 s of concurrent streams with an agent kill lose no byte and leak no descriptor", async () => {
@@ -38,7 +38,7 @@ Deno.test("soak: 15 s of concurrent streams with an agent kill lose no byte and 
   }).output();
   const stderr = new TextDecoder().decode(output.stderr);
   assert.equal(output.code, 0, stderr);
-  const report: SoakReport = JSON.parse(new TextDecoder().decode(output.stdout));
+  const report: SoakReport = JSON.parse(new TextDecoder().decode(output.stdout)).report;
   const { streams, bytes, agent, node } = report;
   assert.deepEqual(streams.failedUnexpectedly, {}, stderr);
   assert.equal(streams.lost, 0);

@@ -80,14 +80,6 @@ export interface ChildOptions {
   readonly env?: Record<string, string>;
 }
 
-/** Children started and not yet stopped, in start order: what a failed phase describes. */
-const unstopped = new Set<BenchChild>();
-
-/** Every child started and not yet stopped (it may have exited on its own). */
-export function unstoppedChildren(): readonly BenchChild[] {
-  return [...unstopped];
-}
-
 /** A running child; its stdout is read line by line. It is killed when the program ends, however it ends. */
 export class BenchChild {
   readonly name: string;
@@ -112,8 +104,7 @@ export class BenchChild {
     this.#lines = this.#process.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(splitLines())
       .getReader();
     this.#writer = options.stdin ? this.#process.stdin.getWriter() : null;
-    this.#forget = killOnExit(this.#process);
-    unstopped.add(this);
+    this.#forget = killOnExit(this);
     this.status = this.#process.status.then((status) => {
       this.#exitStatus = status;
       return status;
@@ -137,6 +128,15 @@ export class BenchChild {
     return value;
   }
 
+  /** Sends `signal` unless the process has exited. */
+  kill(signal: Deno.Signal): void {
+    try {
+      this.#process.kill(signal);
+    } catch {
+      // Already exited.
+    }
+  }
+
   /** Writes one line to the child's stdin. */
   async writeLine(line: string): Promise<void> {
     if (this.#writer === null) throw new Error(`${this.name} was started without stdin`);
@@ -146,19 +146,11 @@ export class BenchChild {
   /** Sends SIGTERM and waits up to `graceMs` for the exit, then SIGKILL. Idempotent. */
   async stop(graceMs = 10_000): Promise<void> {
     if (this.#exitStatus === null) {
-      try {
-        this.#process.kill("SIGTERM");
-      } catch {
-        // Already gone.
-      }
+      this.kill("SIGTERM");
       let timer: ReturnType<typeof setTimeout> | undefined;
       const killed = new Promise<void>((resolve) => {
         timer = setTimeout(() => {
-          try {
-            this.#process.kill("SIGKILL");
-          } catch {
-            // Exited meanwhile.
-          }
+          this.kill("SIGKILL");
           resolve();
         }, graceMs);
       });
@@ -167,7 +159,6 @@ export class BenchChild {
     }
     await this.status;
     this.#forget();
-    unstopped.delete(this);
     await this.#writer?.close().catch(() => {});
     await this.#lines.cancel().catch(() => {});
   }

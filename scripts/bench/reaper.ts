@@ -9,12 +9,15 @@
  * @module
  */
 
-/** Anything that can be sent a signal; sending one to a process that has exited must not throw. */
-export interface Killable {
+import type { WatchedProcess } from "./phase.ts";
+
+/** A child process: described when a phase fails, killed when the program ends. */
+export interface ReapedChild extends WatchedProcess {
+  /** Sends `signal`; sending one to a process that has exited may throw. */
   kill(signal: Deno.Signal): void;
 }
 
-const children = new Set<Killable>();
+const children = new Set<ReapedChild>();
 const directories = new Set<string>();
 let installed = false;
 
@@ -57,9 +60,14 @@ export function reapOnExit(program: string): void {
 }
 
 /** Kills `child` when the program ends; returns the function that forgets it (once it was stopped). */
-export function killOnExit(child: Killable): () => void {
+export function killOnExit(child: ReapedChild): () => void {
   children.add(child);
   return () => children.delete(child);
+}
+
+/** The children registered and not yet forgotten, in start order (some may have exited on their own). */
+export function registeredChildren(): readonly ReapedChild[] {
+  return [...children];
 }
 
 /** Removes the directory at `path` when the program ends, unless {@linkcode keepOnExit} is called. */

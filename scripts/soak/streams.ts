@@ -1,13 +1,7 @@
 /**
- * Soak: a node and an agent as child processes (`nexus serve`, `nexus agent`), TLS and plain services behind
- * the agent, and many concurrent client streams of random sizes and pacing through the node, for a while.
- * Midway the agent is killed (SIGKILL) and started again. Every byte is checked by SHA-256.
- *
- * ```sh
- * deno run --allow-net --allow-read --allow-write --allow-env --allow-run scripts/soak.ts \
- *   --duration 60 --concurrency 200 [--max-bytes 4194304] [--kill-agent-at 0.4] [--seed 1] [--json]
- * deno run ... scripts/soak.ts --idle 1000      # node memory per idle proxied connection
- * ```
+ * The `streams` scenario of the soak: many concurrent client streams of random sizes and pacing through the
+ * node, for a while, every byte checked by SHA-256. Midway the agent is killed (SIGKILL) and started again.
+ * And `--idle N`: node memory per idle proxied connection.
  *
  * Streams: downloads (`SEND`), uploads (`SINK`) and half-closing echoes (`ECHO`), over the TLS port (SNI) and
  * the HTTP port (`Host`), read or written fast, slowly, or with a stall of up to 2.5 s in the middle. Streams
@@ -15,37 +9,26 @@
  * failure is unexpected. A stream that ends cleanly short of its bytes, or with other bytes, lost data.
  *
  * The report: streams ok and failed by reason, bytes sent, received and verified, bytes lost on streams that
- * ended cleanly (must be 0), the node's peak RSS (VmHWM) and its open descriptors. Exit code 0 when no stream
- * lost or corrupted data and none failed unexpectedly; 1 when data was lost or corrupted; 2 for a bad flag;
- * 3 when the soak could not run; 4 when streams failed unexpectedly (nothing lost).
+ * ended cleanly (must be 0), the node's peak RSS (VmHWM) and its open descriptors. The checks: no stream lost
+ * or corrupted data (exit code 1), none failed unexpectedly (exit code 4).
  *
  * @module
  */
 
-import { parseArgs } from "node:util";
-import {
-  agentYaml,
-  type ConfigDir,
-  makeConfigDir,
-  memoryOf,
-  type NexusProcess,
-  type NodePorts,
-  nodeYaml,
-  openDescriptors,
-  spawnAgent,
-  spawnNode,
-} from "../tests/helpers/processes.ts";
+import type { PhaseContext, Phases } from "../bench/phase.ts";
+import { memoryOf, openDescriptors } from "../../tests/helpers/processes.ts";
 import {
   openTrafficStream,
   patternSha256,
   PatternStream,
   readSinkAnswer,
-  startTrafficService,
   StreamDigest,
   type TrafficRoute,
-  type TrafficService,
-} from "../tests/helpers/traffic.ts";
-import { writeAll } from "../tests/helpers/services.ts";
+} from "../../tests/helpers/traffic.ts";
+import { writeAll } from "../../tests/helpers/services.ts";
+import { count } from "./clients.ts";
+import type { ScenarioOutcome } from "./scenario.ts";
+import { settleDescriptors, startSystem, type System } from "./system.ts";
 
 /** What a soak run does. */
 export interface SoakOptions {
@@ -104,7 +87,6 @@ export interface SoakReport {
   };
 }
 
-const HOSTNAME = "app.test.nexus";
 const STREAM_DEADLINE_MS = 120_000;
 /** After the agent is back, streams that began this soon after may still have raced its registration. */
 const RECOVERY_GRACE_MS = 1_000;
@@ -124,66 +106,13 @@ function random(seed: number): () => number {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** The running system under test. */
-interface System {
-  readonly dir: ConfigDir;
-  readonly node: NexusProcess;
-  readonly ports: NodePorts;
-  readonly agentConfig: string;
-  agent: NexusProcess;
-  readonly tlsService: TrafficService;
-  readonly plainService: TrafficService;
-  stop(): Promise<void>;
-}
-
-async function startSystem(nodeExtra = ""): Promise<System> {
-  const tlsService = await startTrafficService();
-  const plainService = await startTrafficService({ tls: false });
-  const dir = await makeConfigDir();
-  // Info level: the start-up lines name the bound ports; nothing is logged per stream at info.
-  const { process: node, ports } = await spawnNode(
-    await dir.write("node.yaml", nodeYaml({ drainTimeoutSeconds: 0, extra: nodeExtra })),
-  );
-  const agentConfig = await dir.write(
-    "agent.yaml",
-    agentYaml({
-      hubUrls: [`wss://127.0.0.1:${ports.hubPort}/connect`],
-      hostnames: [HOSTNAME],
-      targets: { [HOSTNAME]: { tls: tlsService.port, http: plainService.port } },
-      extra: "limits:\n  maxStreams: 100000\n",
-    }),
-  );
-  const agent = await spawnAgent(agentConfig).catch(async (error) => {
-    await node.stop();
-    throw error;
-  });
-  const system: System = {
-    dir,
-    node,
-    ports,
-    agentConfig,
-    agent,
-    tlsService,
-    plainService,
-    async stop() {
-      await system.agent.stop();
-      node.kill("SIGTERM");
-      await node.exited;
-      await tlsService.close();
-      await plainService.close();
-      await dir.remove();
-    },
-  };
-  return system;
-}
-
 function describe(error: unknown): string {
   const text = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
   return text.split("\n")[0].replace(/\d+/g, "N").slice(0, 120);
 }
 
 /** Runs one stream and says how it ended, with the bytes it moved. */
-async function runStream(
+export async function runStream(
   route: TrafficRoute,
   kind: "download" | "upload" | "echo",
   bytes: number,
@@ -267,12 +196,38 @@ async function runStream(
   }
 }
 
-/** Runs a soak and reports; never throws for stream failures (they are the findings). */
+/** Deadline of starting the system, in seconds. */
+export const START_SECONDS = 60;
+
+/**
+ * Runs the streams soak and reports; never throws for stream failures (they are the findings), only when a
+ * phase fails or misses its deadline.
+ */
 export async function runSoak(
   options: SoakOptions,
+  phases: Phases,
   log: (line: string) => void = () => {},
 ): Promise<SoakReport> {
-  const system = await startSystem();
+  const system = await phases.run("streams: start node and agent", START_SECONDS, () => startSystem());
+  try {
+    // Every stream ends by its own deadline after the duration; the phase allows that and a little more.
+    const deadlineSeconds = options.durationSeconds + STREAM_DEADLINE_MS / 1000 + 30;
+    return await phases.run(
+      `streams: ${options.durationSeconds} s of ${options.concurrency} concurrent streams`,
+      deadlineSeconds,
+      (context) => soakStreams(system, options, context, log),
+    );
+  } finally {
+    await system.stop();
+  }
+}
+
+async function soakStreams(
+  system: System,
+  options: SoakOptions,
+  context: PhaseContext,
+  log: (line: string) => void,
+): Promise<SoakReport> {
   const startMs = Date.now();
   const endMs = startMs + options.durationSeconds * 1000;
   const counters = { sent: 0, received: 0 };
@@ -291,12 +246,16 @@ export async function runSoak(
   };
   let kills = 0;
   let reconnectMs: number | null = null;
+  const running = () => Date.now() < endMs && !context.signal.aborted;
   const descriptorsAtStart = await openDescriptors(system.node.pid);
   let descriptorsPeak = descriptorsAtStart;
   let sampling = true;
   const sampler = (async () => {
-    while (sampling) {
+    while (sampling && !context.signal.aborted) {
       descriptorsPeak = Math.max(descriptorsPeak, await openDescriptors(system.node.pid).catch(() => 0));
+      context.progress = `${count(stats.started)} streams started, ${count(stats.ok)} ok, ${
+        ((Date.now() - startMs) / 1000).toFixed(0)
+      } s of ${options.durationSeconds} s`;
       await sleep(1_000);
     }
   })();
@@ -306,12 +265,11 @@ export async function runSoak(
     await sleep(options.durationSeconds * 1000 * options.killAgentAt);
     const from = Date.now();
     downWindows.push({ from, to: Infinity });
-    system.agent.kill("SIGKILL");
-    await system.agent.exited;
+    await system.killAgent();
     kills += 1;
     log(`agent killed at ${((from - startMs) / 1000).toFixed(1)} s`);
     await sleep(options.agentDownSeconds * 1000);
-    system.agent = await spawnAgent(system.agentConfig);
+    await system.restartAgent();
     const back = Date.now();
     downWindows[downWindows.length - 1] = { from, to: back + RECOVERY_GRACE_MS };
     reconnectMs = back - from;
@@ -328,15 +286,11 @@ export async function runSoak(
 
   const worker = async (index: number) => {
     const own = random(options.seed * 7919 + index);
-    while (Date.now() < endMs) {
+    while (running()) {
       const kind = (["download", "upload", "echo"] as const)[Math.floor(own() * 3)];
       const pacing = (["fast", "fast", "slow", "stall"] as const)[Math.floor(own() * 4)];
       const protocol = own() < 0.5 ? "tls" : "http";
-      const route: TrafficRoute = {
-        port: protocol === "tls" ? system.ports.tlsPort : system.ports.httpPort,
-        protocol,
-        hostname: HOSTNAME,
-      };
+      const route = protocol === "tls" ? system.tlsRoute : system.httpRoute;
       const bytes = Math.round(
         Math.exp(Math.log(1024) + own() * (Math.log(options.maxStreamBytes) - Math.log(1024))),
       );
@@ -388,50 +342,94 @@ export async function runSoak(
 
   try {
     await Promise.all([killer, ...Array.from({ length: options.concurrency }, (_, i) => worker(i))]);
-    // Let the node settle (sockets closing gracefully linger up to 2 s), then look at what it still holds.
-    sampling = false;
-    await sampler;
-    let descriptorsAtEnd = await openDescriptors(system.node.pid);
-    for (
-      const settleBy = Date.now() + 10_000;
-      descriptorsAtEnd > descriptorsAtStart && Date.now() < settleBy;
-    ) {
-      await sleep(200);
-      descriptorsAtEnd = await openDescriptors(system.node.pid);
-    }
-    const memory = await memoryOf(system.node.pid);
-    return {
-      options,
-      elapsedSeconds: Math.round((Date.now() - startMs) / 100) / 10,
-      streams: {
-        started: stats.started,
-        ok: stats.ok,
-        failedUnexpectedly: failures,
-        cutByAgentKill: stats.cut,
-        refusedWhileAgentDown: stats.refusedDown,
-        lost: stats.lost,
-        corrupted: stats.corrupted,
-        okAfterAgentRestart: stats.okAfter,
-      },
-      bytes: {
-        sent: counters.sent,
-        received: counters.received,
-        verified: stats.verified,
-        lostOnCompleted: stats.lostBytes,
-      },
-      agent: { kills, reconnectMs },
-      node: {
-        peakRssBytes: memory.peakRssBytes,
-        rssBytesAtEnd: memory.rssBytes,
-        descriptorsAtStart,
-        descriptorsPeak,
-        descriptorsAtEnd,
-      },
-    };
   } finally {
     sampling = false;
-    await system.stop();
+    await sampler;
   }
+  // Let the node settle (sockets closing gracefully linger up to 2 s), then look at what it still holds.
+  context.progress = "waiting for the node's descriptors to settle";
+  const { descriptors: descriptorsAtEnd } = await settleDescriptors(
+    system.node.pid,
+    descriptorsAtStart,
+    10_000,
+    context.signal,
+  );
+  const memory = await memoryOf(system.node.pid);
+  return {
+    options,
+    elapsedSeconds: Math.round((Date.now() - startMs) / 100) / 10,
+    streams: {
+      started: stats.started,
+      ok: stats.ok,
+      failedUnexpectedly: failures,
+      cutByAgentKill: stats.cut,
+      refusedWhileAgentDown: stats.refusedDown,
+      lost: stats.lost,
+      corrupted: stats.corrupted,
+      okAfterAgentRestart: stats.okAfter,
+    },
+    bytes: {
+      sent: counters.sent,
+      received: counters.received,
+      verified: stats.verified,
+      lostOnCompleted: stats.lostBytes,
+    },
+    agent: { kills, reconnectMs },
+    node: {
+      peakRssBytes: memory.peakRssBytes,
+      rssBytesAtEnd: memory.rssBytes,
+      descriptorsAtStart,
+      descriptorsPeak,
+      descriptorsAtEnd,
+    },
+  };
+}
+
+const MiB = 1024 * 1024;
+
+/** The streams soak as a scenario: its report, its figures and its checks. */
+export async function streamsScenario(
+  options: SoakOptions,
+  phases: Phases,
+  log: (line: string) => void,
+): Promise<ScenarioOutcome> {
+  const report = await runSoak(options, phases, log);
+  const { streams, bytes, node, agent } = report;
+  const figures = [
+    `${report.elapsedSeconds} s, ${report.options.concurrency} concurrent streams, up to ${
+      (report.options.maxStreamBytes / MiB).toFixed(1)
+    } MiB each, seed ${report.options.seed}`,
+    `streams: ${streams.started} started, ${streams.ok} ok, ${streams.cutByAgentKill} cut by the agent kill, ` +
+    `${streams.refusedWhileAgentDown} refused while it was down, ${streams.okAfterAgentRestart} ok after it came back`,
+    `unexpected failures: ${JSON.stringify(streams.failedUnexpectedly)}`,
+    `data: ${(bytes.sent / MiB).toFixed(1)} MiB sent, ${(bytes.received / MiB).toFixed(1)} MiB received, ` +
+    `${(bytes.verified / MiB).toFixed(1)} MiB verified by SHA-256, ${bytes.lostOnCompleted} bytes lost on ` +
+    `${streams.lost} streams that ended cleanly, ${streams.corrupted} corrupted`,
+    `agent: killed ${agent.kills} time(s), back after ${agent.reconnectMs ?? "-"} ms`,
+    `node: peak RSS ${(node.peakRssBytes / MiB).toFixed(1)} MiB, ${
+      (node.rssBytesAtEnd / MiB).toFixed(1)
+    } MiB at ` +
+    `the end; descriptors ${node.descriptorsAtStart} at start, ${node.descriptorsPeak} at peak, ` +
+    `${node.descriptorsAtEnd} at the end`,
+  ];
+  const unexpected = Object.values(streams.failedUnexpectedly).reduce((a, b) => a + b, 0);
+  const failures: string[] = [];
+  if (streams.lost > 0) {
+    failures.push(
+      `${streams.lost} streams ended cleanly short of their bytes (${bytes.lostOnCompleted} bytes lost)`,
+    );
+  }
+  if (streams.corrupted > 0) failures.push(`${streams.corrupted} streams delivered other bytes`);
+  if (unexpected > 0) {
+    failures.push(`${unexpected} streams failed for reasons the agent kill does not explain`);
+  }
+  return {
+    scenario: "streams",
+    figures,
+    failures,
+    failureExitCode: streams.lost > 0 || streams.corrupted > 0 ? 1 : 4,
+    report,
+  };
 }
 
 /** What the idle-connection measurement found. */
@@ -446,167 +444,101 @@ export interface IdleReport {
   readonly nodeDescriptorsAfterClose: number;
 }
 
-/** Opens `count` idle proxied TLS connections (each echoed one byte end to end) and measures the node. */
-export async function measureIdle(
-  count: number,
-  log: (line: string) => void = () => {},
-): Promise<IdleReport> {
-  const system = await startSystem(`limits:\n  maxConnectionsPerIp: ${count + 100}\n`);
-  const route: TrafficRoute = { port: system.ports.tlsPort, protocol: "tls", hostname: HOSTNAME };
-  const conns: Deno.Conn[] = [];
-  const echoOne = async (conn: Deno.Conn) => {
+/** An echo stream through the node that has answered one byte, proving the whole path is up. */
+export async function openEcho(route: TrafficRoute): Promise<Deno.Conn> {
+  const conn = await openTrafficStream(route, "ECHO");
+  try {
     await writeAll(conn, Uint8Array.of(7));
     const one = new Uint8Array(1);
-    if ((await conn.read(one)) !== 1) throw new Error("no echo");
+    if ((await conn.read(one)) !== 1) {
+      throw new Error("the echo stream ended before its first byte came back");
+    }
+    return conn;
+  } catch (error) {
+    conn.close();
+    throw error;
+  }
+}
+
+/**
+ * Opens echo streams through `route` until `conns` holds `upTo`, `concurrency` at a time, saying how far it got
+ * in `context.progress`; stops early when the phase's deadline passes.
+ */
+export async function holdEchoStreams(
+  route: TrafficRoute,
+  conns: Deno.Conn[],
+  upTo: number,
+  context: PhaseContext,
+  concurrency = 50,
+): Promise<void> {
+  let next = conns.length;
+  const say = () => (context.progress = `${count(conns.length)} of ${count(upTo)} connections established`);
+  say();
+  const worker = async () => {
+    while (next < upTo && !context.signal.aborted) {
+      next += 1;
+      const conn = await openEcho(route);
+      if (context.signal.aborted) conn.close();
+      else conns.push(conn);
+      say();
+    }
   };
+  await Promise.all(Array.from({ length: Math.min(concurrency, Math.max(0, upTo - next)) }, worker));
+}
+
+/**
+ * Deadline of holding `connections` idle connections, in seconds: a fixed part and 20 ms per connection (the
+ * node takes about 3).
+ */
+export function holdSeconds(connections: number): number {
+  return 15 + connections * 0.02;
+}
+
+/** Opens `connections` idle proxied TLS connections (each echoed one byte end to end) and measures the node. */
+export async function measureIdle(
+  connections: number,
+  phases: Phases,
+  log: (line: string) => void = () => {},
+): Promise<IdleReport> {
+  const system = await phases.run(
+    "idle: start node and agent",
+    START_SECONDS,
+    () => startSystem({ nodeExtra: `limits:\n  maxConnectionsPerIp: ${connections + 100}\n` }),
+  );
+  const conns: Deno.Conn[] = [];
   try {
     // Warm up the code paths, so the baseline is not mostly compilation.
-    for (let i = 0; i < 20; i++) {
-      const conn = await openTrafficStream(route, "ECHO");
-      await echoOne(conn);
-      conn.close();
-    }
-    await sleep(1_500);
+    await phases.run("idle: warm up", 30, async () => {
+      for (let i = 0; i < 20; i++) (await openEcho(system.tlsRoute)).close();
+      await sleep(1_500);
+    });
     const before = await memoryOf(system.node.pid);
     const agentBefore = await memoryOf(system.agent.pid);
     const descriptorsBefore = await openDescriptors(system.node.pid);
-    for (let batch = 0; batch < count; batch += 50) {
-      const opened = await Promise.all(
-        Array.from({ length: Math.min(50, count - batch) }, async () => {
-          const conn = await openTrafficStream(route, "ECHO");
-          await echoOne(conn);
-          return conn;
-        }),
-      );
-      conns.push(...opened);
-    }
+    await phases.run(
+      `idle: hold ${connections} connections`,
+      holdSeconds(connections),
+      (context) => holdEchoStreams(system.tlsRoute, conns, connections, context),
+    );
     log(`${conns.length} idle connections open`);
     await sleep(2_000);
     const after = await memoryOf(system.node.pid);
     const agentAfter = await memoryOf(system.agent.pid);
     const descriptorsWith = await openDescriptors(system.node.pid);
     for (const conn of conns.splice(0)) conn.close();
-    let descriptorsAfter = await openDescriptors(system.node.pid);
-    for (
-      const settleBy = Date.now() + 10_000;
-      descriptorsAfter > descriptorsBefore && Date.now() < settleBy;
-    ) {
-      await sleep(200);
-      descriptorsAfter = await openDescriptors(system.node.pid);
-    }
+    const settled = await settleDescriptors(system.node.pid, descriptorsBefore, 10_000);
     return {
-      connections: count,
+      connections,
       nodeRssBeforeBytes: before.rssBytes,
       nodeRssAfterBytes: after.rssBytes,
-      nodeRssPerConnectionBytes: Math.round((after.rssBytes - before.rssBytes) / count),
-      agentRssPerConnectionBytes: Math.round((agentAfter.rssBytes - agentBefore.rssBytes) / count),
+      nodeRssPerConnectionBytes: Math.round((after.rssBytes - before.rssBytes) / connections),
+      agentRssPerConnectionBytes: Math.round((agentAfter.rssBytes - agentBefore.rssBytes) / connections),
       nodeDescriptorsBefore: descriptorsBefore,
       nodeDescriptorsWithConnections: descriptorsWith,
-      nodeDescriptorsAfterClose: descriptorsAfter,
+      nodeDescriptorsAfterClose: settled.descriptors,
     };
   } finally {
     for (const conn of conns) conn.close();
     await system.stop();
-  }
-}
-
-const MiB = 1024 * 1024;
-
-function printSoak(report: SoakReport): void {
-  const { streams, bytes, node, agent } = report;
-  const lines = [
-    `soak: ${report.elapsedSeconds} s, ${report.options.concurrency} concurrent streams, up to ${
-      (report.options.maxStreamBytes / MiB).toFixed(1)
-    } MiB each`,
-    `streams: ${streams.started} started, ${streams.ok} ok, ${streams.cutByAgentKill} cut by the agent kill, ` +
-    `${streams.refusedWhileAgentDown} refused while it was down, ${streams.okAfterAgentRestart} ok after it came back`,
-    `unexpected failures: ${JSON.stringify(streams.failedUnexpectedly)}`,
-    `data: ${(bytes.sent / MiB).toFixed(1)} MiB sent, ${(bytes.received / MiB).toFixed(1)} MiB received, ` +
-    `${(bytes.verified / MiB).toFixed(1)} MiB verified by SHA-256, ${bytes.lostOnCompleted} bytes lost on ` +
-    `${streams.lost} streams that ended cleanly, ${streams.corrupted} corrupted`,
-    `agent: killed ${agent.kills} time(s), back after ${agent.reconnectMs ?? "-"} ms`,
-    `node: peak RSS ${(node.peakRssBytes / MiB).toFixed(1)} MiB, ${
-      (node.rssBytesAtEnd / MiB).toFixed(1)
-    } MiB at ` +
-    `the end; descriptors ${node.descriptorsAtStart} at start, ${node.descriptorsPeak} at peak, ` +
-    `${node.descriptorsAtEnd} at the end`,
-  ];
-  console.error(lines.join("\n"));
-}
-
-const USAGE = `Usage: deno task soak [--duration S] [--concurrency N] [--max-bytes B] [--kill-agent-at F]
-                      [--agent-down S] [--seed N] [--json]
-       deno task soak --idle N [--json]     node memory per idle proxied connection`;
-
-if (import.meta.main) {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: Deno.args,
-      options: {
-        duration: { type: "string", default: "60" },
-        concurrency: { type: "string", default: "200" },
-        "max-bytes": { type: "string", default: String(4 * MiB) },
-        "kill-agent-at": { type: "string", default: "0.4" },
-        "agent-down": { type: "string", default: "1" },
-        seed: { type: "string", default: String(Date.now() % 1_000_000) },
-        idle: { type: "string" },
-        json: { type: "boolean", default: false },
-        help: { type: "boolean", default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (error) {
-    console.error(`soak: ${error instanceof Error ? error.message.split("\n")[0] : String(error)}\n${USAGE}`);
-    Deno.exit(2);
-  }
-  if (values.help) {
-    console.log(USAGE);
-    Deno.exit(0);
-  }
-  const number = (name: string, text: string | undefined, min: number) => {
-    const value = Number(text);
-    if (!Number.isFinite(value) || value < min) {
-      console.error(`soak: --${name} must be a number of at least ${min}, got "${text}"\n${USAGE}`);
-      Deno.exit(2);
-    }
-    return value;
-  };
-  const log = (line: string) => console.error(`soak: ${line}`);
-  try {
-    if (values.idle !== undefined) {
-      const report = await measureIdle(number("idle", values.idle, 1), log);
-      if (values.json) console.log(JSON.stringify(report));
-      else {
-        console.error(
-          `idle: ${report.connections} connections; node RSS ${
-            (report.nodeRssBeforeBytes / MiB).toFixed(1)
-          } → ${(report.nodeRssAfterBytes / MiB).toFixed(1)} MiB, ${
-            (report.nodeRssPerConnectionBytes / 1024).toFixed(1)
-          } KiB per connection (agent ${
-            (report.agentRssPerConnectionBytes / 1024).toFixed(1)
-          } KiB); descriptors ${report.nodeDescriptorsBefore} → ${report.nodeDescriptorsWithConnections} → ${report.nodeDescriptorsAfterClose}`,
-        );
-      }
-      Deno.exit(0);
-    }
-    const options: SoakOptions = {
-      durationSeconds: number("duration", values.duration, 1),
-      concurrency: Math.floor(number("concurrency", values.concurrency, 1)),
-      maxStreamBytes: Math.floor(number("max-bytes", values["max-bytes"], 1024)),
-      killAgentAt: Number(values["kill-agent-at"]),
-      agentDownSeconds: number("agent-down", values["agent-down"], 0),
-      seed: Math.floor(number("seed", values.seed, 0)),
-    };
-    log(`seed ${options.seed}`);
-    const report = await runSoak(options, log);
-    if (values.json) console.log(JSON.stringify(report));
-    printSoak(report);
-    const unexpected = Object.values(report.streams.failedUnexpectedly).reduce((a, b) => a + b, 0);
-    Deno.exit(report.streams.lost > 0 || report.streams.corrupted > 0 ? 1 : unexpected > 0 ? 4 : 0);
-  } catch (error) {
-    console.error(`soak: could not run: ${error instanceof Error ? error.stack : String(error)}`);
-    Deno.exit(3);
   }
 }

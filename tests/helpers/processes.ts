@@ -94,6 +94,15 @@ export function agentYaml(options: {
   ].join("\n");
 }
 
+/** How to start a `nexus` child process. */
+export interface NexusProcessOptions {
+  /**
+   * The open-file limit (`ulimit -n`) to run it under; absent: the one this process has. The program is
+   * then started through `sh -c 'ulimit -n N; exec ...'`, so the pid is still the program's own.
+   */
+  readonly openFileLimit?: number;
+}
+
 /** A running `nexus` child process whose stderr is collected line by line. */
 export class NexusProcess {
   readonly child: Deno.ChildProcess;
@@ -101,11 +110,25 @@ export class NexusProcess {
   readonly lines: string[] = [];
   /** Resolves with the exit status once the process has exited and its output has been read. */
   readonly exited: Promise<Deno.CommandStatus>;
+  /** The exit status once the process has exited, else null. */
+  exitStatus: Deno.CommandStatus | null = null;
   #waiters: Array<() => void> = [];
 
-  constructor(args: readonly string[]) {
-    this.child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-net", "--allow-read", "--allow-env", "src/main.ts", ...args],
+  constructor(args: readonly string[], options: NexusProcessOptions = {}) {
+    const argv = [
+      Deno.execPath(),
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-env",
+      "src/main.ts",
+      ...args,
+    ];
+    const [command, ...commandArgs] = options.openFileLimit === undefined
+      ? argv
+      : ["sh", "-c", `ulimit -n ${options.openFileLimit} && exec "$@"`, "sh", ...argv];
+    this.child = new Deno.Command(command, {
+      args: commandArgs,
       cwd: REPO_ROOT,
       stdin: "null",
       stdout: "piped",
@@ -125,7 +148,10 @@ export class NexusProcess {
     };
     const output = Promise.all([collect(this.child.stdout), collect(this.child.stderr)]);
     this.exited = output.then(() => this.child.status);
-    void this.exited.then(() => this.#wake());
+    void this.exited.then((status) => {
+      this.exitStatus = status;
+      this.#wake();
+    });
   }
 
   get pid(): number {
@@ -193,8 +219,11 @@ export interface NodePorts {
 }
 
 /** Starts `nexus serve --config FILE` and waits until it has started; returns the process and its ports. */
-export async function spawnNode(configPath: string): Promise<{ process: NexusProcess; ports: NodePorts }> {
-  const process = new NexusProcess(["serve", "--config", configPath]);
+export async function spawnNode(
+  configPath: string,
+  options: NexusProcessOptions = {},
+): Promise<{ process: NexusProcess; ports: NodePorts }> {
+  const process = new NexusProcess(["serve", "--config", configPath], options);
   try {
     const started = await process.waitForLine(/node started/);
     const relay = process.matching(/relay listening/);
