@@ -123,11 +123,14 @@ export async function startSystem(options: SystemOptions = {}): Promise<System> 
       "node.yaml",
       nodeYaml({ drainTimeoutSeconds: 0, extra: options.nodeExtra }),
     );
+    // Registered the moment it exists: a phase that runs out of time may end the soak during the wait.
     const { process: node, ports } = await spawnNode(nodeConfig, {
       openFileLimit: options.nodeOpenFileLimit,
+      onSpawn: (process) => {
+        const forget = reaped("node", process);
+        stops.push(() => stopProcess(process, forget, "SIGTERM"));
+      },
     });
-    const forgetNode = reaped("node", node);
-    stops.push(() => stopProcess(node, forgetNode, "SIGTERM"));
 
     const agentConfig = (name: string) =>
       dir.write(
@@ -141,10 +144,13 @@ export async function startSystem(options: SystemOptions = {}): Promise<System> 
         }),
       );
     const startAgent = async (name: string, startOptions: { waitConnected?: boolean } = {}) => {
-      const agent = await spawnAgent(await agentConfig(name), startOptions);
-      const forget = reaped(name, agent);
-      stops.push(() => stopProcess(agent, forget, "SIGKILL"));
-      return agent;
+      return await spawnAgent(await agentConfig(name), {
+        ...startOptions,
+        onSpawn: (process) => {
+          const forget = reaped(name, process);
+          stops.push(() => stopProcess(process, forget, "SIGKILL"));
+        },
+      });
     };
     let agent = await startAgent("agent");
     const system: System = {

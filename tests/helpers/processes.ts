@@ -101,6 +101,8 @@ export interface NexusProcessOptions {
    * then started through `sh -c 'ulimit -n N; exec ...'`, so the pid is still the program's own.
    */
   readonly openFileLimit?: number;
+  /** Called as soon as the process exists, before any wait: a program that may exit early registers it here. */
+  readonly onSpawn?: (process: NexusProcess) => void;
 }
 
 /** A running `nexus` child process whose stderr is collected line by line. */
@@ -135,6 +137,7 @@ export class NexusProcess {
       stderr: "piped",
       env: { NO_COLOR: "1" },
     }).spawn();
+    options.onSpawn?.(this);
     const collect = async (stream: ReadableStream<Uint8Array>) => {
       let partial = "";
       for await (const text of stream.pipeThrough(new TextDecoderStream())) {
@@ -248,9 +251,9 @@ export async function spawnNode(
 /** Starts `nexus agent --config FILE`; waits for its first hub session unless `waitConnected` is false. */
 export async function spawnAgent(
   configPath: string,
-  options: { waitConnected?: boolean } = {},
+  options: NexusProcessOptions & { waitConnected?: boolean } = {},
 ): Promise<NexusProcess> {
-  const process = new NexusProcess(["agent", "--config", configPath]);
+  const process = new NexusProcess(["agent", "--config", configPath], options);
   if (options.waitConnected === false) return process;
   try {
     await process.waitForLine(/connected to hub/);
