@@ -201,11 +201,13 @@ export class ControlClient {
   describe(): string {
     const failures = [...this.failures].sort((a, b) => b[1] - a[1]).slice(0, 3)
       .map(([reason, n]) => `${reason} ×${n}`);
+    const latency = this.succeeded === 0
+      ? ""
+      : `, p50 ${this.latencyMs(0.5).toFixed(1)} ms, p99 ${this.latencyMs(0.99).toFixed(1)} ms`;
     return `${count(this.succeeded)} of ${count(this.attempts)} ok (${
       (this.successRate * 100).toFixed(1)
-    }%), ` +
-      `p50 ${this.latencyMs(0.5).toFixed(1)} ms, p99 ${this.latencyMs(0.99).toFixed(1)} ms` +
-      (failures.length === 0 ? "" : `; failures: ${failures.join(", ")}`);
+    }%)` +
+      latency + (failures.length === 0 ? "" : `; failures: ${failures.join(", ")}`);
   }
 }
 
