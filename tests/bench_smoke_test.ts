@@ -99,7 +99,10 @@ Deno.test("bench --quick with tiny sizes writes a report with every row, a plot 
     const head = await git(["rev-parse", "--short", "HEAD"]);
     assert.match(
       report,
-      new RegExp(`; commit ${head}(\\+changes)?\\.`),
+      // The report is formatted: a line may break between any two words.
+      new RegExp(
+        `measured\\s+commit\\s+${head}(\\+changes\\s+\\(the\\s+working\\s+tree\\s+had\\s+changes\\s+not\\s+committed\\))?\\.`,
+      ),
       "the report names the commit it measured",
     );
 
