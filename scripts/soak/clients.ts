@@ -211,6 +211,28 @@ export class ControlClient {
   }
 }
 
+/**
+ * Control requests for `seconds` before a scenario's load, to warm up the code paths and prove the path
+ * works; throws when none succeeded.
+ */
+export async function warmUp(
+  route: TrafficRoute,
+  pace: { intervalMs: number; maxInFlight: number },
+  seconds = 1,
+): Promise<void> {
+  const control = new ControlClient();
+  const stop = new AbortController();
+  const timer = setTimeout(() => stop.abort(), seconds * 1000);
+  try {
+    await control.run(route, stop.signal, pace);
+  } finally {
+    clearTimeout(timer);
+  }
+  if (control.succeeded === 0) {
+    throw new Error(`the relay does not work even before the load: ${control.describe()}`);
+  }
+}
+
 /** A thousands-separated count. */
 export function count(n: number): string {
   return n.toLocaleString("en-US");

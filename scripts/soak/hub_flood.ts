@@ -10,7 +10,7 @@
  */
 
 import { openDescriptors } from "../../tests/helpers/processes.ts";
-import { ControlClient, count, describeError, RawConnection } from "./clients.ts";
+import { ControlClient, count, describeError, RawConnection, warmUp } from "./clients.ts";
 import type { ScenarioContext, ScenarioOutcome } from "./scenario.ts";
 import { START_SECONDS } from "./streams.ts";
 import { startSystem } from "./system.ts";
@@ -53,12 +53,11 @@ export async function hubFlood({ sizes, phases, log }: ScenarioContext): Promise
   const openFailures: Record<string, number> = {};
   try {
     const control = new ControlClient();
-    await phases.run("hub-flood: control requests before the flood", 30, async (context) => {
-      const stop = new AbortController();
-      setTimeout(() => stop.abort(), 1_000);
-      await new ControlClient().run(system.tlsRoute, stop.signal, CONTROL_PACE);
-      context.progress = "warmed up";
-    });
+    await phases.run(
+      "hub-flood: control requests before the flood",
+      30,
+      () => warmUp(system.tlsRoute, CONTROL_PACE),
+    );
     const nodeDescriptorsBefore = await openDescriptors(system.node.pid);
     await phases.run(
       `hub-flood: open ${connections} flood connections`,

@@ -75,13 +75,9 @@ async function transfersWhileHolding(system: System, context: PhaseContext) {
         kind: transfer.kind,
         bytes: transfer.bytes,
         result: outcome.result,
-        ...(outcome.result === "ok" ? {} : {
-          detail: outcome.result === "lost"
-            ? `${outcome.bytes} bytes short`
-            : "detail" in outcome
-            ? outcome.detail
-            : outcome.reason,
-        }),
+        ...(outcome.result === "lost" ? { detail: `${outcome.bytes} bytes short` } : {}),
+        ...(outcome.result === "corrupted" ? { detail: outcome.detail } : {}),
+        ...(outcome.result === "failed" ? { detail: outcome.reason } : {}),
       };
     }));
   } finally {

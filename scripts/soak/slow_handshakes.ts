@@ -11,7 +11,7 @@
  */
 
 import { buildClientHello } from "../../tests/sni/client_hello_builder.ts";
-import { ControlClient, count, describeError, loopbackAddresses, RawConnection } from "./clients.ts";
+import { ControlClient, count, describeError, loopbackAddresses, RawConnection, warmUp } from "./clients.ts";
 import type { ScenarioContext, ScenarioOutcome } from "./scenario.ts";
 import { START_SECONDS } from "./streams.ts";
 import { HOSTNAME, startSystem } from "./system.ts";
@@ -109,11 +109,11 @@ export async function slowHandshakes({ sizes, phases, log }: ScenarioContext): P
   };
   const keepers: Promise<void>[] = [];
   try {
-    await phases.run("slow-handshakes: control requests before", 30, async () => {
-      const stop = new AbortController();
-      setTimeout(() => stop.abort(), 1_000);
-      await new ControlClient().run(system.tlsRoute, stop.signal, CONTROL_PACE);
-    });
+    await phases.run(
+      "slow-handshakes: control requests before",
+      30,
+      () => warmUp(system.tlsRoute, CONTROL_PACE),
+    );
     const openFailures: Record<string, number> = {};
     await phases.run(
       `slow-handshakes: open ${connections} slow connections`,
