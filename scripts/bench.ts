@@ -20,10 +20,11 @@
  *   --profile DIR      instead of the benchmark: run the node and agent under `--cpu-prof`, drive the
  *                      one-stream and 64-stream transfers through them, and list the top self-time functions
  *
- * Every step is a phase with a deadline scaled to its size (see {@linkcode DEADLINES}). A phase that misses it
- * or fails ends the run with one line naming the phase, how far it got and the state of every child process;
- * the children are killed on the way out, on Ctrl-C too. Exit codes: 0 done, 1 a phase failed, 2 a bad flag,
- * 5 a phase missed its deadline.
+ * Every step is a phase with a deadline scaled to its size (see {@linkcode DEADLINES}); holds and transfers
+ * also end once their progress has stood still for 30 s. A phase that misses its deadline or fails ends the
+ * run with one line naming the phase, how far it got and the state of every child process; the children are
+ * killed on the way out, on Ctrl-C too. Exit codes: 0 done, 1 a phase failed, 2 a bad flag, 5 a phase missed
+ * its deadline.
  *
  * Environment: NEXUS_BENCH_KEEP=1 keeps the temporary directory (configs, certificates, every child's log);
  * NEXUS_BENCH_DEBUG=1 prints each phase, each child's pid and the load generator's progress.
@@ -84,6 +85,8 @@ const DEADLINES = {
   timed: (seconds: number) => 30 + seconds,
   /** Writing the report, the plot and the log of runs, and formatting them. */
   report: 60,
+  /** A phase whose progress (connections held, bytes moved) stands still this long ends before its deadline. */
+  stall: 30,
 };
 
 /** Sizes and counts of one run. */
@@ -407,7 +410,7 @@ async function measureIdle(
         }, context);
         await sleep(1_000);
         return { seconds: Number(result.seconds), sample: await sumSamples(watched) };
-      });
+      }, { stallSeconds: DEADLINES.stall });
     await sleep(500);
     const base = await sumSamples(watched);
     const agentBase = target === "nexus" ? await sampleProcess(proxies.agent.pid) : null;
@@ -477,6 +480,7 @@ async function measureRepeat(
       `repeat ${repeat + 1}, ${what}, ${target}`,
       timeoutSeconds,
       (context) => generator.run(job, context),
+      { stallSeconds: DEADLINES.stall },
     );
 
   const transfer = async (key: string, target: TargetName, job: LoadJob, bytes: number) => {

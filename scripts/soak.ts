@@ -14,9 +14,10 @@
  * ```
  *
  * Every scenario prints its figures at the end, then `passed` or each check that failed. Every step is a
- * phase with a deadline scaled to its size (`--phase-timeout S` gives every phase S seconds instead); one that
- * misses it ends the scenario with a line naming the phase, how far it got and the state of node and agent.
- * Children are killed on the way out, on Ctrl-C too.
+ * phase with a deadline scaled to its size (`--phase-timeout S` gives every phase S seconds instead), and holds
+ * and transfers also end once their count has stood still for 30 s; a phase that misses its deadline ends
+ * the scenario with a line naming the phase, how far it got and the state of node and agent. Children are
+ * killed on the way out, on Ctrl-C too.
  *
  * Exit codes: 0 every scenario passed; 1 a check failed (data lost or corrupted, a limit not held); 2 a bad
  * flag; 3 a phase failed (the scenario could not go on); 4 streams failed unexpectedly, nothing lost; 5 a phase

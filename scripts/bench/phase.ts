@@ -47,8 +47,12 @@ export class PhaseError extends Error {
 /** The exit code of a program whose phase missed its deadline, the same for the benchmark and the soak. */
 export const EXIT_DEADLINE = 5;
 
+/** How often a phase with a stall limit looks at its progress. */
+const STALL_CHECK_MS = 250;
+
 const count = (n: number) => n.toLocaleString("en-US");
-const seconds = (ms: number) => `${Number((ms / 1000).toFixed(3))} s`;
+/** "39 s", "0.05 s": whole seconds from 10 s on, where fractions are noise. */
+const seconds = (ms: number) => `${ms >= 10_000 ? Math.round(ms / 1000) : Number((ms / 1000).toFixed(3))} s`;
 
 /** "node alive, 1,030 descriptors; agent exited with code 1", one clause per process. */
 export async function describeProcesses(processes: readonly WatchedProcess[]): Promise<string> {
@@ -87,22 +91,38 @@ export class Phases {
     this.#log = options.log ?? (() => {});
   }
 
-  /** Runs `work` as the phase `name`; rejects with a {@linkcode PhaseError} when it fails or runs too long. */
+  /**
+   * Runs `work` as the phase `name`; rejects with a {@linkcode PhaseError} when it fails or runs too long.
+   * With `stallSeconds`, the phase also ends early once its progress has not changed for that long: a count
+   * that stopped moving will not move again before the deadline.
+   */
   async run<T>(
     name: string,
     timeoutSeconds: number,
     work: (context: PhaseContext) => Promise<T>,
+    options: { stallSeconds?: number } = {},
   ): Promise<T> {
     const deadlineMs = this.#overrideMs ?? timeoutSeconds * 1000;
     const controller = new AbortController();
     const context: PhaseContext = { progress: "", signal: controller.signal };
     const startedMs = performance.now();
     this.#log(`phase "${name}" (deadline ${seconds(deadlineMs)})`);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const expired = new Promise<"expired">((
-      resolve,
-    ) => (timer = setTimeout(() => resolve("expired"), deadlineMs)));
-    let outcome: { value: T } | "expired";
+    const timers: Array<ReturnType<typeof setTimeout>> = [];
+    const expired = new Promise<{ stalledMs: number | null }>((resolve) => {
+      timers.push(setTimeout(() => resolve({ stalledMs: null }), deadlineMs));
+      if (options.stallSeconds === undefined) return;
+      let seen = context.progress;
+      let changedMs = startedMs;
+      timers.push(setInterval(() => {
+        if (context.progress !== seen) {
+          seen = context.progress;
+          changedMs = performance.now();
+        } else if (performance.now() - changedMs >= options.stallSeconds! * 1000) {
+          resolve({ stalledMs: performance.now() - changedMs });
+        }
+      }, STALL_CHECK_MS));
+    });
+    let outcome: { value: T } | { stalledMs: number | null };
     try {
       outcome = await Promise.race([work(context).then((value) => ({ value })), expired]);
     } catch (error) {
@@ -116,16 +136,20 @@ export class Phases {
         }; ${await describeProcesses(this.#watched())}`,
       );
     } finally {
-      clearTimeout(timer);
+      for (const timer of timers) clearTimeout(timer);
     }
-    if (outcome === "expired") {
+    if ("stalledMs" in outcome) {
       controller.abort();
+      const progress = context.progress === "" ? "not finished" : context.progress;
+      const when = outcome.stalledMs === null
+        ? `after ${seconds(deadlineMs)}`
+        : `and no progress for ${seconds(outcome.stalledMs)}, after ${
+          seconds(performance.now() - startedMs)
+        } of its ${seconds(deadlineMs)}`;
       throw new PhaseError(
         name,
         "deadline",
-        `phase "${name}": ${context.progress === "" ? "not finished" : context.progress} after ${
-          seconds(deadlineMs)
-        }; ${await describeProcesses(this.#watched())}`,
+        `phase "${name}": ${progress} ${when}; ${await describeProcesses(this.#watched())}`,
       );
     }
     return outcome.value;

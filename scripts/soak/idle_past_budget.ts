@@ -15,7 +15,7 @@ import type { PhaseContext } from "../bench/phase.ts";
 import { openDescriptors } from "../../tests/helpers/processes.ts";
 import { count } from "./clients.ts";
 import type { ScenarioContext, ScenarioOutcome } from "./scenario.ts";
-import { holdEchoStreams, holdSeconds, runStream, START_SECONDS } from "./streams.ts";
+import { holdEchoStreams, holdSeconds, runStream, STALL_SECONDS, START_SECONDS } from "./streams.ts";
 import { type DescriptorSettling, settleDescriptors, startSystem, type System } from "./system.ts";
 
 /** Idle connections held unless `--connections` says otherwise. */
@@ -111,6 +111,7 @@ export async function idlePastBudget({ sizes, phases, log }: ScenarioContext): P
       `idle-past-budget: hold ${connections} idle connections`,
       holdSeconds(connections),
       (context) => holdEchoStreams(system.tlsRoute, conns, connections, context),
+      { stallSeconds: STALL_SECONDS },
     );
     log(`${count(conns.length)} idle connections held`);
     const holding = {
@@ -122,6 +123,7 @@ export async function idlePastBudget({ sizes, phases, log }: ScenarioContext): P
       "idle-past-budget: transfers while holding",
       15 + transferBytes / (2 * MiB),
       (context) => transfersWhileHolding(system, context),
+      { stallSeconds: STALL_SECONDS },
     );
     const held = conns.length;
     for (const conn of conns.splice(0)) conn.close();

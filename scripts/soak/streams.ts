@@ -494,6 +494,9 @@ export function holdSeconds(connections: number): number {
   return 15 + connections * 0.02;
 }
 
+/** A hold or transfer whose count stands still this long ends before its deadline. */
+export const STALL_SECONDS = 30;
+
 /** Opens `connections` idle proxied TLS connections (each echoed one byte end to end) and measures the node. */
 export async function measureIdle(
   connections: number,
@@ -519,6 +522,7 @@ export async function measureIdle(
       `idle: hold ${connections} connections`,
       holdSeconds(connections),
       (context) => holdEchoStreams(system.tlsRoute, conns, connections, context),
+      { stallSeconds: STALL_SECONDS },
     );
     log(`${conns.length} idle connections open`);
     await sleep(2_000);

@@ -75,6 +75,31 @@ Deno.test("a phase whose work throws fails with the phase's name, the error and 
   );
 });
 
+Deno.test("a phase whose progress stands still for its stall limit ends before its deadline, saying so", async () => {
+  const phases = new Phases({ watched: () => [] });
+  const error = await phases.run("hold", 3_600, (context) => {
+    context.progress = "256 of 1000 connections established";
+    return never();
+  }, { stallSeconds: 0.5 }).then(() => assert.fail("the phase did not fail"), (e) => e);
+  assert.equal(error.kind, "deadline");
+  assert.match(
+    error.message,
+    /^phase "hold": 256 of 1000 connections established and no progress for 0\.[5-9]\d* s, after [\d.]+ s of its 3600 s; no child processes$/,
+  );
+});
+
+Deno.test("a phase whose progress keeps moving is not ended by its stall limit", async () => {
+  const phases = new Phases({ watched: () => [] });
+  const value = await phases.run("moving", 10, async (context) => {
+    for (let i = 0; i < 12; i++) {
+      context.progress = `${i} of 12`;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    return "done";
+  }, { stallSeconds: 2 });
+  assert.equal(value, "done");
+});
+
 Deno.test("--phase-timeout replaces every phase's own deadline", async () => {
   const phases = new Phases({ watched: () => [], timeoutOverrideSeconds: 0.02 });
   const error = await phases.run("long", 3_600, never).then(
