@@ -16,11 +16,18 @@
  *   --stream-kib N     bytes of each of the 64 streams, in KiB (default 4096, quick 512)
  *   --seconds S        length of the timed measurements (default 3, quick 1)
  *   --idle A,B         the two counts of idle connections (default 1000,10000; quick 200,1000)
+ *   --phase-timeout S  give every phase S seconds instead of the deadline scaled to its size
  *   --profile DIR      instead of the benchmark: run the node and agent under `--cpu-prof`, drive the
  *                      one-stream and 64-stream transfers through them, and list the top self-time functions
  *
+ * Every step is a phase with a deadline scaled to its size (see {@linkcode DEADLINES}); holds and transfers
+ * also end once their progress has stood still for 30 s. A phase that misses its deadline or fails ends the
+ * run with one line naming the phase, how far it got and the state of every child process; the children are
+ * killed on the way out, on Ctrl-C too. Exit codes: 0 done, 1 a phase failed, 2 a bad flag, 5 a phase missed
+ * its deadline.
+ *
  * Environment: NEXUS_BENCH_KEEP=1 keeps the temporary directory (configs, certificates, every child's log);
- * NEXUS_BENCH_DEBUG=1 prints each step.
+ * NEXUS_BENCH_DEBUG=1 prints each phase, each child's pid and the load generator's progress.
  *
  * @module
  */
@@ -36,7 +43,9 @@ import {
 } from "./bench/child.ts";
 import { topFunctions } from "./bench/cpu_profile.ts";
 import { HAPROXY_INSTALL_HINT, haproxyConfig, haproxyVersion } from "./bench/haproxy.ts";
-import type { LoadJob, LoadResult, LoadTarget } from "./bench/load.ts";
+import type { LoadJob, LoadProgress, LoadResult, LoadTarget } from "./bench/load.ts";
+import { EXIT_DEADLINE, type PhaseContext, PhaseError, Phases } from "./bench/phase.ts";
+import { keepOnExit, reapOnExit, registeredChildren, removeOnExit } from "./bench/reaper.ts";
 import {
   type Figure,
   type HistoryEntry,
@@ -58,7 +67,27 @@ const REQUEST_BYTES = 64;
 const LATENCY_CONNECTIONS = 8;
 const LATENCY_RATE_PER_SECOND = 1_000;
 const HOLD_CONCURRENCY = 128;
-const JOB_TIMEOUT_MS = 300_000;
+
+/**
+ * Deadlines of the phases, in seconds, scaled to what each one moves. Generous (a phase that takes a tenth of
+ * its deadline is slow already): they are there to turn a proxy that stopped answering into a message.
+ */
+const DEADLINES = {
+  /** Starting a child and waiting until it answers. */
+  start: 60,
+  /** Stopping children: SIGTERM, up to 10 s of grace each, then SIGKILL. */
+  stop: 30,
+  /** Holding idle connections: a fixed part and 30 ms per connection (Nexus takes about 3). */
+  hold: (connections: number) => 15 + connections * 0.03,
+  /** Moving bytes: a fixed part and the bytes at 2 MiB/s (Nexus moves about a hundred times that). */
+  transfer: (bytes: number) => 15 + bytes / (2 * MIB),
+  /** A measurement of fixed length: its length and 30 s to set it up. */
+  timed: (seconds: number) => 30 + seconds,
+  /** Writing the report, the plot and the log of runs, and formatting them. */
+  report: 60,
+  /** A phase whose progress (connections held, bytes moved) stands still this long ends before its deadline. */
+  stall: 30,
+};
 
 /** Sizes and counts of one run. */
 interface Plan {
@@ -68,6 +97,8 @@ interface Plan {
   readonly streamBytes: number;
   readonly seconds: number;
   readonly idleCounts: readonly [number, number];
+  /** `--phase-timeout`: every phase's deadline, instead of the scaled ones. */
+  readonly phaseTimeoutSeconds: number | undefined;
 }
 
 function planFromArgs(values: Record<string, string | boolean | undefined>): Plan {
@@ -93,6 +124,7 @@ function planFromArgs(values: Record<string, string | boolean | undefined>): Pla
     streamBytes: Math.round(number("stream-kib", quick ? 512 : 4096) * 1024),
     seconds: number("seconds", quick ? 1 : 3),
     idleCounts: [idle[0], idle[1]],
+    phaseTimeoutSeconds: values["phase-timeout"] === undefined ? undefined : number("phase-timeout", 0),
   };
 }
 
@@ -213,9 +245,13 @@ function denoRun(
 
 const NEXUS_PERMISSIONS = ["--allow-net", "--allow-read", "--allow-env"];
 
-/** Starts the node, waits for its hub to accept connections, then starts the agent (no reconnect delay). */
+/**
+ * Starts the node, waits for its hub to accept connections, then starts the agent (no reconnect delay). The
+ * wait is bounded by the phase it runs in.
+ */
 async function startNexus(
   setup: Setup,
+  context: PhaseContext,
   profileDir?: string,
 ): Promise<{ node: BenchChild; agent: BenchChild }> {
   const profile = (name: string) =>
@@ -226,25 +262,26 @@ async function startNexus(
     denoRun(NEXUS_PERMISSIONS, main, ["serve", "--config", `${setup.dir}/node.yaml`], profile("node")),
     { logFile: `${setup.dir}/node.log` },
   );
-  const deadline = Date.now() + 30_000;
+  context.progress = "the node's hub does not accept connections yet";
   for (;;) {
     try {
       (await Deno.connect({ hostname: "127.0.0.1", port: setup.hubPort })).close();
       break;
     } catch (error) {
-      if (node.exited || Date.now() > deadline) {
+      if (node.exited || context.signal.aborted) {
         await node.stop();
         throw new Error(`the node did not start (see ${setup.dir}/node.log): ${String(error)}`);
       }
       await sleep(50);
     }
   }
-  debug("node hub up");
+  debug(`node hub up (pid ${node.pid})`);
   const agent = new BenchChild(
     "agent",
     denoRun(NEXUS_PERMISSIONS, main, ["agent", "--config", `${setup.dir}/agent.yaml`], profile("agent")),
     { logFile: `${setup.dir}/agent.log` },
   );
+  debug(`agent started (pid ${agent.pid})`);
   return { node, agent };
 }
 
@@ -262,24 +299,35 @@ class Generator {
     this.child = child;
   }
 
-  async run(job: LoadJob): Promise<LoadResult> {
+  /** Runs `job`; the generator's progress lines go to `context`, whose phase bounds the wait. */
+  async run(job: LoadJob, context?: PhaseContext): Promise<LoadResult> {
     await this.child.writeLine(JSON.stringify(job));
-    const result = JSON.parse(await this.child.readLine(JOB_TIMEOUT_MS)) as LoadResult;
-    if (typeof result.error === "string") throw new Error(`${job.op}: ${result.error}`);
-    return result;
+    for (;;) {
+      const line = JSON.parse(await this.child.readLine()) as LoadResult | LoadProgress;
+      if (typeof line.progress === "string") {
+        if (context !== undefined) context.progress = line.progress;
+        debug(`${job.op}: ${line.progress}`);
+        continue;
+      }
+      const result = line as LoadResult;
+      if (typeof result.error === "string") throw new Error(`${job.op}: ${result.error}`);
+      return result;
+    }
   }
 }
 
-/** Waits until a connection through `target` reaches the service, or fails after `timeoutMs`. */
-async function waitReachable(generator: Generator, target: LoadTarget, what: string, timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
+/** Waits until a connection through `target` reaches the service; the phase of `context` bounds the wait. */
+async function waitReachable(generator: Generator, target: LoadTarget, what: string, context: PhaseContext) {
   for (;;) {
     try {
       await generator.run({ op: "probe", target });
       return;
     } catch (error) {
-      if (Deno.env.get("NEXUS_BENCH_DEBUG")) log(`  ${what} not reachable yet: ${String(error)}`);
-      if (Date.now() > deadline) throw new Error(`${what} did not become reachable: ${String(error)}`);
+      context.progress = `${what} not reachable yet: ${
+        error instanceof Error ? error.message : String(error)
+      }`;
+      debug(context.progress);
+      if (context.signal.aborted) return;
       await sleep(200);
     }
   }
@@ -323,8 +371,9 @@ interface Targets {
   readonly load: Record<TargetName, LoadTarget>;
 }
 
-/** The idle-connection phase: memory of each proxy with the two counts of idle proxied connections held. */
+/** The idle-connection phases: memory of each proxy with the two counts of idle proxied connections held. */
 async function measureIdle(
+  phases: Phases,
   newGenerator: (name: string) => Generator,
   targets: Targets,
   proxies: Proxies,
@@ -352,29 +401,24 @@ async function measureIdle(
         } (its figures are for ${large.toLocaleString("en-US")}).`,
       );
     }
+    const hold = (upTo: number, before: number) =>
+      phases.run(`idle connections, ${target}, ${upTo}`, DEADLINES.hold(upTo - before), async (context) => {
+        const result = await generator.run({
+          op: "hold",
+          target: targets.load[target],
+          upTo,
+          concurrency: HOLD_CONCURRENCY,
+        }, context);
+        await sleep(1_000);
+        return { seconds: Number(result.seconds), sample: await sumSamples(watched) };
+      }, { stallSeconds: DEADLINES.stall });
     await sleep(500);
-    debug("sampling base");
     const base = await sumSamples(watched);
-    debug("sampled base");
     const agentBase = target === "nexus" ? await sampleProcess(proxies.agent.pid) : null;
-    const first = await generator.run({
-      op: "hold",
-      target: targets.load[target],
-      count: small,
-      concurrency: HOLD_CONCURRENCY,
-    });
-    debug("held small");
-    await sleep(1_000);
-    const atSmall = await sumSamples(watched);
-    debug("sampled small");
-    const second = await generator.run({
-      op: "hold",
-      target: targets.load[target],
-      count: large - small,
-      concurrency: HOLD_CONCURRENCY,
-    });
-    await sleep(1_000);
-    const atLarge = await sumSamples(watched);
+    const first = await hold(small, 0);
+    const second = await hold(large, small);
+    const atSmall = first.sample;
+    const atLarge = second.sample;
     samples.add("rss_small", target, atSmall.rssBytes / MIB);
     samples.add("rss_large", target, atLarge.rssBytes / MIB);
     samples.add("per_idle_small", target, (atSmall.rssBytes - base.rssBytes) / small / 1024);
@@ -384,13 +428,13 @@ async function measureIdle(
       samples.add("agent_per_idle", target, (agentLarge.rssBytes - agentBase.rssBytes) / large / 1024);
     }
     log(
-      `  idle ${target}: ${small} held in ${Number(first.seconds).toFixed(1)} s, ${large} in ${
-        (Number(first.seconds) + Number(second.seconds)).toFixed(1)
+      `  idle ${target}: ${small} held in ${first.seconds.toFixed(1)} s, ${large} in ${
+        (first.seconds + second.seconds).toFixed(1)
       } s; RSS ${(base.rssBytes / MIB).toFixed(1)} -> ${(atSmall.rssBytes / MIB).toFixed(1)} -> ${
         (atLarge.rssBytes / MIB).toFixed(1)
       } MiB`,
     );
-    await generator.child.stop();
+    await phases.run(`idle connections, ${target}, release`, DEADLINES.stop, () => generator.child.stop());
     log(`  idle ${target}: released`);
   }
 }
@@ -415,6 +459,7 @@ class CpuPerGib {
 
 /** One repeat of every timed measurement, for every target, rotating the order between repeats. */
 async function measureRepeat(
+  phases: Phases,
   generator: Generator,
   targets: Targets,
   proxies: Proxies,
@@ -431,45 +476,51 @@ async function measureRepeat(
       : target === "haproxy"
       ? [["node", proxies.haproxy!]]
       : [];
+  const phase = (what: string, target: TargetName, timeoutSeconds: number, job: LoadJob) =>
+    phases.run(
+      `repeat ${repeat + 1}, ${what}, ${target}`,
+      timeoutSeconds,
+      (context) => generator.run(job, context),
+      { stallSeconds: DEADLINES.stall },
+    );
 
-  const transfer = async (key: string, target: TargetName, job: LoadJob) => {
+  const transfer = async (key: string, target: TargetName, job: LoadJob, bytes: number) => {
     const watched = watchedFor(target);
     const before = await Promise.all(watched.map(([, child]) => sampleProcess(child.pid)));
     const generatorBefore = await sampleProcess(generator.child.pid);
-    const result = await generator.run(job);
+    const result = await phase(key, target, DEADLINES.transfer(bytes), job);
     const generatorAfter = await sampleProcess(generator.child.pid);
     const after = await Promise.all(watched.map(([, child]) => sampleProcess(child.pid)));
-    const bytes = Number(result.bytes);
     const seconds = Number(result.seconds);
-    samples.add(key, target, bytes / MIB / seconds);
+    samples.add(key, target, Number(result.bytes) / MIB / seconds);
     const tracker = cpu.get(target)!;
-    tracker.moved(bytes);
+    tracker.moved(Number(result.bytes));
     watched.forEach(([part], i) => tracker.add(part, after[i].cpuSeconds - before[i].cpuSeconds));
     const share = (generatorAfter.cpuSeconds - generatorBefore.cpuSeconds) / seconds;
     generatorLoad.set(target, Math.max(generatorLoad.get(target) ?? 0, share));
   };
 
   for (const target of order) {
-    await transfer("bulk_up", target, { op: "upload", target: targets.load[target], bytes: plan.bulkBytes });
+    const job: LoadJob = { op: "upload", target: targets.load[target], bytes: plan.bulkBytes };
+    await transfer("bulk_up", target, job, plan.bulkBytes);
   }
   for (const target of order) {
-    await transfer("bulk_down", target, {
-      op: "download",
-      target: targets.load[target],
-      bytes: plan.bulkBytes,
-    });
+    const job: LoadJob = { op: "download", target: targets.load[target], bytes: plan.bulkBytes };
+    await transfer("bulk_down", target, job, plan.bulkBytes);
   }
   for (const target of order) {
-    await transfer("streams", target, {
+    const job: LoadJob = {
       op: "streams",
       target: targets.load[target],
       streams: STREAMS,
       bytesEach: plan.streamBytes,
-    });
+    };
+    await transfer("streams", target, job, STREAMS * plan.streamBytes);
   }
   log("  transfers done");
+  const timed = DEADLINES.timed(plan.seconds);
   for (const target of order) {
-    const result = await generator.run({
+    const result = await phase("connections", target, timed, {
       op: "connections",
       target: targets.load[target],
       concurrency: CONNECT_CONCURRENCY,
@@ -478,7 +529,7 @@ async function measureRepeat(
     samples.add("connections", target, Number(result.connections) / Number(result.seconds));
   }
   for (const target of order) {
-    const result = await generator.run({
+    const result = await phase("requests", target, timed, {
       op: "requests",
       target: targets.load[target],
       connections: REQUEST_CONNECTIONS,
@@ -488,7 +539,7 @@ async function measureRepeat(
     samples.add("requests", target, Number(result.requests) / Number(result.seconds));
   }
   for (const target of order) {
-    const result = await generator.run({
+    const result = await phase("latency", target, timed, {
       op: "latency",
       target: targets.load[target],
       connections: LATENCY_CONNECTIONS,
@@ -668,6 +719,24 @@ async function commandOutput(command: string, args: string[]): Promise<string> {
   }
 }
 
+/**
+ * The commit measured, `git rev-parse --short HEAD`, with `+changes` when the tree differs from it (untracked
+ * files included, the report's own files not: every run rewrites them).
+ */
+async function measuredCommit(): Promise<string> {
+  const commit = await commandOutput("git", ["rev-parse", "--short", "HEAD"]) || "unknown";
+  const changes = await commandOutput("git", [
+    "status",
+    "--porcelain",
+    "--",
+    ".",
+    ":(exclude)docs/benchmarks.md",
+    ":(exclude)docs/benchmarks.svg",
+    ":(exclude)docs/benchmarks_history.json",
+  ]);
+  return changes === "" ? commit : `${commit}+changes`;
+}
+
 async function machineInfo(): Promise<RunInfo["machine"]> {
   const cpuinfo = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
   const cpu = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? "unknown CPU";
@@ -689,20 +758,44 @@ async function keptNotes(path: string): Promise<string> {
   return at < 0 ? "\n" : text.slice(at + NOTES_MARKER.length + 1);
 }
 
-async function profileRun(setup: Setup, generator: Generator, plan: Plan, profileDir: string): Promise<void> {
+async function profileRun(
+  phases: Phases,
+  setup: Setup,
+  generator: Generator,
+  plan: Plan,
+  profileDir: string,
+): Promise<void> {
   await Deno.mkdir(profileDir, { recursive: true });
-  const { node, agent } = await startNexus(setup, profileDir);
   const target = { port: setup.relayPort, serverName: SERVER_NAME };
+  const { node, agent } = await phases.run(
+    "start Nexus under the profiler",
+    DEADLINES.start,
+    async (context) => {
+      const started = await startNexus(setup, context, profileDir);
+      await waitReachable(generator, target, "Nexus", context);
+      return started;
+    },
+  );
   try {
-    await waitReachable(generator, target, "Nexus");
     for (let r = 0; r < plan.repeats; r++) {
-      await generator.run({ op: "upload", target, bytes: plan.bulkBytes });
-      await generator.run({ op: "download", target, bytes: plan.bulkBytes });
-      await generator.run({ op: "streams", target, streams: STREAMS, bytesEach: plan.streamBytes });
+      const job = (what: string, bytes: number, work: LoadJob) =>
+        phases.run(`profile ${r + 1}, ${what}`, DEADLINES.transfer(bytes), (c) => generator.run(work, c));
+      await job("upload", plan.bulkBytes, { op: "upload", target, bytes: plan.bulkBytes });
+      await job("download", plan.bulkBytes, { op: "download", target, bytes: plan.bulkBytes });
+      await job("streams", STREAMS * plan.streamBytes, {
+        op: "streams",
+        target,
+        streams: STREAMS,
+        bytesEach: plan.streamBytes,
+      });
     }
   } finally {
-    await node.stop();
-    await agent.stop();
+    // SIGTERM first: a profiled process writes its profile on the way out.
+    await phases.run(
+      "stop Nexus and write the profiles",
+      DEADLINES.stop,
+      () => Promise.all([node.stop(), agent.stop()]),
+    );
   }
   const lines: string[] = [];
   for (const name of ["node", "agent"]) {
@@ -720,7 +813,7 @@ async function profileRun(setup: Setup, generator: Generator, plan: Plan, profil
 }
 
 const USAGE = `Usage: deno task bench [--quick] [--label TEXT] [--out DIR] [--profile DIR] [--repeats N]
-                       [--bulk-mib N] [--stream-kib N] [--seconds N] [--idle N,N]`;
+                       [--bulk-mib N] [--stream-kib N] [--seconds N] [--idle N,N] [--phase-timeout S]`;
 
 async function main(): Promise<number> {
   let values;
@@ -736,6 +829,7 @@ async function main(): Promise<number> {
         "stream-kib": { type: "string" },
         seconds: { type: "string" },
         idle: { type: "string" },
+        "phase-timeout": { type: "string" },
         profile: { type: "string" },
         help: { type: "boolean" },
       },
@@ -761,7 +855,17 @@ async function main(): Promise<number> {
   }
   const outDir = values.out ?? `${REPO}/docs`;
   const startedMs = Date.now();
+  // Taken before anything runs: what is measured is the tree as it was when the run began.
+  const commit = await measuredCommit();
+  reapOnExit("bench");
   const dir = await Deno.makeTempDir({ prefix: "nexus-bench-" });
+  const keep = Deno.env.get("NEXUS_BENCH_KEEP") !== undefined;
+  if (!keep) removeOnExit(dir);
+  const phases = new Phases({
+    watched: registeredChildren,
+    timeoutOverrideSeconds: plan.phaseTimeoutSeconds,
+    log: debug,
+  });
   const hardLimit = (await openFileLimits(Deno.pid)).hard;
   const haproxyMaxConnections = Math.min(
     30_000,
@@ -791,7 +895,11 @@ async function main(): Promise<number> {
       { logFile: `${dir}/service.log` },
     );
     children.push(service);
-    const { port: servicePort } = JSON.parse(await service.readLine(60_000)) as { port: number };
+    debug(`service started (pid ${service.pid})`);
+    const servicePort = await phases.run("start the service", DEADLINES.start, async (context) => {
+      context.progress = "the service has not printed its port";
+      return (JSON.parse(await service.readLine()) as { port: number }).port;
+    });
     Object.assign(setup, { servicePort });
     await writeConfigs(setup);
     const newGenerator = (name: string) =>
@@ -807,9 +915,10 @@ async function main(): Promise<number> {
       );
     const generator = newGenerator("load generator");
     children.push(generator.child);
+    debug(`load generator started (pid ${generator.child.pid})`);
 
     if (values.profile !== undefined) {
-      await profileRun(setup, generator, plan, values.profile);
+      await profileRun(phases, setup, generator, plan, values.profile);
       return 0;
     }
 
@@ -825,19 +934,22 @@ async function main(): Promise<number> {
         nexus: { port: setup.relayPort, serverName: SERVER_NAME },
       },
     };
-    const startProxies = async () => {
-      Object.assign(proxies, await startNexus(setup), {
-        haproxy: haproxy === null ? null : startHaproxy(setup),
+    const startProxies = (what: string) =>
+      phases.run(what, DEADLINES.start, async (context) => {
+        Object.assign(proxies, await startNexus(setup, context), {
+          haproxy: haproxy === null ? null : startHaproxy(setup),
+        });
+        if (proxies.haproxy) debug(`haproxy started (pid ${proxies.haproxy.pid})`);
+        for (const target of targets.list) {
+          await waitReachable(generator, targets.load[target], TARGET_NAMES[target], context);
+          log(`  ${TARGET_NAMES[target]} reachable`);
+        }
       });
-      for (const target of targets.list) {
-        await waitReachable(generator, targets.load[target], TARGET_NAMES[target]);
-        log(`  ${TARGET_NAMES[target]} reachable`);
-      }
-    };
-    const stopProxies = async () => {
-      await Promise.all([proxies.node?.stop(), proxies.agent?.stop(), proxies.haproxy?.stop()]);
-    };
-    await startProxies();
+    const stopProxies = () =>
+      phases.run("stop the proxies", DEADLINES.stop, async () => {
+        await Promise.all([proxies.node?.stop(), proxies.agent?.stop(), proxies.haproxy?.stop()]);
+      });
+    await startProxies("start the proxies");
     const limits = await Promise.all(
       [service, generator.child, proxies.node!, proxies.agent!, ...(proxies.haproxy ? [proxies.haproxy] : [])]
         .map(
@@ -848,27 +960,34 @@ async function main(): Promise<number> {
 
     const samples = new Samples();
     log(`idle connections (${plan.idleCounts.join(" and ")}):`);
-    await measureIdle(newGenerator, targets, proxies as Proxies, plan, samples, fdBudget);
+    await measureIdle(phases, newGenerator, targets, proxies as Proxies, plan, samples, fdBudget);
     // Fresh proxies for the timed part, so the heap left by thousands of closed connections does not count.
     await stopProxies();
     log("proxies stopped");
-    await startProxies();
+    await startProxies("restart the proxies");
     log("proxies restarted");
 
     const generatorLoad = new Map<TargetName, number>();
     for (let repeat = 0; repeat < plan.repeats; repeat++) {
       log(`repeat ${repeat + 1} of ${plan.repeats}`);
-      await measureRepeat(generator, targets, proxies as Proxies, plan, samples, repeat, generatorLoad);
+      await measureRepeat(
+        phases,
+        generator,
+        targets,
+        proxies as Proxies,
+        plan,
+        samples,
+        repeat,
+        generatorLoad,
+      );
     }
     await stopProxies();
 
     const figures = buildFigures(samples, plan);
-    const commit = await commandOutput("git", ["rev-parse", "--short", "HEAD"]) || "unknown";
-    const dirty = (await commandOutput("git", ["status", "--porcelain", "--untracked-files=no"])) !== "";
     const info: RunInfo = {
       date: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
       label: values.label ?? (await commandOutput("git", ["log", "-1", "--format=%s"]) || "unlabelled"),
-      commit: dirty ? `${commit}+changes` : commit,
+      commit,
       quick: plan.quick,
       machine: await machineInfo(),
       versions: { deno: Deno.version.deno, v8: Deno.version.v8, haproxy },
@@ -898,46 +1017,54 @@ async function main(): Promise<number> {
         `Latency is measured at a fixed offered load of ${LATENCY_RATE_PER_SECOND} requests/s spread over ${LATENCY_CONNECTIONS} connections, so every target gets the same moderate load; "added" subtracts the direct median.`,
       ],
     };
-    await Deno.mkdir(outDir, { recursive: true });
-    const historyPath = `${outDir}/benchmarks_history.json`;
-    const history = JSON.parse(await Deno.readTextFile(historyPath).catch(() => "[]")) as HistoryEntry[];
-    history.push({
-      label: info.label,
-      commit: info.commit,
-      date: info.date,
-      quick: info.quick,
-      values: Object.fromEntries(figures.map((f) => [f.key, f.values])),
-    });
-    await Deno.writeTextFile(historyPath, JSON.stringify(history, null, 2) + "\n");
-    const notes = await keptNotes(`${outDir}/benchmarks.md`);
-    await Deno.writeTextFile(`${outDir}/benchmarks.md`, markdownReport(info, figures, history, notes));
-    await Deno.writeTextFile(
-      `${outDir}/benchmarks.svg`,
-      svgPlot(
-        figures,
-        `Nexus ${info.commit} beside HAProxy and a direct connection (${info.machine.cores} cores)`,
-      ),
-    );
-    // The report lives in the repository, whose check runs `deno fmt --check`: write it formatted.
-    await new Deno.Command(Deno.execPath(), {
-      args: ["fmt", "--quiet", `${outDir}/benchmarks.md`, `${outDir}/benchmarks.svg`, historyPath],
-      cwd: REPO,
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    console.log(
-      `\n${
-        (await Deno.readTextFile(`${outDir}/benchmarks.md`)).split("## Results")[1].split("![")[0].trim()
-      }\n`,
-    );
+    await phases.run("write the report", DEADLINES.report, () => writeReport(outDir, info, figures));
     log(`report: ${outDir}/benchmarks.md, plot: ${outDir}/benchmarks.svg`);
     return 0;
   } finally {
     await Promise.all([proxies.node?.stop(), proxies.agent?.stop(), proxies.haproxy?.stop()]);
     for (const child of children) await child.stop();
-    if (Deno.env.get("NEXUS_BENCH_KEEP") === undefined) await Deno.remove(dir, { recursive: true });
-    else log(`kept ${dir}`);
+    if (keep) log(`kept ${dir}`);
+    else {
+      await Deno.remove(dir, { recursive: true });
+      keepOnExit(dir);
+    }
   }
+}
+
+/** Writes the report, the plot and the log of runs into `outDir`, formatted, and prints the table. */
+async function writeReport(outDir: string, info: RunInfo, figures: readonly Figure[]): Promise<void> {
+  await Deno.mkdir(outDir, { recursive: true });
+  const historyPath = `${outDir}/benchmarks_history.json`;
+  const history = JSON.parse(await Deno.readTextFile(historyPath).catch(() => "[]")) as HistoryEntry[];
+  history.push({
+    label: info.label,
+    commit: info.commit,
+    date: info.date,
+    quick: info.quick,
+    values: Object.fromEntries(figures.map((f) => [f.key, f.values])),
+  });
+  await Deno.writeTextFile(historyPath, JSON.stringify(history, null, 2) + "\n");
+  const notes = await keptNotes(`${outDir}/benchmarks.md`);
+  await Deno.writeTextFile(`${outDir}/benchmarks.md`, markdownReport(info, figures, history, notes));
+  await Deno.writeTextFile(
+    `${outDir}/benchmarks.svg`,
+    svgPlot(
+      figures,
+      `Nexus ${info.commit} beside HAProxy and a direct connection (${info.machine.cores} cores)`,
+    ),
+  );
+  // The report lives in the repository, whose check runs `deno fmt --check`: write it formatted.
+  await new Deno.Command(Deno.execPath(), {
+    args: ["fmt", "--quiet", `${outDir}/benchmarks.md`, `${outDir}/benchmarks.svg`, historyPath],
+    cwd: REPO,
+    stdout: "null",
+    stderr: "null",
+  }).output();
+  console.log(
+    `\n${
+      (await Deno.readTextFile(`${outDir}/benchmarks.md`)).split("## Results")[1].split("![")[0].trim()
+    }\n`,
+  );
 }
 
 const TARGET_NAMES: Record<TargetName, string> = { direct: "direct", haproxy: "HAProxy", nexus: "Nexus" };
@@ -947,6 +1074,6 @@ if (import.meta.main) {
     Deno.exit(await main());
   } catch (error) {
     console.error(`bench: ${error instanceof Error ? error.message : String(error)}`);
-    Deno.exit(1);
+    Deno.exit(error instanceof PhaseError && error.kind === "deadline" ? EXIT_DEADLINE : 1);
   }
 }

@@ -28,6 +28,11 @@ const DIRECT_ROWS = new Set(ROWS.slice(0, 7));
 /** Rows with no HAProxy counterpart. */
 const NEXUS_ONLY_ROWS = new Set(["Agent memory per idle connection, at 20", "CPU per GiB moved, agent"]);
 
+async function git(args: string[]): Promise<string> {
+  const output = await new Deno.Command("git", { args, cwd: REPO, stdout: "piped" }).output();
+  return new TextDecoder().decode(output.stdout).trim();
+}
+
 async function haproxyInstalled(): Promise<boolean> {
   try {
     return (await new Deno.Command("haproxy", { args: ["-v"], stdout: "null", stderr: "null" }).output())
@@ -91,6 +96,15 @@ Deno.test("bench --quick with tiny sizes writes a report with every row, a plot 
     assert.match(report, /Machine: .+, \d+ cores, Linux /);
     assert.match(report, new RegExp(`Versions: Deno ${Deno.version.deno.replaceAll(".", "\\.")} `));
     assert.match(report, /\| smoke \(quick\) \|/);
+    const head = await git(["rev-parse", "--short", "HEAD"]);
+    assert.match(
+      report,
+      // The report is formatted: a line may break between any two words.
+      new RegExp(
+        `measured\\s+commit\\s+${head}(\\+changes\\s+\\(the\\s+working\\s+tree\\s+had\\s+changes\\s+not\\s+committed\\))?\\.`,
+      ),
+      "the report names the commit it measured",
+    );
 
     const svg = await Deno.readTextFile(`${out}/benchmarks.svg`);
     assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
@@ -100,6 +114,61 @@ Deno.test("bench --quick with tiny sizes writes a report with every row, a plot 
     const history = JSON.parse(await Deno.readTextFile(`${out}/benchmarks_history.json`));
     assert.equal(history.length, 1);
     assert.equal(history[0].label, "smoke");
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+/** The state of process `pid` from `/proc` (through `cat`: reading it directly needs every permission), or null. */
+async function processState(pid: number): Promise<string | null> {
+  const output = await new Deno.Command("cat", {
+    args: [`/proc/${pid}/status`],
+    stdout: "piped",
+    stderr: "null",
+  })
+    .output();
+  return output.success ? /^State:\s+(\S)/m.exec(new TextDecoder().decode(output.stdout))?.[1] ?? null : null;
+}
+
+Deno.test("a phase that misses its deadline ends the bench with the phase's name and exit code 5, its children killed", async () => {
+  const out = await Deno.makeTempDir({ prefix: "nexus-bench-smoke-" });
+  try {
+    const run = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-net",
+        "--allow-read",
+        "--allow-write",
+        "--allow-env",
+        "--allow-run",
+        "--allow-sys",
+        `${REPO}scripts/bench.ts`,
+        "--quick",
+        "--out",
+        out,
+        "--phase-timeout",
+        "0.001",
+      ],
+      env: { NEXUS_BENCH_DEBUG: "1" },
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+    const stdout = new TextDecoder().decode(run.stdout);
+    const stderr = new TextDecoder().decode(run.stderr);
+    assert.equal(run.code, 5, `${stdout}\n${stderr}`);
+    assert.match(
+      stderr,
+      /^bench: phase "start the service": the service has not printed its port after 0\.001 s; service (alive, [\d,]+ descriptors|exited with .+)(; load generator .+)?$/m,
+    );
+    const pid = Number(/service started \(pid (\d+)\)/.exec(stdout)?.[1]);
+    assert.ok(pid > 0, stdout);
+    for (let i = 0; i < 50 && !["Z", null].includes(await processState(pid)); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.ok(["Z", null].includes(await processState(pid)), `the service (pid ${pid}) was left running`);
+    // Nothing was written: the run ended before the report.
+    assert.deepEqual([...Deno.readDirSync(out)], []);
   } finally {
     await Deno.remove(out, { recursive: true });
   }

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { killOnExit } from "./reaper.ts";
+
 /** The open-file limit asked for; where it cannot be had, the hard limit is used. */
 export const WANTED_OPEN_FILES = 65_536;
 
@@ -78,14 +80,15 @@ export interface ChildOptions {
   readonly env?: Record<string, string>;
 }
 
-/** A running child; its stdout is read line by line. */
+/** A running child; its stdout is read line by line. It is killed when the program ends, however it ends. */
 export class BenchChild {
   readonly name: string;
   readonly pid: number;
   readonly #process: Deno.ChildProcess;
   readonly #lines: ReadableStreamDefaultReader<string>;
   readonly #writer: WritableStreamDefaultWriter<Uint8Array> | null;
-  #exited = false;
+  readonly #forget: () => void;
+  #exitStatus: Deno.CommandStatus | null = null;
   readonly status: Promise<Deno.CommandStatus>;
 
   constructor(name: string, argv: readonly string[], options: ChildOptions) {
@@ -101,32 +104,36 @@ export class BenchChild {
     this.#lines = this.#process.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(splitLines())
       .getReader();
     this.#writer = options.stdin ? this.#process.stdin.getWriter() : null;
+    this.#forget = killOnExit(this);
     this.status = this.#process.status.then((status) => {
-      this.#exited = true;
+      this.#exitStatus = status;
       return status;
     });
   }
 
   /** Whether the process has exited. */
   get exited(): boolean {
-    return this.#exited;
+    return this.#exitStatus !== null;
   }
 
-  /** The next line the child prints; fails when it exits first or `timeoutMs` passes. */
-  async readLine(timeoutMs: number): Promise<string> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`${this.name} printed nothing within ${timeoutMs / 1000} s`)),
-        timeoutMs,
-      );
-    });
+  /** The exit status once the process has exited, else null. */
+  get exitStatus(): Deno.CommandStatus | null {
+    return this.#exitStatus;
+  }
+
+  /** The next line the child prints; fails when it exits first. Deadlines are the caller's phase's. */
+  async readLine(): Promise<string> {
+    const { value, done } = await this.#lines.read();
+    if (done) throw new Error(`${this.name} exited (see its log)`);
+    return value;
+  }
+
+  /** Sends `signal` unless the process has exited. */
+  kill(signal: Deno.Signal): void {
     try {
-      const { value, done } = await Promise.race([this.#lines.read(), timeout]);
-      if (done) throw new Error(`${this.name} exited (see its log)`);
-      return value;
-    } finally {
-      clearTimeout(timer);
+      this.#process.kill(signal);
+    } catch {
+      // Already exited.
     }
   }
 
@@ -138,20 +145,12 @@ export class BenchChild {
 
   /** Sends SIGTERM and waits up to `graceMs` for the exit, then SIGKILL. Idempotent. */
   async stop(graceMs = 10_000): Promise<void> {
-    if (!this.#exited) {
-      try {
-        this.#process.kill("SIGTERM");
-      } catch {
-        // Already gone.
-      }
+    if (this.#exitStatus === null) {
+      this.kill("SIGTERM");
       let timer: ReturnType<typeof setTimeout> | undefined;
       const killed = new Promise<void>((resolve) => {
         timer = setTimeout(() => {
-          try {
-            this.#process.kill("SIGKILL");
-          } catch {
-            // Exited meanwhile.
-          }
+          this.kill("SIGKILL");
           resolve();
         }, graceMs);
       });
@@ -159,6 +158,7 @@ export class BenchChild {
       clearTimeout(timer);
     }
     await this.status;
+    this.#forget();
     await this.#writer?.close().catch(() => {});
     await this.#lines.cancel().catch(() => {});
   }

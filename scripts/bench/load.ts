@@ -51,11 +51,22 @@ export type LoadJob =
     readonly seconds: number;
     readonly requestBytes: number;
   }
-  | { readonly op: "hold"; readonly target: LoadTarget; readonly count: number; readonly concurrency: number }
+  /** Opens echo connections and keeps them until `release`, until `upTo` are held in all. */
+  | { readonly op: "hold"; readonly target: LoadTarget; readonly upTo: number; readonly concurrency: number }
   | { readonly op: "release" };
 
 /** What every job answers: its own fields, or `error`. */
 export type LoadResult = Record<string, number | string>;
+
+/**
+ * A line the generator prints every second while a job runs, before the job's {@linkcode LoadResult}: how far
+ * the job got, for the message of a phase that misses its deadline.
+ */
+export interface LoadProgress {
+  readonly progress: string;
+}
+
+const PROGRESS_INTERVAL_MS = 1_000;
 
 const CHUNK_BYTES = 64 * 1024;
 const UPLOAD_SOURCE = new Uint8Array(CHUNK_BYTES).map((_, i) => (i * 97 + 3) & 0xff);
@@ -84,6 +95,8 @@ function closeQuietly(conn: Deno.Conn): void {
 class Generator {
   readonly #caPem: string;
   readonly #held: Deno.Conn[] = [];
+  /** How far the running job got, in words. */
+  progress = "";
 
   constructor(caPem: string) {
     this.#caPem = caPem;
@@ -122,6 +135,7 @@ class Generator {
   }
 
   async run(job: LoadJob): Promise<LoadResult> {
+    this.progress = "";
     switch (job.op) {
       case "probe": {
         const conn = await this.#openEcho(job.target);
@@ -141,7 +155,7 @@ class Generator {
       case "latency":
         return await this.#latency(job);
       case "hold":
-        return await this.#hold(job.target, job.count, job.concurrency);
+        return await this.#hold(job.target, job.upTo, job.concurrency);
       case "release": {
         const released = this.#held.length;
         for (const conn of this.#held.splice(0)) closeQuietly(conn);
@@ -159,6 +173,7 @@ class Generator {
         const n = Math.min(left, CHUNK_BYTES);
         await writeAll(conn, UPLOAD_SOURCE.subarray(0, n));
         left -= n;
+        this.progress = `${mib(bytes - left)} of ${mib(bytes)} sent`;
       }
       await conn.closeWrite();
       const answer = new Uint8Array(8);
@@ -172,8 +187,8 @@ class Generator {
     }
   }
 
-  /** Downloads `bytes` on an open connection; resolves with the bytes received. */
-  async #receive(conn: Deno.Conn, bytes: number): Promise<number> {
+  /** Downloads `bytes` on an open connection; resolves with the bytes received; `onBytes` hears each read. */
+  async #receive(conn: Deno.Conn, bytes: number, onBytes: (n: number) => void): Promise<number> {
     const request = new Uint8Array(9);
     request[0] = COMMAND_DOWNLOAD;
     new DataView(request.buffer).setBigUint64(1, BigInt(bytes));
@@ -184,6 +199,7 @@ class Generator {
       const n = await conn.read(buffer);
       if (n === null) break;
       received += n;
+      onBytes(n);
     }
     if (received !== bytes) throw new Error(`received ${received} of ${bytes} bytes`);
     return received;
@@ -193,7 +209,11 @@ class Generator {
     const conn = await this.#open(target);
     try {
       const started = performance.now();
-      await this.#receive(conn, bytes);
+      let received = 0;
+      await this.#receive(conn, bytes, (n) => {
+        received += n;
+        this.progress = `${mib(received)} of ${mib(bytes)} received`;
+      });
       return { bytes, seconds: (performance.now() - started) / 1000 };
     } finally {
       closeQuietly(conn);
@@ -203,9 +223,17 @@ class Generator {
   async #streams(target: LoadTarget, streams: number, bytesEach: number): Promise<LoadResult> {
     const conns: Deno.Conn[] = [];
     try {
-      for (let i = 0; i < streams; i++) conns.push(await this.#open(target));
+      for (let i = 0; i < streams; i++) {
+        conns.push(await this.#open(target));
+        this.progress = `${conns.length} of ${streams} streams connected`;
+      }
       const started = performance.now();
-      const received = await Promise.all(conns.map((conn) => this.#receive(conn, bytesEach)));
+      let total = 0;
+      const onBytes = (n: number) => {
+        total += n;
+        this.progress = `${mib(total)} of ${mib(streams * bytesEach)} received over ${streams} streams`;
+      };
+      const received = await Promise.all(conns.map((conn) => this.#receive(conn, bytesEach, onBytes)));
       const seconds = (performance.now() - started) / 1000;
       return { bytes: received.reduce((a, b) => a + b, 0), seconds };
     } finally {
@@ -225,6 +253,7 @@ class Generator {
         const conn = await this.#open(target);
         closeQuietly(conn);
         completed += 1;
+        this.progress = `${completed} connections completed`;
       }
     };
     await Promise.all(Array.from({ length: concurrency }, worker));
@@ -244,6 +273,7 @@ class Generator {
           await writeAll(conn, request);
           await readExactly(conn, answer);
           completed += 1;
+          this.progress = `${completed} requests answered`;
         }
       }));
       return { requests: completed, seconds: (performance.now() - started) / 1000 };
@@ -271,6 +301,7 @@ class Generator {
           await writeAll(conn, request);
           await readExactly(conn, answer);
           rtts.push(performance.now() - sent);
+          this.progress = `${rtts.length} requests answered`;
         }
       }));
       rtts.sort((a, b) => a - b);
@@ -285,16 +316,18 @@ class Generator {
     }
   }
 
-  async #hold(target: LoadTarget, count: number, concurrency: number): Promise<LoadResult> {
+  async #hold(target: LoadTarget, upTo: number, concurrency: number): Promise<LoadResult> {
     const started = performance.now();
-    let next = 0;
+    let next = this.#held.length;
+    this.progress = `${this.#held.length} of ${upTo} connections established`;
     const worker = async () => {
-      while (next < count) {
+      while (next < upTo) {
         next += 1;
         this.#held.push(await this.#openEcho(target));
+        this.progress = `${this.#held.length} of ${upTo} connections established`;
       }
     };
-    await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
+    await Promise.all(Array.from({ length: Math.max(0, Math.min(concurrency, upTo - next)) }, worker));
     return { held: this.#held.length, seconds: (performance.now() - started) / 1000 };
   }
 
@@ -308,6 +341,10 @@ class Generator {
       throw error;
     }
   }
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
 }
 
 /** The `q` quantile of sorted values (nearest rank). */
@@ -332,10 +369,16 @@ if (import.meta.main) {
       const line = pending.slice(0, newline);
       pending = pending.slice(newline + 1);
       let result: LoadResult;
+      const reporter = setInterval(() => {
+        const progress: LoadProgress = { progress: generator.progress };
+        void Deno.stdout.write(encoder.encode(JSON.stringify(progress) + "\n"));
+      }, PROGRESS_INTERVAL_MS);
       try {
         result = await generator.run(JSON.parse(line) as LoadJob);
       } catch (error) {
         result = { error: error instanceof Error ? error.message : String(error) };
+      } finally {
+        clearInterval(reporter);
       }
       await Deno.stdout.write(encoder.encode(JSON.stringify(result) + "\n"));
     }

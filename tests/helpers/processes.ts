@@ -101,12 +101,14 @@ export class WatchedProcess {
   readonly lines: string[] = [];
   /** Resolves with the exit status once the process has exited and its output has been read. */
   readonly exited: Promise<Deno.CommandStatus>;
+  /** The exit status once the process has exited, else null. */
+  exitStatus: Deno.CommandStatus | null = null;
   #waiters: Array<() => void> = [];
 
   constructor(
     command: string,
     args: readonly string[],
-    options: { cwd?: string; env?: Record<string, string> } = {},
+    options: { cwd?: string; env?: Record<string, string>; onSpawn?: (process: WatchedProcess) => void } = {},
   ) {
     this.child = new Deno.Command(command, {
       args: [...args],
@@ -116,6 +118,7 @@ export class WatchedProcess {
       stderr: "piped",
       env: { NO_COLOR: "1", ...options.env },
     }).spawn();
+    options.onSpawn?.(this);
     const collect = async (stream: ReadableStream<Uint8Array>) => {
       let partial = "";
       for await (const text of stream.pipeThrough(new TextDecoderStream())) {
@@ -129,7 +132,10 @@ export class WatchedProcess {
     };
     const output = Promise.all([collect(this.child.stdout), collect(this.child.stderr)]);
     this.exited = output.then(() => this.child.status);
-    void this.exited.then(() => this.#wake());
+    void this.exited.then((status) => {
+      this.exitStatus = status;
+      this.#wake();
+    });
   }
 
   get pid(): number {
@@ -193,10 +199,24 @@ export class WatchedProcess {
  * A running `nexus` child process (`deno run src/main.ts …`) with the permissions of the released binary;
  * `allowWrite` adds write access to one directory (the ACME state directory).
  */
+/** How to start a `nexus` child process. */
+export interface NexusProcessOptions {
+  /** A directory the program may write (`--allow-write=DIR`). */
+  readonly allowWrite?: string;
+  /**
+   * The open-file limit (`ulimit -n`) to run it under; absent: the one this process has. The program is then
+   * started through `sh -c 'ulimit -n N && exec ...'`, so the pid is still the program's own.
+   */
+  readonly openFileLimit?: number;
+  /** Called as soon as the process exists, before any wait: a program that may exit early registers it here. */
+  readonly onSpawn?: (process: NexusProcess) => void;
+}
+
+/** A `nexus` child process run from source with the released binary's permissions. */
 export class NexusProcess extends WatchedProcess {
-  /** `openFileLimit`: run under `ulimit -n` of that many descriptors. */
-  constructor(args: readonly string[], options: { allowWrite?: string; openFileLimit?: number } = {}) {
-    const denoArgs = [
+  constructor(args: readonly string[], options: NexusProcessOptions = {}) {
+    const argv = [
+      Deno.execPath(),
       "run",
       "--allow-net",
       "--allow-read",
@@ -205,15 +225,12 @@ export class NexusProcess extends WatchedProcess {
       "src/main.ts",
       ...args,
     ];
-    if (options.openFileLimit === undefined) super(Deno.execPath(), denoArgs);
-    else {
-      super("sh", [
-        "-c",
-        `ulimit -n ${options.openFileLimit} && exec "$0" "$@"`,
-        Deno.execPath(),
-        ...denoArgs,
-      ]);
-    }
+    const [command, ...commandArgs] = options.openFileLimit === undefined
+      ? argv
+      : ["sh", "-c", `ulimit -n ${options.openFileLimit} && exec "$@"`, "sh", ...argv];
+    const onSpawn = options.onSpawn;
+    // The hook runs inside the base constructor, on this very object.
+    super(command, commandArgs, onSpawn ? { onSpawn: (process) => onSpawn(process as NexusProcess) } : {});
   }
 }
 
@@ -227,7 +244,7 @@ export interface NodePorts {
 /** Starts `nexus serve --config FILE` and waits until it has started; returns the process and its ports. */
 export async function spawnNode(
   configPath: string,
-  options: { openFileLimit?: number } = {},
+  options: NexusProcessOptions = {},
 ): Promise<{ process: NexusProcess; ports: NodePorts }> {
   const process = new NexusProcess(["serve", "--config", configPath], options);
   try {
@@ -254,9 +271,9 @@ export async function spawnNode(
 /** Starts `nexus agent --config FILE`; waits for its first hub session unless `waitConnected` is false. */
 export async function spawnAgent(
   configPath: string,
-  options: { waitConnected?: boolean } = {},
+  options: NexusProcessOptions & { waitConnected?: boolean } = {},
 ): Promise<NexusProcess> {
-  const process = new NexusProcess(["agent", "--config", configPath]);
+  const process = new NexusProcess(["agent", "--config", configPath], options);
   if (options.waitConnected === false) return process;
   try {
     await process.waitForLine(/connected to hub/);

@@ -83,9 +83,13 @@ export interface TrafficService extends TestService {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** Starts a traffic service; TLS with the shared test service certificate unless `tls` is false. */
-export async function startTrafficService(options: { tls?: boolean } = {}): Promise<TrafficService> {
-  const certs = await testCertificates();
+/**
+ * Starts a traffic service: TLS unless `tls` is false, with `certificate` or else the shared test service
+ * certificate (a service in another process is given the one its clients trust).
+ */
+export async function startTrafficService(
+  options: { tls?: boolean; certificate?: { certPem: string; keyPem: string } } = {},
+): Promise<TrafficService> {
   let bytesSent = 0;
   let bytesReceived = 0;
   let open = 0;
@@ -148,7 +152,7 @@ export async function startTrafficService(options: { tls?: boolean } = {}): Prom
     } finally {
       open -= 1;
     }
-  }, options.tls === false ? undefined : certs.service);
+  }, options.tls === false ? undefined : options.certificate ?? (await testCertificates()).service);
 
   const resumeReading = () => {
     const current = gate;
