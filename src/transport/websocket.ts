@@ -57,6 +57,8 @@ const BULK_READ_BUFFER_BYTES = 128 * 1024;
 const ACK_INTERVAL_MS = 1;
 /** Reads this large count as bulk: one TLS record's worth of plaintext (RFC 8446 §5.1). */
 const BULK_READ_BYTES = 16 * 1024;
+/** Small writes in a row after which grown output buffers are given back. */
+const SMALL_WRITES_BEFORE_SHRINK = 64;
 /** How long a close waits for the peer's close frame before dropping the connection. */
 const CLOSE_TIMEOUT_MS = 5_000;
 
@@ -91,6 +93,8 @@ export class WebSocketConnection implements MessageSocket {
   #spare = new Uint8Array(4 * 1024);
   /** Bytes of the write in progress not yet accepted by the socket. */
   #writingBytes = 0;
+  /** Writes in a row that used less than an eighth of their buffer. */
+  #smallWrites = 0;
   #flushScheduled = false;
   readonly #flushWaiters: Array<() => void> = [];
   /** When a frame was last queued: every frame carries our TCP ACK. */
@@ -559,8 +563,19 @@ export class WebSocketConnection implements MessageSocket {
         return;
       }
       this.#writingBytes = 0;
-      // An output buffer grown by a burst is not kept: idle connections hold only small ones.
-      this.#spare = batch.length > BULK_READ_BUFFER_BYTES ? new Uint8Array(MIN_READ_BUFFER_BYTES) : batch;
+      this.#spare = batch;
+      // Output buffers grown by a burst are kept while bursts go on, and given back once writes have stayed
+      // small for a while, so an idle connection holds only small ones.
+      this.#smallWrites = batchBytes * 8 < batch.length ? this.#smallWrites + 1 : 0;
+      if (this.#smallWrites >= SMALL_WRITES_BEFORE_SHRINK && batch.length > MIN_READ_BUFFER_BYTES) {
+        this.#smallWrites = 0;
+        this.#spare = new Uint8Array(MIN_READ_BUFFER_BYTES);
+        if (this.#pendingBytes <= MIN_READ_BUFFER_BYTES) {
+          const small = new Uint8Array(MIN_READ_BUFFER_BYTES);
+          small.set(this.#pending.subarray(0, this.#pendingBytes));
+          this.#pending = small;
+        }
+      }
     }
     for (const wake of this.#flushWaiters.splice(0)) wake();
   }
