@@ -166,7 +166,8 @@ Deno.test({
 Deno.test({
   // Finding 3: 10,000 idle connections were not reached with the default config (1,405 handshakes timed out),
   // and 8 s after the clients had closed the node still held 9,570 descriptors and the agent 9,567.
-  name: "idle-past-budget at 10,000: all held with defaults, transfers byte-exact meanwhile, descriptors back",
+  name:
+    "idle-past-budget at 10,000: all held with defaults, transfers byte-exact meanwhile, descriptors back",
   async fn() {
     const report = await passingScenario<IdlePastBudgetReport>(
       ["--scenario", "idle-past-budget", "--connections", "10000"],
