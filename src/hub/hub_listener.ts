@@ -72,6 +72,12 @@ const STATUS_TEXT: Record<number, string> = {
 };
 /** How long a replaced TLS server stays up for the connections the gate already sent it. */
 const REPLACED_TLS_SERVER_GRACE_MS = 10_000;
+/**
+ * Largest read on either leg of the gate: hub links are few and carry every stream's bytes, and each read and
+ * write across the loopback leg has its cost, so fewer, bigger ones (measured: 5.55 → 5.15 node CPU s/GiB on a
+ * download against 128 KiB). The buffers start small and grow only while data flows.
+ */
+const GATE_READ_BYTES = 512 * 1024;
 /** How long the TLS server waits for the gate to register a connection it accepted. */
 const EARLY_ACCEPT_WAIT_MS = 1_000;
 const encoder = new TextEncoder();
@@ -120,8 +126,8 @@ class GatedConnection {
       return false;
     }
     this.#splice = new Splice(
-      new SocketDuplex(this.#conn, `hub client ${this.remoteAddress}`),
-      new SocketDuplex(loopback, "hub TLS server"),
+      new SocketDuplex(this.#conn, `hub client ${this.remoteAddress}`, { maxReadBytes: GATE_READ_BYTES }),
+      new SocketDuplex(loopback, "hub TLS server", { maxReadBytes: GATE_READ_BYTES }),
     );
     void this.#splice.done.then(() => {
       this.#ended = true;

@@ -380,16 +380,22 @@ export class MuxSession {
       else this.#options.log.debug("text message ignored outside a handshake", { session: this.label });
       return;
     }
-    if (!(data instanceof ArrayBuffer)) return;
-    if (data.byteLength > (this.#batch === null ? MAX_MESSAGE_BYTES : MAX_BATCHED_MESSAGE_BYTES)) {
+    // The runtime's WebSocket delivers ArrayBuffers, ours views it no longer reuses (see transport/websocket.ts).
+    const bytes = data instanceof Uint8Array
+      ? data
+      : data instanceof ArrayBuffer
+      ? new Uint8Array(data)
+      : null;
+    if (bytes === null) return;
+    if (bytes.byteLength > (this.#batch === null ? MAX_MESSAGE_BYTES : MAX_BATCHED_MESSAGE_BYTES)) {
       this.#options.log.warn("closing session: message larger than the protocol allows", {
         session: this.label,
-        bytes: data.byteLength,
+        bytes: bytes.byteLength,
       });
       this.close(1009, "message too big");
       return;
     }
-    const frame = decodeFrame(new Uint8Array(data));
+    const frame = decodeFrame(bytes);
     if (frame.kind !== "batch") return this.#onFrame(frame);
     if (this.#batch === null) {
       this.#options.log.warn("invalid frame ignored", {

@@ -12,14 +12,17 @@ const MIN_READ_BUFFER_BYTES = 2 * 1024;
  * Largest buffer: one read fills four data frames, sent in one turn. Against one frame per read (32 KiB) it
  * measured 13% less CPU per GiB at node and agent together (docs/benchmarks.md).
  */
-const MAX_READ_BUFFER_BYTES = 128 * 1024;
+export const MAX_READ_BUFFER_BYTES = 128 * 1024;
 
 /** A reusable read buffer whose size follows the traffic. */
 export class AdaptiveReadBuffer {
   #buffer: Uint8Array;
+  readonly #maxBytes: number;
 
-  constructor(initialBytes = MIN_READ_BUFFER_BYTES) {
-    this.#buffer = new Uint8Array(initialBytes);
+  /** @param maxBytes the largest it grows to (default 128 KiB) */
+  constructor(maxBytes = MAX_READ_BUFFER_BYTES) {
+    this.#buffer = new Uint8Array(MIN_READ_BUFFER_BYTES);
+    this.#maxBytes = maxBytes;
   }
 
   /** The buffer to pass to the next read. */
@@ -33,8 +36,8 @@ export class AdaptiveReadBuffer {
    */
   update(bytesRead: number): void {
     const size = this.#buffer.length;
-    if (bytesRead === size && size < MAX_READ_BUFFER_BYTES) {
-      this.#buffer = new Uint8Array(Math.min(size * 4, MAX_READ_BUFFER_BYTES));
+    if (bytesRead === size && size < this.#maxBytes) {
+      this.#buffer = new Uint8Array(Math.min(size * 4, this.#maxBytes));
     } else if (size > MIN_READ_BUFFER_BYTES && bytesRead < size / 8) {
       this.#buffer = new Uint8Array(MIN_READ_BUFFER_BYTES);
     }

@@ -21,10 +21,11 @@ export class SocketDuplex implements Duplex {
   #wroteEof = false;
   #closed = false;
 
-  constructor(conn: Deno.Conn, label: string, initialReadBytes?: number) {
+  /** `maxReadBytes`: the largest read (default 128 KiB; the buffer starts small and grows with the traffic). */
+  constructor(conn: Deno.Conn, label: string, options: { maxReadBytes?: number } = {}) {
     this.#conn = conn;
     this.label = label;
-    this.#readBuffer = new AdaptiveReadBuffer(initialReadBytes);
+    this.#readBuffer = new AdaptiveReadBuffer(options.maxReadBytes);
   }
 
   async read(): Promise<Uint8Array | null> {

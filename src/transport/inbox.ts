@@ -51,7 +51,10 @@ export class WebSocketInbox {
     if (this.#queue.length > 0) {
       const data = this.#queue.shift();
       if (typeof data === "string") return { kind: "text", text: data };
-      return { kind: "binary", bytes: data instanceof ArrayBuffer ? data.byteLength : 0 };
+      return {
+        kind: "binary",
+        bytes: data instanceof ArrayBuffer || data instanceof Uint8Array ? data.byteLength : 0,
+      };
     }
     if (this.#closedReason !== null) return { kind: "closed", reason: this.#closedReason };
     return { kind: "timeout" };

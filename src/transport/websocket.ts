@@ -7,17 +7,25 @@
  *
  * It has the part of the `WebSocket` interface a {@linkcode MessageSocket} names, with the same behaviour:
  * `open`, `message`, `error` and `close` events, `bufferedAmount`, the closing handshake. Messages are
- * delivered as `ArrayBuffer` (binary) or `string` (text). The client role masks what it sends and may only
+ * delivered as `Uint8Array` (binary; a view the receiver may keep: nothing reuses its memory) or `string`
+ * (text). The client role masks what it sends and may only
  * close with 1000 or 3000–4999, as the WebSocket API allows; the server role sends unmasked frames, requires
  * masked ones, and may use any close code a server may send.
  *
  * @module
  */
 
+import {
+  FrameReader,
+  maskInPlace,
+  OPCODE_BINARY,
+  OPCODE_CLOSE,
+  OPCODE_PING,
+  OPCODE_PONG,
+  OPCODE_TEXT,
+  type WebSocketRole,
+} from "./frame_reader.ts";
 import type { MessageSocket } from "./message_socket.ts";
-
-/** Which end of the connection this is (RFC 6455 §5.1: clients mask, servers do not). */
-export type WebSocketRole = "client" | "server";
 
 /** Options of a {@linkcode WebSocketConnection}. */
 export interface WebSocketConnectionOptions {
@@ -36,18 +44,7 @@ export const OPEN = 1;
 const CLOSING = 2;
 const CLOSED = 3;
 
-const OPCODE_CONTINUATION = 0x0;
-const OPCODE_TEXT = 0x1;
-const OPCODE_BINARY = 0x2;
-const OPCODE_CLOSE = 0x8;
-const OPCODE_PING = 0x9;
-const OPCODE_PONG = 0xa;
-
 const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024;
-/** Smallest read buffer: what every idle connection pins while its read is pending. */
-const MIN_READ_BUFFER_BYTES = 4 * 1024;
-/** The read buffer grows to this while data flows (a read of a whole batch of frames at a time). */
-const BULK_READ_BUFFER_BYTES = 128 * 1024;
 /**
  * Bare acknowledgements (empty pongs) after reads of a full TLS record or more, as in a bulk transfer, go out
  * at most once per this interval: one per read cost as much as the data itself. A read in between is
@@ -57,6 +54,8 @@ const BULK_READ_BUFFER_BYTES = 128 * 1024;
 const ACK_INTERVAL_MS = 1;
 /** Reads this large count as bulk: one TLS record's worth of plaintext (RFC 8446 §5.1). */
 const BULK_READ_BYTES = 16 * 1024;
+/** The output buffers of an idle connection. */
+const SMALL_OUTPUT_BYTES = 4 * 1024;
 /** Small writes in a row after which grown output buffers are given back. */
 const SMALL_WRITES_BEFORE_SHRINK = 64;
 /** How long a close waits for the peer's close frame before dropping the connection. */
@@ -73,7 +72,7 @@ type Listener = (event: Event) => void;
  * handshake is done ({@linkcode acceptWebSocket} on a server, `WebSocketClient` on a client).
  */
 export class WebSocketConnection implements MessageSocket {
-  /** Kept for compatibility: binary messages are always delivered as `ArrayBuffer`. */
+  /** Kept for compatibility: binary messages are always delivered as `Uint8Array`. */
   binaryType: BinaryType = "arraybuffer";
   onopen: ((event: Event) => void) | null = null;
   onmessage: ((event: MessageEvent) => void) | null = null;
@@ -86,11 +85,12 @@ export class WebSocketConnection implements MessageSocket {
   #conn: Deno.Conn | null = null;
   readonly #listeners = new Map<string, Set<Listener>>();
   #maxMessageBytes: number;
+  #reader: FrameReader | null = null;
   /** Frames encoded and not yet handed to the socket; written in one go when the current write finishes. */
-  #pending = new Uint8Array(4 * 1024);
+  #pending = new Uint8Array(SMALL_OUTPUT_BYTES);
   #pendingBytes = 0;
   /** The other output buffer: frames queued while one is being written go to the other. */
-  #spare = new Uint8Array(4 * 1024);
+  #spare = new Uint8Array(SMALL_OUTPUT_BYTES);
   /** Bytes of the write in progress not yet accepted by the socket. */
   #writingBytes = 0;
   /** Writes in a row that used less than an eighth of their buffer. */
@@ -137,6 +137,7 @@ export class WebSocketConnection implements MessageSocket {
    */
   setMaxMessageBytes(bytes: number): void {
     this.#maxMessageBytes = bytes;
+    if (this.#reader !== null) this.#reader.maxMessageBytes = bytes;
   }
 
   /** `open`, `error` and `close` reach listeners; `message` goes to `onmessage` only. */
@@ -242,8 +243,9 @@ export class WebSocketConnection implements MessageSocket {
 
   async #run(conn: Deno.Conn, leftover: Uint8Array): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 0));
+    this.#reader = new FrameReader(this.#role, this.#maxMessageBytes, leftover);
     try {
-      await this.#readFrames(conn, leftover);
+      await this.#readFrames(conn, this.#reader);
     } catch (error) {
       if (!this.#finished) this.#fail(error instanceof Error ? error.message : String(error));
     }
@@ -255,118 +257,39 @@ export class WebSocketConnection implements MessageSocket {
     return code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006;
   }
 
-  async #readFrames(conn: Deno.Conn, initial: Uint8Array): Promise<void> {
-    let buffer = new Uint8Array(Math.max(MIN_READ_BUFFER_BYTES, initial.length));
-    buffer.set(initial);
-    let start = 0;
-    let end = initial.length;
-    let fragments: Uint8Array[] = [];
-    let fragmentBytes = 0;
-    let fragmentOpcode = 0;
-    /** Bytes of the last read, until its frames have been handled (0: nothing new). */
-    let received = 0;
-    let filledLastRead = false;
+  async #readFrames(conn: Deno.Conn, reader: FrameReader): Promise<void> {
     for (;;) {
-      // Parse every complete frame in the buffer.
-      for (;;) {
-        const frame = parseFrameHead(buffer, start, end, this.#role);
-        if (frame === null) break;
-        if (typeof frame === "string") return this.#protocolError(frame);
-        const { fin, opcode, headerBytes, payloadBytes, maskKey } = frame;
-        if (payloadBytes > this.#maxMessageBytes || fragmentBytes + payloadBytes > this.#maxMessageBytes) {
-          return this.#failWithClose(1009, "message too big");
-        }
-        const total = headerBytes + payloadBytes;
-        if (end - start < total) {
-          if (buffer.length < total) {
-            // Room for the whole frame and a read's worth after it.
-            const grown = new Uint8Array(total + BULK_READ_BUFFER_BYTES);
-            grown.set(buffer.subarray(start, end));
-            buffer = grown;
-            end -= start;
-            start = 0;
-          }
-          break;
-        }
-        const payload = buffer.subarray(start + headerBytes, start + total);
-        if (maskKey !== null) maskInPlace(buffer, start + headerBytes, payloadBytes, maskKey);
-        start += total;
-        if (opcode >= OPCODE_CLOSE) {
-          if (!fin || payloadBytes > 125) return this.#protocolError("fragmented or oversized control frame");
-          if (opcode === OPCODE_PING) this.#queueFrame(OPCODE_PONG, payload.slice());
-          else if (opcode === OPCODE_CLOSE) return this.#receiveClose(payload);
-          else if (opcode !== OPCODE_PONG) return this.#protocolError(`unknown control opcode ${opcode}`);
-          continue;
-        }
-        if (opcode === OPCODE_CONTINUATION) {
-          if (fragmentOpcode === 0) return this.#protocolError("continuation without a message");
-        } else if (opcode === OPCODE_TEXT || opcode === OPCODE_BINARY) {
-          if (fragmentOpcode !== 0) return this.#protocolError("new message inside a fragmented one");
-          if (fin) {
-            this.#deliver(opcode, payload);
-            if (this.#finished) return;
-            continue;
-          }
-          fragmentOpcode = opcode;
-        } else {
-          return this.#protocolError(`unknown opcode ${opcode}`);
-        }
-        fragments.push(payload.slice());
-        fragmentBytes += payloadBytes;
-        if (fin) {
-          const whole = new Uint8Array(fragmentBytes);
-          let offset = 0;
-          for (const part of fragments) {
-            whole.set(part, offset);
-            offset += part.length;
-          }
-          const kind = fragmentOpcode;
-          fragments = [];
-          fragmentBytes = 0;
-          fragmentOpcode = 0;
-          this.#deliver(kind, whole);
+      for (let event = reader.next(); event.kind !== "more"; event = reader.next()) {
+        switch (event.kind) {
+          case "message":
+            this.#deliver(event.opcode, event.payload);
+            break;
+          case "control":
+            if (event.opcode === OPCODE_PING) this.#queueFrame(OPCODE_PONG, event.payload.slice());
+            else if (event.opcode === OPCODE_CLOSE) return this.#receiveClose(event.payload);
+            break;
+          case "error":
+            return this.#failWithClose(event.code, event.why);
         }
         if (this.#finished) return;
       }
-      if (this.#finished) return;
-      if (received > 0 && this.#role === "client" && this.#pendingBytes === 0 && this.#readyState === OPEN) {
-        this.#acknowledge(received);
-      }
-      if (start === end) {
-        start = 0;
-        end = 0;
-      } else if (buffer.length - end < buffer.length / 4) {
-        buffer.copyWithin(0, start, end);
-        end -= start;
-        start = 0;
-      }
-      // The buffer follows the traffic, as the relay's do: a read that filled it grows it, a small read into an
-      // empty one shrinks it back, so an idle connection pins only a small buffer with its pending read.
-      if (filledLastRead && buffer.length < BULK_READ_BUFFER_BYTES) {
-        const grown = new Uint8Array(Math.min(buffer.length * 4, BULK_READ_BUFFER_BYTES));
-        grown.set(buffer.subarray(start, end));
-        buffer = grown;
-        end -= start;
-        start = 0;
-      } else if (end === 0 && buffer.length > MIN_READ_BUFFER_BYTES && received < buffer.length / 8) {
-        buffer = new Uint8Array(MIN_READ_BUFFER_BYTES);
-      }
-      const space = buffer.length - end;
-      const n = await conn.read(buffer.subarray(end));
+      const space = reader.space();
+      const n = await conn.read(space);
       if (n === null) {
         this.#finish(1006, "connection closed without a close frame", false);
         return;
       }
       this.#lastReceivedMs = Date.now();
-      end += n;
-      received = n;
-      filledLastRead = n === space;
+      reader.commit(n);
+      if (this.#role === "client" && this.#pendingBytes === 0 && this.#readyState === OPEN) {
+        this.#acknowledge(n);
+      }
     }
   }
 
-  #deliver(opcode: number, payload: Uint8Array): void {
+  #deliver(opcode: typeof OPCODE_TEXT | typeof OPCODE_BINARY, payload: Uint8Array): void {
     if (this.#readyState !== OPEN && this.#readyState !== CLOSING) return;
-    let data: string | ArrayBuffer;
+    let data: string | Uint8Array;
     if (opcode === OPCODE_TEXT) {
       try {
         data = strictDecoder.decode(payload);
@@ -375,7 +298,8 @@ export class WebSocketConnection implements MessageSocket {
         return;
       }
     } else {
-      data = payload.slice().buffer;
+      // A view, not a copy: the reader never writes over it (see FrameReader).
+      data = payload;
     }
     try {
       this.onmessage?.(new MessageEvent("message", { data }));
@@ -408,10 +332,6 @@ export class WebSocketConnection implements MessageSocket {
     payload[1] = code & 0xff;
     payload.set(reasonBytes, 2);
     this.#queueFrame(OPCODE_CLOSE, payload);
-  }
-
-  #protocolError(why: string): void {
-    this.#failWithClose(1002, why);
   }
 
   /** Fails the connection with a close frame (best effort), as the RFC asks of an endpoint that sees bad input. */
@@ -567,11 +487,11 @@ export class WebSocketConnection implements MessageSocket {
       // Output buffers grown by a burst are kept while bursts go on, and given back once writes have stayed
       // small for a while, so an idle connection holds only small ones.
       this.#smallWrites = batchBytes * 8 < batch.length ? this.#smallWrites + 1 : 0;
-      if (this.#smallWrites >= SMALL_WRITES_BEFORE_SHRINK && batch.length > MIN_READ_BUFFER_BYTES) {
+      if (this.#smallWrites >= SMALL_WRITES_BEFORE_SHRINK && batch.length > SMALL_OUTPUT_BYTES) {
         this.#smallWrites = 0;
-        this.#spare = new Uint8Array(MIN_READ_BUFFER_BYTES);
-        if (this.#pendingBytes <= MIN_READ_BUFFER_BYTES) {
-          const small = new Uint8Array(MIN_READ_BUFFER_BYTES);
+        this.#spare = new Uint8Array(SMALL_OUTPUT_BYTES);
+        if (this.#pendingBytes <= SMALL_OUTPUT_BYTES) {
+          const small = new Uint8Array(SMALL_OUTPUT_BYTES);
           small.set(this.#pending.subarray(0, this.#pendingBytes));
           this.#pending = small;
         }
@@ -585,82 +505,6 @@ export class WebSocketConnection implements MessageSocket {
     if (this.bufferedAmount === 0 || this.#finished) return Promise.resolve();
     return new Promise((resolve) => this.#flushWaiters.push(resolve));
   }
-}
-
-/**
- * XORs `length` bytes at `offset` with the 4-byte big-endian `key`, a 32-bit word at a time where aligned:
- * a byte loop over every 32 KiB frame cost more than the TLS encryption of it. Masking twice unmasks.
- */
-export function maskInPlace(bytes: Uint8Array, offset: number, length: number, key: number): void {
-  const keyBytes = [key >>> 24, (key >>> 16) & 0xff, (key >>> 8) & 0xff, key & 0xff];
-  let i = 0;
-  const absolute = bytes.byteOffset + offset;
-  // Bytes until the position is 4-byte aligned in the underlying buffer.
-  const head = Math.min(length, (4 - (absolute & 3)) & 3);
-  for (; i < head; i++) bytes[offset + i] ^= keyBytes[i & 3];
-  const words = (length - i) >>> 2;
-  if (words > 0) {
-    // The key as it lines up from here, read as a little-endian word (typed arrays use the platform's order,
-    // little-endian on every target Deno supports).
-    const k0 = keyBytes[i & 3],
-      k1 = keyBytes[(i + 1) & 3],
-      k2 = keyBytes[(i + 2) & 3],
-      k3 = keyBytes[(i + 3) & 3];
-    // Signed 32-bit words stay small integers in V8; unrolled, this measured twice as fast as a Uint32Array loop.
-    const word = k0 | (k1 << 8) | (k2 << 16) | (k3 << 24);
-    const view = new Int32Array(bytes.buffer, absolute + i, words);
-    let w = 0;
-    for (; w + 4 <= words; w += 4) {
-      view[w] ^= word;
-      view[w + 1] ^= word;
-      view[w + 2] ^= word;
-      view[w + 3] ^= word;
-    }
-    for (; w < words; w++) view[w] ^= word;
-    i += words * 4;
-  }
-  for (; i < length; i++) bytes[offset + i] ^= keyBytes[i & 3];
-}
-
-/** A frame's header, `null` when incomplete, or a protocol error. */
-function parseFrameHead(
-  buffer: Uint8Array,
-  start: number,
-  end: number,
-  role: WebSocketRole,
-):
-  | { fin: boolean; opcode: number; headerBytes: number; payloadBytes: number; maskKey: number | null }
-  | null
-  | string {
-  if (end - start < 2) return null;
-  const b0 = buffer[start];
-  const b1 = buffer[start + 1];
-  if ((b0 & 0x70) !== 0) return "reserved bits set without an extension";
-  const masked = (b1 & 0x80) !== 0;
-  // RFC 6455 §5.1: a client masks every frame, a server none.
-  if (role === "client" && masked) return "the server masked a frame";
-  if (role === "server" && !masked) return "the client sent an unmasked frame";
-  let payloadBytes = b1 & 0x7f;
-  let headerBytes = 2;
-  if (payloadBytes === 126) {
-    if (end - start < 4) return null;
-    payloadBytes = (buffer[start + 2] << 8) | buffer[start + 3];
-    headerBytes = 4;
-  } else if (payloadBytes === 127) {
-    if (end - start < 10) return null;
-    const view = new DataView(buffer.buffer, buffer.byteOffset + start + 2, 8);
-    const high = view.getUint32(0);
-    if (high > 0x1fffff) return "frame length out of range";
-    payloadBytes = high * 2 ** 32 + view.getUint32(4);
-    headerBytes = 10;
-  }
-  let maskKey: number | null = null;
-  if (masked) {
-    if (end - start < headerBytes + 4) return null;
-    maskKey = new DataView(buffer.buffer, buffer.byteOffset + start + headerBytes, 4).getUint32(0);
-    headerBytes += 4;
-  }
-  return { fin: (b0 & 0x80) !== 0, opcode: b0 & 0x0f, headerBytes, payloadBytes, maskKey };
 }
 
 /** Closes a socket, ignoring that it may be closed already. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { maskInPlace } from "../../src/transport/websocket.ts";
+import { maskInPlace } from "../../src/transport/frame_reader.ts";
 import { WebSocketClient } from "../../src/transport/websocket_client.ts";
 import { testCertificates } from "../helpers/certs.ts";
 
@@ -47,7 +47,7 @@ Deno.test("wss: the offered subprotocol is chosen and messages of every length c
     assert.equal(client.protocol, "nexus-mux.v1");
     // 0, 125 (7-bit length), 126 and 65,535 (16-bit), 65,536 and 300,000 (64-bit).
     const lengths = [0, 1, 125, 126, 65_535, 65_536, 300_000];
-    const received: Array<string | ArrayBuffer> = [];
+    const received: Array<string | Uint8Array> = [];
     const all = Promise.withResolvers<void>();
     client.onmessage = (event) => {
       received.push(event.data);
@@ -59,10 +59,10 @@ Deno.test("wss: the offered subprotocol is chosen and messages of every length c
     // A header and a payload sent as parts arrive as one message.
     client.sendBinaryParts(new Uint8Array([1, 2, 3]), sent[5]);
     await all.promise;
-    sent.forEach((bytes, i) => assert.deepEqual(new Uint8Array(received[i] as ArrayBuffer), bytes));
+    sent.forEach((bytes, i) => assert.deepEqual(received[i], bytes));
     assert.equal(received[lengths.length], "text: ünïcödé");
     assert.deepEqual(
-      new Uint8Array(received[lengths.length + 1] as ArrayBuffer),
+      received[lengths.length + 1],
       new Uint8Array([1, 2, 3, ...sent[5]]),
     );
   } finally {
