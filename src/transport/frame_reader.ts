@@ -1,8 +1,7 @@
 /**
  * The receiving half of RFC 6455 framing, pure: bytes go in as they were read, messages and control frames
- * come out, no socket, timer or log in sight. It owns the read buffer and decides its size (small while idle,
- * bigger while data flows) and its reuse: a delivered message is a view into the buffer, and the buffer is
- * never written over afterwards, so receivers may keep the views without a copy.
+ * come out, no socket, timer or log in sight. It owns the read buffer and decides its size: small while idle,
+ * bigger while data flows. A delivered message is the receiver's to keep.
  *
  * @module
  */
@@ -19,7 +18,7 @@ export const OPCODE_PONG = 0xa;
 
 /** What the bytes read so far yield next. */
 export type ReaderEvent =
-  /** A whole data message; `payload` stays valid for good. */
+  /** A whole data message; `payload` is the receiver's to keep. */
   | {
     readonly kind: "message";
     readonly opcode: typeof OPCODE_TEXT | typeof OPCODE_BINARY;
@@ -48,8 +47,6 @@ export class FrameReader {
   #fragments: Uint8Array[] = [];
   #fragmentBytes = 0;
   #fragmentOpcode = 0;
-  /** A view into the buffer was delivered: it must not be written over. */
-  #handedOff = false;
   #lastRead = 0;
   #filledLastRead = false;
 
@@ -72,11 +69,7 @@ export class FrameReader {
    * it, a small read into an empty one shrinks it back, so an idle connection pins only a small buffer.
    */
   space(): Uint8Array {
-    if (this.#handedOff) {
-      // Delivered messages are views into this buffer: read on in a new one, never over them.
-      this.#handedOff = false;
-      this.#moveTo(new Uint8Array(this.#buffer.length));
-    } else if (this.#start === this.#end) {
+    if (this.#start === this.#end) {
       this.#start = 0;
       this.#end = 0;
     } else if (this.#buffer.length - this.#end < this.#buffer.length / 4) {
@@ -138,10 +131,9 @@ export class FrameReader {
         if (this.#fragmentOpcode !== 0) {
           return { kind: "error", code: 1002, why: "new message inside a fragmented one" };
         }
-        if (fin) {
-          this.#handedOff = true;
-          return { kind: "message", opcode, payload };
-        }
+        // A copy the receiver may keep: handing the read buffer over instead (a new buffer for every read that
+        // delivered something) measured 10-15% more CPU per GiB at the node.
+        if (fin) return { kind: "message", opcode, payload: payload.slice() };
         this.#fragmentOpcode = opcode;
       } else {
         return { kind: "error", code: 1002, why: `unknown opcode ${opcode}` };

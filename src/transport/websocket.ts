@@ -7,8 +7,7 @@
  *
  * It has the part of the `WebSocket` interface a {@linkcode MessageSocket} names, with the same behaviour:
  * `open`, `message`, `error` and `close` events, `bufferedAmount`, the closing handshake. Messages are
- * delivered as `Uint8Array` (binary; a view the receiver may keep: nothing reuses its memory) or `string`
- * (text). The client role masks what it sends and may only
+ * delivered as `Uint8Array` (binary; the receiver's to keep) or `string` (text). The client role masks what it sends and may only
  * close with 1000 or 3000–4999, as the WebSocket API allows; the server role sends unmasked frames, requires
  * masked ones, and may use any close code a server may send.
  *
@@ -298,7 +297,6 @@ export class WebSocketConnection implements MessageSocket {
         return;
       }
     } else {
-      // A view, not a copy: the reader never writes over it (see FrameReader).
       data = payload;
     }
     try {
