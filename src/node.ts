@@ -108,7 +108,7 @@ export class Node implements HubCertificateSink {
       this.#refusals,
       {
         onUp: (backend) => this.router.addBackend(backend.session, backend.claims, backend.weight),
-        onDown: (backend) => this.router.removeBackend(backend.session, backend.claims),
+        onDown: (backend) => this.router.removeBackend(backend.session),
       },
     );
     this.mesh = config.peerSecret === undefined ? null : new Mesh(

@@ -6,6 +6,8 @@
  */
 
 import { claimKey, type HostnameClaim, parseHostnameClaim } from "../hostnames/hostname.ts";
+import type { StreamOpenInfo } from "../protocol/frames.ts";
+import type { Duplex } from "../stream/duplex.ts";
 import { RouteTable } from "./route_table.ts";
 
 /** Anything a route can end at: a backend session or a peer link. */
@@ -13,6 +15,8 @@ export interface Upstream {
   readonly label: string;
   /** False while at its stream limit or closing; the balancer skips it. */
   readonly acceptsStreams: boolean;
+  /** A new stream for one client, or null when it cannot take one after all (the client is refused). */
+  openStream(info: StreamOpenInfo): Duplex | null;
 }
 
 /** Whether a route ends at this node's backends or at a peer. */
@@ -22,6 +26,8 @@ export type RouteKind = "local" | "peer";
 export class Router<U extends Upstream> {
   readonly #local = new RouteTable<U>();
   readonly #peers = new RouteTable<U>();
+  /** What each backend claimed and each peer announced, so that removing one needs only the member. */
+  readonly #localClaims = new Map<U, readonly HostnameClaim[]>();
   readonly #peerRoutes = new Map<U, HostnameClaim[]>();
   readonly #reserved = new Set<string>();
   readonly #onLocalChange: () => void;
@@ -44,16 +50,24 @@ export class Router<U extends Upstream> {
     return this.#reserved.has(hostname);
   }
 
-  /** Adds a backend under its claims. */
+  /** Adds a backend under its claims (adding it again replaces what it claimed). */
   addBackend(backend: U, claims: readonly HostnameClaim[], weight: number): void {
+    this.#dropClaims(backend);
     for (const claim of claims) this.#local.add(claim, backend, weight);
+    this.#localClaims.set(backend, claims);
     this.#onLocalChange();
   }
 
-  /** Removes a backend from all its claims. */
-  removeBackend(backend: U, claims: readonly HostnameClaim[]): void {
-    for (const claim of claims) this.#local.remove(claim, backend);
+  /** Removes a backend from everything it claimed. */
+  removeBackend(backend: U): void {
+    if (!this.#localClaims.has(backend)) return;
+    this.#dropClaims(backend);
     this.#onLocalChange();
+  }
+
+  #dropClaims(backend: U): void {
+    for (const claim of this.#localClaims.get(backend) ?? []) this.#local.remove(claim, backend);
+    this.#localClaims.delete(backend);
   }
 
   /** Replaces the names a peer serves (a full announcement, §4.4); invalid keys are returned, not stored. */

@@ -6,11 +6,10 @@
  * @module
  */
 
-import type { Router } from "../balancer/router.ts";
+import type { Router, Upstream } from "../balancer/router.ts";
 import { proxyErrorResponse } from "../http/responses.ts";
 import { MAX_REQUEST_HEAD_BYTES, parseRequestHead, type RequestHeadResult } from "../http/request_head.ts";
 import type { Logger, RateLimitedLog } from "../log/logger.ts";
-import type { MuxSession } from "../mux/session.ts";
 import type { StreamOpenInfo } from "../protocol/frames.ts";
 import { tlsAlert, type TlsAlertDescription } from "../sni/alerts.ts";
 import { type ClientHelloResult, MAX_CLIENT_HELLO_BYTES, parseClientHello } from "../sni/client_hello.ts";
@@ -35,7 +34,7 @@ export interface RelayPort {
 export interface RelayDependencies {
   readonly bindAddress: string;
   readonly ports: readonly RelayPort[];
-  readonly router: Router<MuxSession>;
+  readonly router: Router<Upstream>;
   readonly admission: Admission;
   readonly sweeper: SpliceSweeper;
   readonly deadlines: SniffDeadlines;

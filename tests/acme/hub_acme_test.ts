@@ -6,7 +6,6 @@
 
 import assert from "node:assert/strict";
 import type { HubAcmeSettings } from "../../src/acme/hub_certificate.ts";
-import { Router } from "../../src/balancer/router.ts";
 import { connectTls, startTestAgent, startTestNode, type TestNode, waitFor } from "../helpers/cluster.ts";
 import { echo, readAll, serveConnections } from "../helpers/services.ts";
 import { testCertificates } from "../helpers/certs.ts";
@@ -386,16 +385,3 @@ acmeTest(
     });
   },
 );
-
-Deno.test("a reserved name is routed to no backend or peer, not even through a wildcard", () => {
-  const router = new Router<{ label: string; acceptsStreams: boolean }>();
-  const wild = { label: "wild", acceptsStreams: true };
-  const peer = { label: "peer", acceptsStreams: true };
-  router.addBackend(wild, [{ kind: "wildcard", suffix: "example.com" }], 1);
-  router.setPeerRoutes(peer, ["hub.example.com"]);
-  router.reserve("hub.example.com");
-  assert.equal(router.route("hub.example.com"), undefined);
-  assert.equal(router.serves("hub.example.com"), false);
-  assert.equal(router.hasExactRoute("hub.example.com"), false);
-  assert.equal(router.route("app.example.com")?.upstream, wild);
-});
