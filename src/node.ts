@@ -18,7 +18,6 @@ import {
 import type { StoredCertificate } from "./acme/state_dir.ts";
 import { Router } from "./balancer/router.ts";
 import type { NodeConfig } from "./config/node_config.ts";
-import { normalizeHostname } from "./hostnames/hostname.ts";
 import { TOKEN_WAIT_MS } from "./hub/backend_handshake.ts";
 import { Hub } from "./hub/hub.ts";
 import { HubListener } from "./hub/hub_listener.ts";
@@ -26,11 +25,10 @@ import { createLogger, RateLimitedLog, setLogLevel } from "./log/logger.ts";
 import { Mesh } from "./mesh/mesh.ts";
 import { BufferBudget } from "./mux/flow_control.ts";
 import type { MuxSession } from "./mux/session.ts";
-import type { MuxStream } from "./mux/stream.ts";
-import { MAX_DATA_PAYLOAD_BYTES, MAX_MESSAGE_BYTES, type StreamOpenInfo } from "./protocol/frames.ts";
+import { MAX_DATA_PAYLOAD_BYTES, MAX_MESSAGE_BYTES } from "./protocol/frames.ts";
 import { Admission } from "./relay/admission.ts";
 import { Relay } from "./relay/relay.ts";
-import { Splice, SpliceSweeper } from "./stream/splice.ts";
+import { SpliceSweeper } from "./stream/splice.ts";
 import {
   countFreeDescriptors,
   type DescriptorPlan,
@@ -66,7 +64,6 @@ export class Node implements HubCertificateSink {
   readonly #sweeper: SpliceSweeper;
   readonly #refusals: RateLimitedLog;
   #hubListener: HubListener | null = null;
-  readonly #tunnels = new Set<Splice>();
   readonly #housekeeping: ReturnType<typeof setInterval>;
   #shutdown: Promise<void> | null = null;
 
@@ -122,7 +119,7 @@ export class Node implements HubCertificateSink {
         reconnect: { initialDelayMs: 1_000, maxDelayMs: 30_000 },
       },
       this.router,
-      (stream, info) => this.#acceptTunnel(stream, info),
+      (stream, info) => this.relay.acceptTunnel(stream, info),
       createLogger("mesh"),
       this.#refusals,
     );
@@ -235,16 +232,16 @@ export class Node implements HubCertificateSink {
     this.mesh?.withdraw();
     log.info("shutting down: no longer accepting", {
       open_streams: this.relay.activeStreams,
-      open_tunnels: this.#tunnels.size,
+      open_tunnels: this.relay.activeTunnels,
       drain_ms: drainMs,
     });
     // Tunnels from peers drain like our own clients: the peers were told to send no new ones (withdraw).
-    const [left, tunnelsLeft] = await Promise.all([this.relay.drain(drainMs), this.#drainTunnels(drainMs)]);
-    if (left + tunnelsLeft > 0) {
-      log.warn("drain time over; closing remaining connections", { connections: left, tunnels: tunnelsLeft });
+    const left = await this.relay.drain(drainMs);
+    if (left > 0) {
+      const tunnels = this.relay.activeTunnels;
+      log.warn("drain time over; closing remaining connections", { connections: left - tunnels, tunnels });
     }
     this.relay.abortAll("node shutting down");
-    for (const tunnel of this.#tunnels) tunnel.abort("node shutting down");
     await this.hub.closeAll(1001, "node shutting down", 5_000);
     await this.mesh?.stop();
     await this.relay.drain(5_000);
@@ -254,17 +251,6 @@ export class Node implements HubCertificateSink {
     clearInterval(this.#housekeeping);
     this.#refusals.flush({ all: true });
     log.info("stopped");
-  }
-
-  /** Resolves when every tunnel from a peer has ended, or after `timeoutMs`; returns how many were still open. */
-  async #drainTunnels(timeoutMs: number): Promise<number> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      Promise.allSettled([...this.#tunnels].map((tunnel) => tunnel.done)),
-      new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs))),
-    ]);
-    clearTimeout(timer);
-    return this.#tunnels.size;
   }
 
   /**
@@ -313,23 +299,6 @@ export class Node implements HubCertificateSink {
       );
     }
     return hubListener;
-  }
-
-  /** A peer tunnels a client to us: serve it from our own backends only (one hop, §4.5). */
-  #acceptTunnel(stream: MuxStream, info: StreamOpenInfo): void {
-    const hostname = normalizeHostname(info.hostname);
-    const route = hostname === null ? undefined : this.router.route(hostname, { localOnly: true });
-    const backendStream = route?.upstream.openStream({ ...info, hostname: hostname ?? info.hostname }) ??
-      null;
-    if (backendStream === null) {
-      this.#refusals.event("tunnel_no_backend", "tunnel refused: no local backend", { host: info.hostname });
-      void stream.close("no local backend", { code: "dial_failed" });
-      return;
-    }
-    const splice = new Splice(stream, backendStream);
-    this.#tunnels.add(splice);
-    this.#sweeper.watch(splice);
-    void splice.done.then(() => this.#tunnels.delete(splice));
   }
 }
 

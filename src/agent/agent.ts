@@ -15,7 +15,7 @@ import { WebSocketClient } from "../transport/websocket_client.ts";
 import type { StreamOpenInfo } from "../protocol/frames.ts";
 import { type HubMessage, type HubMessageType, parseHubMessage } from "../protocol/hub_messages.ts";
 import { SocketDuplex } from "../stream/socket_duplex.ts";
-import { Splice, SpliceSweeper } from "../stream/splice.ts";
+import { Splice, SpliceSet, SpliceSweeper } from "../stream/splice.ts";
 import { countFreeDescriptors, RESERVED_DESCRIPTORS } from "../system/descriptors.ts";
 import type { TargetMap } from "./targets.ts";
 import type { TokenSource } from "./token_source.ts";
@@ -52,7 +52,7 @@ export class Agent {
   readonly #sweeper: SpliceSweeper;
   readonly #sessions = new Map<string, MuxSession>();
   /** Streams being served, with what the node said about each (name, client address). */
-  readonly #splices = new Map<Splice, StreamOpenInfo>();
+  readonly #splices: SpliceSet<StreamOpenInfo>;
   readonly #loops: Promise<void>[] = [];
   readonly #stopping = new AbortController();
   #onConnected: (hubUrl: string) => void = () => {};
@@ -64,6 +64,7 @@ export class Agent {
       idleTimeoutMs: settings.idleTimeoutMs,
       halfClosedTimeoutMs: settings.halfClosedTimeoutMs,
     });
+    this.#splices = new SpliceSet(this.#sweeper);
   }
 
   /** Hubs with an established session right now. */
@@ -81,7 +82,7 @@ export class Agent {
    * (for a client that reached another node of the mesh too), for status output and tests.
    */
   get streamInfos(): StreamOpenInfo[] {
-    return [...this.#splices.values()];
+    return this.#splices.values();
   }
 
   /** Bytes received from hubs that the local services have not taken yet (for status and tests). */
@@ -123,14 +124,9 @@ export class Agent {
     for (const session of this.#sessions.values()) session.drain();
     if (drainMs > 0 && this.#splices.size > 0) {
       this.#log.info("draining streams", { streams: this.#splices.size, drain_ms: drainMs });
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        Promise.allSettled([...this.#splices.keys()].map((splice) => splice.done)),
-        new Promise((resolve) => (timer = setTimeout(resolve, drainMs))),
-      ]);
-      clearTimeout(timer);
+      await this.#splices.drain(drainMs);
     }
-    for (const splice of this.#splices.keys()) splice.abort("agent shutting down");
+    this.#splices.abortAll("agent shutting down");
     // Closing handshakes, not just closes: the process exits next, and the hub must get the last bytes first.
     await Promise.all(
       [...this.#sessions.values()].map((session) =>
@@ -265,10 +261,7 @@ export class Agent {
       // Only latency.
     }
     const splice = new Splice(stream, new SocketDuplex(conn, `service ${target.host}:${target.port}`));
-    this.#splices.set(splice, info);
-    this.#sweeper.watch(splice);
-    const result = await splice.done;
-    this.#splices.delete(splice);
+    const result = await this.#splices.add(splice, info);
     this.#log.debug("stream closed", { host: info.hostname, client: info.clientAddress, why: result.reason });
   }
 }

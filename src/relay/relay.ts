@@ -7,6 +7,7 @@
  */
 
 import type { Router, Upstream } from "../balancer/router.ts";
+import { normalizeHostname } from "../hostnames/hostname.ts";
 import { proxyErrorResponse } from "../http/responses.ts";
 import { MAX_REQUEST_HEAD_BYTES, parseRequestHead, type RequestHeadResult } from "../http/request_head.ts";
 import type { Logger, RateLimitedLog } from "../log/logger.ts";
@@ -15,7 +16,7 @@ import { tlsAlert, type TlsAlertDescription } from "../sni/alerts.ts";
 import { type ClientHelloResult, MAX_CLIENT_HELLO_BYTES, parseClientHello } from "../sni/client_hello.ts";
 import type { Duplex } from "../stream/duplex.ts";
 import { SocketDuplex } from "../stream/socket_duplex.ts";
-import { Splice, type SpliceSweeper } from "../stream/splice.ts";
+import { Splice, SpliceSet, type SpliceSweeper } from "../stream/splice.ts";
 import { acceptLoop } from "../transport/accept_loop.ts";
 import { formatAddress } from "../transport/net_address.ts";
 import type { Admission } from "./admission.ts";
@@ -68,7 +69,10 @@ export class Relay {
   readonly #listeners: Deno.TcpListener[] = [];
   /** One per listener; each ends once its listener is closed and its port free again. */
   readonly #acceptLoops: Promise<void>[] = [];
-  readonly #splices = new Set<Splice>();
+  /** Clients spliced to their streams. */
+  readonly #clients: SpliceSet;
+  /** Tunnels from peers spliced to this node's backends. */
+  readonly #tunnels: SpliceSet;
   readonly #handlers = new Set<Promise<void>>();
   /** Connections still in the handshake phase (not yet spliced), so a shutdown can end them too. */
   readonly #handshaking = new Set<Deno.Conn>();
@@ -76,6 +80,8 @@ export class Relay {
 
   constructor(deps: RelayDependencies) {
     this.#deps = deps;
+    this.#clients = new SpliceSet(deps.sweeper);
+    this.#tunnels = new SpliceSet(deps.sweeper);
   }
 
   /** Binds every relay port; throws with the port named when one cannot be bound. */
@@ -111,9 +117,35 @@ export class Relay {
     }));
   }
 
-  /** Spliced connections currently open. */
+  /** Spliced client connections currently open. */
   get activeStreams(): number {
-    return this.#splices.size;
+    return this.#clients.size;
+  }
+
+  /** Tunnels from peers currently open. */
+  get activeTunnels(): number {
+    return this.#tunnels.size;
+  }
+
+  /**
+   * The relay's second entrance: a peer tunnels a client to this node. It is served by this node's own
+   * backends only, never forwarded again (one hop, §4.5), so routing loops cannot form.
+   */
+  acceptTunnel(stream: Duplex, info: StreamOpenInfo): void {
+    const hostname = normalizeHostname(info.hostname);
+    const route = hostname === null || this.#aborted
+      ? undefined
+      : this.#deps.router.route(hostname, { localOnly: true });
+    const backendStream = route?.upstream.openStream({ ...info, hostname: hostname ?? info.hostname }) ??
+      null;
+    if (backendStream === null) {
+      this.#deps.refusals.event("tunnel_no_backend", "tunnel refused: no local backend", {
+        host: info.hostname,
+      });
+      void stream.close("no local backend", { code: "dial_failed" });
+      return;
+    }
+    void this.#tunnels.add(new Splice(stream, backendStream), undefined);
   }
 
   /** Stops accepting; open connections go on. */
@@ -132,21 +164,27 @@ export class Relay {
     await Promise.all(this.#acceptLoops);
   }
 
-  /** Resolves when every open connection has ended, or after `timeoutMs`; returns how many were still open. */
+  /**
+   * Resolves when every open connection and tunnel has ended, or after `timeoutMs`; returns how many were
+   * still open.
+   */
   async drain(timeoutMs: number): Promise<number> {
     let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      Promise.allSettled([...this.#handlers]),
-      new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs))),
+    const [, tunnelsLeft] = await Promise.all([
+      Promise.race([
+        Promise.allSettled([...this.#handlers]),
+        new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs))),
+      ]).finally(() => clearTimeout(timer)),
+      this.#tunnels.drain(timeoutMs),
     ]);
-    clearTimeout(timer);
-    return this.#handlers.size;
+    return this.#handlers.size + tunnelsLeft;
   }
 
-  /** Aborts every open connection, those still in the handshake phase included. */
+  /** Aborts every open connection and tunnel, those still in the handshake phase included. */
   abortAll(reason: string): void {
     this.#aborted = true;
-    for (const splice of this.#splices) splice.abort(reason);
+    this.#clients.abortAll(reason);
+    this.#tunnels.abortAll(reason);
     for (const conn of this.#handshaking) closeQuietly(conn);
   }
 
@@ -225,11 +263,7 @@ export class Relay {
         await client.close(why);
         return;
       }
-      const splice = new Splice(client, routed);
-      this.#splices.add(splice);
-      this.#deps.sweeper.watch(splice);
-      const result = await splice.done;
-      this.#splices.delete(splice);
+      const result = await this.#clients.add(new Splice(client, routed), undefined);
       this.#deps.log.debug("connection closed", {
         client: clientAddress,
         why: result.reason,

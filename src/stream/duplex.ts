@@ -6,6 +6,8 @@
  * @module
  */
 
+import type { DisconnectReason } from "../protocol/frames.ts";
+
 /** A bidirectional byte stream with backpressure, half-close and close-with-reason. */
 export interface Duplex {
   /** Short description for logs, e.g. `client 203.0.113.7:52144` or `stream 3f0c…`. */
@@ -29,9 +31,10 @@ export interface Duplex {
   closeWrite(): Promise<void>;
   /**
    * Ends both directions. `graceful` lets already written data reach the far side first (a socket lingers for
-   * the peer's FIN); otherwise pending reads and writes fail at once. Idempotent.
+   * the peer's FIN); otherwise pending reads and writes fail at once. `code` is what the far side is told,
+   * where there is a way to tell it (a multiplexed stream's `disconnect`; a socket has none). Idempotent.
    */
-  close(reason: string, options?: { graceful?: boolean }): Promise<void>;
+  close(reason: string, options?: { graceful?: boolean; code?: DisconnectReason }): Promise<void>;
 }
 
 /** The far side of a duplex is gone: what was written can no longer be delivered. Not a local failure. */

@@ -173,3 +173,51 @@ export class SpliceSweeper {
     clearInterval(this.#timer);
   }
 }
+
+/**
+ * The splices a component keeps open (the relay's clients, the tunnels from peers, the agent's streams): each
+ * watched by the sweeper for its timeouts, drained within a deadline on shutdown, and aborted together. `T` is
+ * what the owner remembers of each (the agent keeps what the node said about the stream).
+ */
+export class SpliceSet<T = undefined> {
+  readonly #open = new Map<Splice, T>();
+  readonly #sweeper: SpliceSweeper;
+
+  constructor(sweeper: SpliceSweeper) {
+    this.#sweeper = sweeper;
+  }
+
+  /** Splices open now. */
+  get size(): number {
+    return this.#open.size;
+  }
+
+  /** What was remembered of each open splice. */
+  values(): T[] {
+    return [...this.#open.values()];
+  }
+
+  /** Keeps `splice` until it is done, watched for its timeouts; resolves with how it ended. */
+  add(splice: Splice, value: T): Promise<SpliceResult> {
+    this.#open.set(splice, value);
+    this.#sweeper.watch(splice);
+    return splice.done.finally(() => this.#open.delete(splice));
+  }
+
+  /** Resolves once every open splice is done, or after `timeoutMs`; returns how many were still open. */
+  async drain(timeoutMs: number): Promise<number> {
+    if (this.#open.size === 0) return 0;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.#open.keys()].map((splice) => splice.done)),
+      new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs))),
+    ]);
+    clearTimeout(timer);
+    return this.#open.size;
+  }
+
+  /** Aborts every open splice with `reason`. */
+  abortAll(reason: string): void {
+    for (const splice of this.#open.keys()) splice.abort(reason);
+  }
+}
