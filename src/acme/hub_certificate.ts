@@ -9,7 +9,7 @@
  */
 
 import type { Logger } from "../log/logger.ts";
-import { sleep } from "../mux/reconnect.ts";
+import { sleep } from "../links/reconnect.ts";
 import { certificateFacts, createCertificateRequest } from "./certificate.ts";
 import { AcmeClient, AcmeConnectionError } from "./client.ts";
 import { Http01Responder } from "./http01.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { sleep } from "../mux/reconnect.ts";
+import { sleep } from "../links/reconnect.ts";
 import type { AcmeClient } from "./client.ts";
 import { type AcmeOrder, keyAuthorization, type OrderStatus } from "./messages.ts";
 import { AcmeProblemError } from "./problem.ts";

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { reconnectDelayMs } from "../mux/reconnect.ts";
+import { reconnectDelayMs } from "../links/reconnect.ts";
 
 /** Backoff after failed attempts. */
 export interface RetryPolicy {

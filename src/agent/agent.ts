@@ -7,11 +7,10 @@
  */
 
 import type { Logger } from "../log/logger.ts";
-import { type InboxMessage, waitForOpen, WebSocketInbox } from "../transport/inbox.ts";
-import { reconnectDelayMs, sleep } from "../mux/reconnect.ts";
+import { type InboxMessage, WebSocketInbox } from "../transport/inbox.ts";
+import { dialWebSocket, type LinkFailure, runDialledLink } from "../links/link.ts";
 import { MUX_SUBPROTOCOL, MuxSession } from "../mux/session.ts";
 import type { MuxStream } from "../mux/stream.ts";
-import { WebSocketClient } from "../transport/websocket_client.ts";
 import type { StreamOpenInfo } from "../protocol/frames.ts";
 import { type HubMessage, type HubMessageType, parseHubMessage } from "../protocol/hub_messages.ts";
 import { SocketDuplex } from "../stream/socket_duplex.ts";
@@ -137,45 +136,47 @@ export class Agent {
     this.#sweeper.close();
   }
 
-  async #runHub(url: string): Promise<void> {
-    const { initialDelayMs, maxDelayMs } = this.#settings.reconnect;
-    let attempt = 0;
-    while (!this.#stopping.signal.aborted) {
-      const startedMs = Date.now();
-      const end = await this.#session(url).catch((error) => ({
-        established: false,
-        reason: error instanceof Error ? error.message : String(error),
-      }));
-      if (this.#stopping.signal.aborted) return;
-      if (end.established && Date.now() - startedMs >= STABLE_SESSION_MS) attempt = 0;
-      const delayMs = reconnectDelayMs(attempt, initialDelayMs, maxDelayMs);
-      attempt += 1;
-      this.#log[end.established ? "warn" : "error"](
-        end.established ? "hub session ended; reconnecting" : "cannot connect to hub; retrying",
-        { hub: url, why: end.reason, retry_in_ms: delayMs },
-      );
-      await sleep(delayMs, this.#stopping.signal);
-    }
+  #runHub(url: string): Promise<void> {
+    return runDialledLink({
+      target: url,
+      kind: "hub",
+      reconnect: { ...this.#settings.reconnect, stableAfterMs: STABLE_SESSION_MS },
+      signal: this.#stopping.signal,
+      log: this.#log,
+      establish: () => this.#establish(url),
+      up: (session) => {
+        this.#sessions.set(url, session);
+        this.#log.info("connected to hub", {
+          hub: url,
+          protocol: session.mode === "credits" ? MUX_SUBPROTOCOL : "original",
+        });
+        this.#onConnected(url);
+      },
+      down: () => this.#sessions.delete(url),
+    });
   }
 
-  /** One session: connect, handshake, serve until it ends. */
-  async #session(url: string): Promise<{ established: boolean; reason: string }> {
-    // Our own client, not the runtime's WebSocket: that one leaves Nagle's algorithm on (see websocket_client.ts).
-    const ws = new WebSocketClient(url, {
-      protocols: [MUX_SUBPROTOCOL],
-      ...(this.#settings.hubCaPem ? { caCerts: [this.#settings.hubCaPem] } : {}),
-    });
+  /** Dials one hub and completes the handshake: a session ready for streams, or why there is none. */
+  async #establish(url: string): Promise<MuxSession | LinkFailure> {
+    const ws = await dialWebSocket(
+      url,
+      {
+        protocols: [MUX_SUBPROTOCOL],
+        ...(this.#settings.hubCaPem ? { caCerts: [this.#settings.hubCaPem] } : {}),
+      },
+      HANDSHAKE_STEP_MS,
+      this.#stopping.signal,
+    );
+    if ("reason" in ws) return ws;
     const inbox = new WebSocketInbox(ws);
-    const abandon = (reason: string) => {
+    const abandon = (reason: string): LinkFailure => {
       try {
         ws.close(1000, reason.slice(0, 120));
       } catch {
-        // Not open yet or already closed.
+        // Already closed.
       }
-      return { established: false, reason };
+      return { reason };
     };
-    const openError = await waitForOpen(ws, HANDSHAKE_STEP_MS);
-    if (openError !== null) return abandon(openError);
     const mode = ws.protocol === MUX_SUBPROTOCOL ? "credits" : "legacy";
 
     ws.send(await this.#settings.tokens.token("handshake"));
@@ -200,16 +201,8 @@ export class Agent {
       onDrain: () => this.#log.info("hub is shutting down: it sends no new streams", { hub: url }),
       onText: (text) => void this.#onText(session, text),
     });
-    if (!session.isOpen) return { established: false, reason: "hub closed the session during the handshake" };
-    this.#sessions.set(url, session);
-    this.#log.info("connected to hub", {
-      hub: url,
-      protocol: mode === "credits" ? MUX_SUBPROTOCOL : "original",
-    });
-    this.#onConnected(url);
-    const end = await session.closed;
-    this.#sessions.delete(url);
-    return { established: true, reason: end.reason };
+    if (!session.isOpen) return { reason: "hub closed the session during the handshake" };
+    return session;
   }
 
   /** Re-authentication, which an original Go node may ask for (§1.5). */

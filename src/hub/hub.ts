@@ -14,6 +14,7 @@ import { MAX_BATCHED_MESSAGE_BYTES, MAX_MESSAGE_BYTES } from "../protocol/frames
 import type { WebSocketConnection } from "../transport/websocket.ts";
 import { isUpgradeRequest, offeredSubprotocols, upgradeRefusal } from "../transport/websocket_accept.ts";
 import type { HubRequest } from "./hub_listener.ts";
+import { holdLink } from "../links/link.ts";
 import { acceptBackendHandshake } from "./backend_handshake.ts";
 
 /** A registered backend. */
@@ -200,18 +201,7 @@ export class Hub {
       weight: claims.weight,
       session,
     };
-    this.#backends.add(backend);
-    this.#log.info("backend registered", {
-      name,
-      remote: remoteAddress,
-      hostnames: claims.hostnames.map(claimKey).join(","),
-      weight: claims.weight,
-      protocol: speaksCredits ? MUX_SUBPROTOCOL : "original",
-    });
-    if (claims.ignoredPortClaims) {
-      this.#log.warn("backend's port claims ignored: this node routes by hostname", { name });
-    }
-    let inPool = true;
+    let inPool = false;
     leavePool = () => {
       if (!inPool) return;
       inPool = false;
@@ -224,11 +214,29 @@ export class Hub {
         });
       }
     };
-    this.#onUp(backend);
-    if (session.draining) leavePool();
-    const end = await session.closed;
-    this.#backends.delete(backend);
-    leavePool();
+    const end = await holdLink(session, {
+      up: () => {
+        this.#backends.add(backend);
+        this.#log.info("backend registered", {
+          name,
+          remote: remoteAddress,
+          hostnames: claims.hostnames.map(claimKey).join(","),
+          weight: claims.weight,
+          protocol: speaksCredits ? MUX_SUBPROTOCOL : "original",
+        });
+        if (claims.ignoredPortClaims) {
+          this.#log.warn("backend's port claims ignored: this node routes by hostname", { name });
+        }
+        inPool = true;
+        this.#onUp(backend);
+        // It may have said it drains before it was even registered.
+        if (session.draining) leavePool();
+      },
+      down: () => {
+        this.#backends.delete(backend);
+        leavePool();
+      },
+    });
     this.#log.info("backend left", { name, remote: remoteAddress, why: end.reason });
   }
 }

@@ -16,15 +16,13 @@ import type { Logger, RateLimitedLog } from "../log/logger.ts";
 import { singleHeader } from "../http/endpoint_request.ts";
 import type { HubRequest } from "../hub/hub_listener.ts";
 import { MAX_BATCHED_MESSAGE_BYTES } from "../protocol/frames.ts";
-import { waitForOpen } from "../transport/inbox.ts";
 import type { WebSocketConnection } from "../transport/websocket.ts";
 import { isUpgradeRequest, offeredSubprotocols, upgradeRefusal } from "../transport/websocket_accept.ts";
 import type { BufferBudget } from "../mux/flow_control.ts";
 import type { MessageSocket } from "../transport/message_socket.ts";
-import { reconnectDelayMs, sleep } from "../mux/reconnect.ts";
-import { MUX_SUBPROTOCOL, MuxSession } from "../mux/session.ts";
+import { dialWebSocket, holdLink, type LinkFailure, runDialledLink } from "../links/link.ts";
+import { MUX_SUBPROTOCOL, MuxSession, type SessionEnd } from "../mux/session.ts";
 import type { MuxStream } from "../mux/stream.ts";
-import { WebSocketClient } from "../transport/websocket_client.ts";
 import type { StreamOpenInfo } from "../protocol/frames.ts";
 
 /** Settings of the mesh. */
@@ -45,6 +43,8 @@ const PEER_TOKEN_TTL_SECONDS = 60;
 /** Accepted difference between the clocks of two peers, for the token's `iat` and `exp`. */
 const PEER_CLOCK_TOLERANCE_SECONDS = 30;
 const CONNECT_TIMEOUT_MS = 15_000;
+/** A link that lived this long starts the redial backoff over. */
+const STABLE_LINK_MS = 30_000;
 
 /** Where the link to one configured peer URL stands. */
 export type PeerDialState = "dialling" | "linked" | "this node";
@@ -59,7 +59,7 @@ export class Mesh {
   readonly #links = new Set<MuxSession>();
   readonly #lastVersion = new Map<MuxSession, number>();
   readonly #loops: Promise<void>[] = [];
-  readonly #inbound = new Set<Promise<void>>();
+  readonly #inbound = new Set<Promise<SessionEnd>>();
   readonly #stopping = new AbortController();
   /** `jti` of each token this node is dialling with → the URL it dials, so a node that dials itself notices. */
   readonly #dialling = new Map<string, string>();
@@ -137,7 +137,9 @@ export class Mesh {
     // The token proved the peer before the upgrade.
     hubRequest.proven();
     socket.setMaxMessageBytes(MAX_BATCHED_MESSAGE_BYTES);
-    const inbound = this.#serveLink(socket, `peer ${remoteAddress} (inbound)`);
+    const link = this.#session(socket, `peer ${remoteAddress} (inbound)`);
+    if (link === null) return;
+    const inbound = holdLink(link, { up: (l) => this.#linkUp(l), down: (l, end) => this.#linkDown(l, end) });
     this.#inbound.add(inbound);
     void inbound.finally(() => this.#inbound.delete(inbound));
     await inbound;
@@ -175,31 +177,34 @@ export class Mesh {
     }
   }
 
-  async #runPeer(url: string): Promise<void> {
-    const { initialDelayMs, maxDelayMs } = this.#settings.reconnect;
-    let attempt = 0;
-    while (!this.#stopping.signal.aborted) {
-      this.#peerStates.set(url, "dialling");
-      const reason = await this.#dial(url).catch((error) => String(error));
-      if (this.#stopping.signal.aborted) return;
-      if (this.#selfUrls.has(url)) {
+  #runPeer(url: string): Promise<void> {
+    return runDialledLink({
+      target: url,
+      kind: "peer",
+      reconnect: { ...this.#settings.reconnect, stableAfterMs: STABLE_LINK_MS },
+      signal: this.#stopping.signal,
+      log: this.#log,
+      establish: () => this.#establish(url),
+      up: (link) => {
+        this.#peerStates.set(url, "linked");
+        this.#linkUp(link);
+      },
+      down: (link, end) => {
+        this.#peerStates.set(url, "dialling");
+        this.#linkDown(link, end);
+      },
+      giveUp: () => {
+        if (!this.#selfUrls.has(url)) return false;
         this.#peerStates.set(url, "this node");
         this.#log.warn("peer URL leads back to this node; not dialling it again", { peer: url });
-        return;
-      }
-      const delayMs = reconnectDelayMs(attempt, initialDelayMs, maxDelayMs);
-      attempt = reason === null ? 0 : attempt + 1;
-      this.#log.warn("peer link down; redialling", {
-        peer: url,
-        why: reason ?? "link closed",
-        retry_in_ms: delayMs,
-      });
-      await sleep(delayMs, this.#stopping.signal);
-    }
+        return true;
+      },
+    });
   }
 
-  /** Dials one peer and serves the link until it ends; null if it was established, else why not. */
-  async #dial(url: string): Promise<string | null> {
+  /** Dials one peer with a fresh token: an open link, or why there is none. */
+  async #establish(url: string): Promise<MuxSession | LinkFailure> {
+    this.#peerStates.set(url, "dialling");
     const jti = crypto.randomUUID();
     const token = await new SignJWT({})
       .setProtectedHeader({ alg: "HS256", typ: "JWT" })
@@ -209,39 +214,34 @@ export class Mesh {
       .setIssuedAt()
       .setExpirationTime(`${PEER_TOKEN_TTL_SECONDS}s`)
       .sign(this.#settings.peerSecret);
-    const ws = new WebSocketClient(url, {
-      protocols: [MUX_SUBPROTOCOL],
-      headers: { authorization: `Bearer ${token}` },
-      ...(this.#settings.peerCaPem ? { caCerts: [this.#settings.peerCaPem] } : {}),
-    });
-    // Shutdown must not wait for a dial to a peer that does not answer.
-    const abandon = () => ws.close(1000, "node shutting down");
-    this.#stopping.signal.addEventListener("abort", abandon);
+    // While the dial is out, a node that receives this token knows it dialled itself.
     this.#dialling.set(jti, url);
-    const openError = await waitForOpen(ws, CONNECT_TIMEOUT_MS);
-    this.#dialling.delete(jti);
-    this.#stopping.signal.removeEventListener("abort", abandon);
-    if (openError !== null) {
-      // After a timeout the WebSocket is still connecting: give its socket up rather than leak it.
-      ws.close();
-      return openError;
-    }
+    const ws = await dialWebSocket(
+      url,
+      {
+        protocols: [MUX_SUBPROTOCOL],
+        headers: { authorization: `Bearer ${token}` },
+        ...(this.#settings.peerCaPem ? { caCerts: [this.#settings.peerCaPem] } : {}),
+      },
+      CONNECT_TIMEOUT_MS,
+      this.#stopping.signal,
+    ).finally(() => this.#dialling.delete(jti));
+    if ("reason" in ws) return ws;
     if (ws.protocol !== MUX_SUBPROTOCOL) {
       ws.close(1000, "subprotocol not accepted");
-      return `peer did not accept the ${MUX_SUBPROTOCOL} subprotocol`;
+      return { reason: `peer did not accept the ${MUX_SUBPROTOCOL} subprotocol` };
     }
-    this.#peerStates.set(url, "linked");
-    await this.#serveLink(ws, `peer ${url}`);
-    return null;
+    return this.#session(ws, `peer ${url}`) ?? { reason: "peer closed the link as it opened" };
   }
 
-  async #serveLink(ws: MessageSocket, label: string): Promise<void> {
+  /** A link's session over an open WebSocket, or null when it closed at once or the node is stopping. */
+  #session(ws: MessageSocket, label: string): MuxSession | null {
     // A link that opened while the node began to stop would outlive `stop()`.
     if (this.#stopping.signal.aborted) {
       ws.close(1000, "node shutting down");
-      return;
+      return null;
     }
-    const link = new MuxSession(ws, {
+    const link: MuxSession = new MuxSession(ws, {
       label,
       mode: "credits",
       log: this.#log,
@@ -252,15 +252,20 @@ export class Mesh {
       onStreamOpened: this.#acceptTunnel,
       onAnnounce: (version, routes) => this.#onAnnounce(link, version, routes),
     });
-    if (!link.isOpen) return;
+    return link.isOpen ? link : null;
+  }
+
+  #linkUp(link: MuxSession): void {
     this.#links.add(link);
-    this.#log.info("peer link up", { peer: label });
+    this.#log.info("peer link up", { peer: link.label });
     link.announce(++this.#announceVersion, this.#withdrawn ? [] : this.#router.localRouteKeys());
-    const end = await link.closed;
+  }
+
+  #linkDown(link: MuxSession, end: SessionEnd): void {
     this.#links.delete(link);
     this.#lastVersion.delete(link);
     this.#router.removePeer(link);
-    this.#log.info("peer link down", { peer: label, why: end.reason });
+    this.#log.info("peer link down", { peer: link.label, why: end.reason });
   }
 
   #onAnnounce(link: MuxSession, version: number, routes: readonly string[]): void {

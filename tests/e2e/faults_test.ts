@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { reconnectDelayMs } from "../../src/mux/reconnect.ts";
+import { reconnectDelayMs } from "../../src/links/reconnect.ts";
 import { startTestAgent, startTestNode, waitFor, withTimeout } from "../helpers/cluster.ts";
 import { agentYaml, makeConfigDir, openDescriptors, spawnAgent } from "../helpers/processes.ts";
 import {

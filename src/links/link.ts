@@ -1,0 +1,144 @@
+/**
+ * One lifecycle for every link a Nexus process keeps: the agent's sessions to its hubs, the node's links to
+ * its peers (dialled or accepted) and the hub's backend sessions. Dial or accept, handshake, session,
+ * register, await the end, unregister; and for the links this side dials, back off and dial again, with one
+ * rule for when the backoff starts over.
+ *
+ * @module
+ */
+
+import type { Logger } from "../log/logger.ts";
+import type { MuxSession, SessionEnd } from "../mux/session.ts";
+import { waitForOpen } from "../transport/inbox.ts";
+import { WebSocketClient, type WebSocketClientOptions } from "../transport/websocket_client.ts";
+import { reconnectDelayMs, sleep } from "./reconnect.ts";
+
+/** Why a dial produced no session. */
+export interface LinkFailure {
+  readonly reason: string;
+  /**
+   * The other side refused for a reason that cannot heal by itself (a wrong secret, a name it forbids): dial
+   * again only at the slowest pace, so a misconfigured agent does not hammer its hub.
+   */
+  readonly permanent?: boolean;
+}
+
+/** Registers a session while it is up. */
+export interface LinkHooks {
+  /** The session is established: make it usable (pools, routes, status). */
+  up(session: MuxSession): void;
+  /** The session ended: forget it. */
+  down(session: MuxSession, end: SessionEnd): void;
+}
+
+/** Holds an established session registered until it ends; resolves with how it ended. */
+export async function holdLink(session: MuxSession, hooks: LinkHooks): Promise<SessionEnd> {
+  hooks.up(session);
+  const end = await session.closed;
+  hooks.down(session, end);
+  return end;
+}
+
+/** Pacing of a dialled link's attempts. */
+export interface ReconnectPolicy {
+  readonly initialDelayMs: number;
+  readonly maxDelayMs: number;
+  /** A session that lived this long starts the backoff over: its first redial waits the initial delay. */
+  readonly stableAfterMs: number;
+}
+
+/** How long to wait before dial number `attempt` + 1 after one that ended as described. */
+export class Backoff {
+  readonly #policy: ReconnectPolicy;
+  #attempt = 0;
+
+  constructor(policy: ReconnectPolicy) {
+    this.#policy = policy;
+  }
+
+  /**
+   * The delay after an attempt: `establishedForMs` is how long its session lived (null: none was
+   * established). A stable session resets the count before the delay is computed, so a link that dies after
+   * a day waits as little as one that never failed; a permanent refusal waits the longest.
+   */
+  next(outcome: { establishedForMs: number | null; permanent?: boolean }, random = Math.random): number {
+    const { initialDelayMs, maxDelayMs, stableAfterMs } = this.#policy;
+    if (outcome.establishedForMs !== null && outcome.establishedForMs >= stableAfterMs) this.#attempt = 0;
+    const attempt = outcome.permanent ? Infinity : this.#attempt;
+    this.#attempt += 1;
+    return reconnectDelayMs(attempt, initialDelayMs, maxDelayMs, random);
+  }
+}
+
+/** What a dialled link needs: how to establish one session, and what to do with it. */
+export interface DialledLinkOptions extends LinkHooks {
+  /** What is dialled, for logs: a hub or peer URL. */
+  readonly target: string;
+  /** `hub` or `peer`: the words of the log lines. */
+  readonly kind: string;
+  readonly reconnect: ReconnectPolicy;
+  /** Aborted when the process stops: no more dials, and the wait between them ends at once. */
+  readonly signal: AbortSignal;
+  readonly log: Logger;
+  /** Dials and completes the handshake: an open session, or why there is none. */
+  establish(): Promise<MuxSession | LinkFailure>;
+  /** Checked after every attempt: true ends the loop (the mesh found its own URL among its peers). */
+  giveUp?(): boolean;
+}
+
+/** Keeps one dialled link up until `signal` aborts: establish, hold, back off, again. */
+export async function runDialledLink(options: DialledLinkOptions): Promise<void> {
+  const backoff = new Backoff(options.reconnect);
+  const { log, target, kind, signal } = options;
+  while (!signal.aborted) {
+    const outcome = await options.establish().catch((error): LinkFailure => ({ reason: describe(error) }));
+    if (signal.aborted) {
+      if (!("reason" in outcome)) outcome.close(1000, "shutting down");
+      return;
+    }
+    let establishedForMs: number | null = null;
+    let why: string;
+    if ("reason" in outcome) {
+      why = outcome.reason;
+    } else {
+      const startedMs = Date.now();
+      const end = await holdLink(outcome, options);
+      establishedForMs = Date.now() - startedMs;
+      why = end.reason;
+    }
+    if (signal.aborted || options.giveUp?.()) return;
+    const permanent = "permanent" in outcome && outcome.permanent === true;
+    const delayMs = backoff.next({ establishedForMs, permanent });
+    const fields = { [kind]: target, why, retry_in_ms: delayMs };
+    if (establishedForMs !== null) log.warn(`${kind} session ended; reconnecting`, fields);
+    else if (permanent) log.error(`${kind} refused this side for good; retrying at the slowest pace`, fields);
+    else log.error(`cannot connect to ${kind}; retrying`, fields);
+    await sleep(delayMs, signal);
+  }
+}
+
+/**
+ * Dials a WebSocket and waits until it is open (our client: `TCP_NODELAY`, one write per turn), giving the
+ * attempt up when `signal` aborts or `timeoutMs` passes. On failure the socket is closed, never leaked.
+ */
+export async function dialWebSocket(
+  url: string,
+  options: WebSocketClientOptions,
+  timeoutMs: number,
+  signal: AbortSignal,
+): Promise<WebSocketClient | LinkFailure> {
+  const ws = new WebSocketClient(url, options);
+  // Shutdown must not wait for a dial to a peer that does not answer.
+  const abandon = () => ws.close(1000, "shutting down");
+  signal.addEventListener("abort", abandon);
+  const openError = await waitForOpen(ws, timeoutMs);
+  signal.removeEventListener("abort", abandon);
+  if (openError === null) return ws;
+  // After a timeout the WebSocket is still connecting: give its socket up rather than leak it.
+  ws.close();
+  return { reason: openError };
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
