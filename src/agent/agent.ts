@@ -9,6 +9,7 @@
 import type { Logger } from "../log/logger.ts";
 import { type InboxMessage, WebSocketInbox } from "../transport/inbox.ts";
 import { dialWebSocket, type LinkFailure, runDialledLink } from "../links/link.ts";
+import { NEXUS_MUX, ORIGINAL } from "../mux/dialect.ts";
 import { MUX_SUBPROTOCOL, MuxSession } from "../mux/session.ts";
 import type { MuxStream } from "../mux/stream.ts";
 import type { StreamOpenInfo } from "../protocol/frames.ts";
@@ -148,7 +149,7 @@ export class Agent {
         this.#sessions.set(url, session);
         this.#log.info("connected to hub", {
           hub: url,
-          protocol: session.mode === "credits" ? MUX_SUBPROTOCOL : "original",
+          protocol: session.dialect.name,
         });
         this.#onConnected(url);
       },
@@ -177,13 +178,13 @@ export class Agent {
       }
       return { reason };
     };
-    const mode = ws.protocol === MUX_SUBPROTOCOL ? "credits" : "legacy";
+    const dialect = ws.protocol === MUX_SUBPROTOCOL ? NEXUS_MUX : ORIGINAL;
 
     ws.send(await this.#settings.tokens.token("handshake"));
     const challenge = expectHubMessage(await inbox.next(HANDSHAKE_STEP_MS), "handshake_challenge");
     if (typeof challenge === "string") return abandon(challenge);
     ws.send(await this.#settings.tokens.token("attest", challenge.nonce));
-    if (mode === "credits") {
+    if (dialect === NEXUS_MUX) {
       // Our hub acknowledges; the original sends nothing and a rejection shows only as a close (§1.2).
       const accepted = expectHubMessage(await inbox.next(HANDSHAKE_STEP_MS), "handshake_accepted");
       if (typeof accepted === "string") return abandon(accepted);
@@ -191,11 +192,11 @@ export class Agent {
 
     const session = new MuxSession(ws, {
       label: `hub ${url}`,
-      mode,
+      dialect,
       log: this.#log,
       maxStreams: this.#settings.maxStreams,
       legacyStreamBufferBytes: this.#settings.legacyStreamBufferBytes,
-      heartbeatIntervalMs: mode === "credits" ? this.#settings.heartbeatIntervalMs : 0,
+      heartbeatIntervalMs: this.#settings.heartbeatIntervalMs,
       pendingMessages: inbox.detach(),
       onStreamOpened: (stream, info) => void this.#serve(stream, info),
       onDrain: () => this.#log.info("hub is shutting down: it sends no new streams", { hub: url }),

@@ -9,6 +9,7 @@ import type { HostnameClaim } from "../hostnames/hostname.ts";
 import { claimKey } from "../hostnames/hostname.ts";
 import type { Logger, RateLimitedLog } from "../log/logger.ts";
 import type { BufferBudget } from "../mux/flow_control.ts";
+import { NEXUS_MUX, ORIGINAL } from "../mux/dialect.ts";
 import { MUX_SUBPROTOCOL, MuxSession, truncateReason } from "../mux/session.ts";
 import { MAX_BATCHED_MESSAGE_BYTES, MAX_MESSAGE_BYTES } from "../protocol/frames.ts";
 import type { WebSocketConnection } from "../transport/websocket.ts";
@@ -181,13 +182,13 @@ export class Hub {
     let leavePool = () => {};
     const session = new MuxSession(ws, {
       label: `backend ${name} ${remoteAddress}`,
-      mode: speaksCredits ? "credits" : "legacy",
+      dialect: speaksCredits ? NEXUS_MUX : ORIGINAL,
       log: this.#log,
       maxStreams: this.#settings.maxStreamsPerBackend,
       legacyStreamBufferBytes: this.#settings.legacyStreamBufferBytes,
       receiveWindowFrames: this.#settings.streamWindowFrames,
       receiveBudget: this.#settings.receiveBudget,
-      heartbeatIntervalMs: speaksCredits ? this.#settings.heartbeatIntervalMs : 0,
+      heartbeatIntervalMs: this.#settings.heartbeatIntervalMs,
       pendingMessages: outcome.pendingMessages,
       onText: () =>
         this.#log.debug("text message from backend ignored (no re-authentication pending)", { name }),

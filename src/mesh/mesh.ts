@@ -21,6 +21,7 @@ import { isUpgradeRequest, offeredSubprotocols, upgradeRefusal } from "../transp
 import type { BufferBudget } from "../mux/flow_control.ts";
 import type { MessageSocket } from "../transport/message_socket.ts";
 import { dialWebSocket, holdLink, type LinkFailure, runDialledLink } from "../links/link.ts";
+import { NEXUS_MUX } from "../mux/dialect.ts";
 import { MUX_SUBPROTOCOL, MuxSession, type SessionEnd } from "../mux/session.ts";
 import type { MuxStream } from "../mux/stream.ts";
 import type { StreamOpenInfo } from "../protocol/frames.ts";
@@ -243,7 +244,7 @@ export class Mesh {
     }
     const link: MuxSession = new MuxSession(ws, {
       label,
-      mode: "credits",
+      dialect: NEXUS_MUX,
       log: this.#log,
       maxStreams: this.#settings.maxStreamsPerPeer,
       receiveBudget: this.#settings.receiveBudget,

@@ -18,17 +18,11 @@ import {
   FrameBatch,
   INITIAL_STREAM_CREDITS,
   MAX_BATCH_BYTES,
-  MAX_BATCHED_MESSAGE_BYTES,
-  MAX_MESSAGE_BYTES,
   newStreamId,
   type StreamOpenInfo,
 } from "../protocol/frames.ts";
-import {
-  type BufferBudget,
-  byteCappedReceiveLimits,
-  creditReceiveLimits,
-  type ReceiveLimits,
-} from "./flow_control.ts";
+import { type Dialect, ORIGINAL, ORIGINAL_CREDITS } from "./dialect.ts";
+import type { BufferBudget } from "./flow_control.ts";
 import type { MessageSocket } from "../transport/message_socket.ts";
 import { MuxStream, type StreamTransport } from "./stream.ts";
 
@@ -39,18 +33,12 @@ import { MuxStream, type StreamTransport } from "./stream.ts";
  */
 export const MUX_SUBPROTOCOL = "nexus-mux.v1";
 
-/**
- * `credits`: both sides speak our subprotocol; every stream starts with a window of 64 frames each way.
- * `legacy`: the peer is the original's client or server; our sending is unlimited until it grants credits,
- * and it honours `pause_stream`; what it sends us is bounded only by a per-stream byte cap.
- */
-export type SessionMode = "credits" | "legacy";
-
 /** Options of a {@linkcode MuxSession}. */
 export interface MuxSessionOptions {
   /** For logs: `backend app-1 203.0.113.9:4711`, `peer wss://eu.example.com/mesh`. */
   readonly label: string;
-  readonly mode: SessionMode;
+  /** How the peer speaks the protocol, as its handshake told (see dialect.ts). */
+  readonly dialect: Dialect;
   readonly log: Logger;
   /** Most streams open at once on this session; further opens are refused. */
   readonly maxStreams: number;
@@ -63,8 +51,8 @@ export interface MuxSessionOptions {
    */
   readonly receiveWindowFrames?: number;
   /**
-   * Credits sessions only: the node-wide budget those windows are reserved from; a stream opened while it runs
-   * low gets a smaller window, down to {@linkcode MIN_RECEIVE_WINDOW_FRAMES}.
+   * For peers that count credits: the node-wide budget those windows are reserved from; a stream opened while
+   * it runs low gets a smaller window, down to {@linkcode MIN_RECEIVE_WINDOW_FRAMES}.
    */
   readonly receiveBudget?: BufferBudget;
   /** A peer opened a stream. Absent: peer-opened streams are refused. */
@@ -75,21 +63,15 @@ export interface MuxSessionOptions {
   readonly onDrain?: () => void;
   /** A text message arrived after the handshake (the original's re-authentication challenges). */
   readonly onText?: (text: string) => void;
-  /** Sends a session ping this often and closes the session after two intervals of silence; 0: never. */
+  /**
+   * Sends a session ping this often and closes the session after two intervals of silence, to a peer whose
+   * dialect has heartbeats; 0: never.
+   */
   readonly heartbeatIntervalMs?: number;
   /** Messages that arrived during the handshake but belong to the session (see `WebSocketInbox.detach`). */
   readonly pendingMessages?: readonly unknown[];
 }
 
-/** Bytes buffered in the WebSocket above which stream writers wait; they resume below half of it. */
-const WRITE_HIGH_WATER_BYTES = 1024 * 1024;
-/**
- * The same towards a peer of the original protocol. It can stop us only with `pause_stream` and closes the stream
- * (`buffer_full`) when more than 16 further frames arrive (§3.1, §3.5); what our buffer holds when the pause comes
- * is sent all the same, so it must hold far fewer frames than that. With 1 MiB (32 frames) the reference client
- * closed a stream to a stalled service every time on loopback; with two frames it kept up.
- */
-const LEGACY_WRITE_HIGH_WATER_BYTES = 2 * MAX_MESSAGE_BYTES;
 const WRITE_POLL_MS = 1;
 /** The smallest window a stream opened under a spent budget gets: enough to keep data moving. */
 export const MIN_RECEIVE_WINDOW_FRAMES = 2;
@@ -104,14 +86,14 @@ export interface SessionEnd {
 /** One WebSocket carrying many streams. */
 export class MuxSession {
   readonly label: string;
-  readonly mode: SessionMode;
   /** Resolves once the WebSocket has closed and every stream has been failed. */
   readonly closed: Promise<SessionEnd>;
   readonly #ws: MessageSocket;
   readonly #options: MuxSessionOptions;
   readonly #streams = new Map<string, MuxStream>();
   readonly #transport: StreamTransport;
-  readonly #writeHighWaterBytes: number;
+  /** How the peer speaks; an original peer's first credit grant shows it to be of the newer generation. */
+  #dialect: Dialect;
   #drainWaiters: Array<() => void> = [];
   #drainTimer: ReturnType<typeof setTimeout> | undefined;
   #heartbeatTimer: ReturnType<typeof setInterval> | undefined;
@@ -127,7 +109,7 @@ export class MuxSession {
   #pausesReceived = 0;
   /** Frames each stream opened here reserved from the receive budget, returned when the stream goes. */
   readonly #reservedFrames = new Map<string, number>();
-  /** Credits mode: the frames of this turn, sent as one message at its end (null: one message per frame). */
+  /** The frames of this turn, sent as one message at its end, for dialects that batch (null: one per frame). */
   readonly #batch: FrameBatch | null;
   #flushQueued = false;
 
@@ -136,17 +118,14 @@ export class MuxSession {
     this.#ws = ws;
     this.#options = options;
     this.label = options.label;
-    this.mode = options.mode;
-    this.#writeHighWaterBytes = options.mode === "legacy"
-      ? LEGACY_WRITE_HIGH_WATER_BYTES
-      : WRITE_HIGH_WATER_BYTES;
-    this.#batch = options.mode === "credits" ? new FrameBatch() : null;
+    this.#dialect = options.dialect;
+    this.#batch = options.dialect.batches ? new FrameBatch() : null;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#socketClosed = new Promise((resolve) => (this.#resolveSocketClosed = resolve));
     ws.binaryType = "arraybuffer";
     this.#transport = {
       label: options.label,
-      canHalfClose: options.mode === "credits",
+      unsignalledEndTimeoutMs: options.dialect.unsignalledEndTimeoutMs,
       sendData: (idBytes, payload) => this.#sendData(idBytes, payload),
       sendControl: (message) => this.#send(encodeControlFrame(message)),
       whenWritable: () => this.#whenWritable(),
@@ -167,7 +146,7 @@ export class MuxSession {
     ws.onerror = () => {
       // The close event follows with the reason; nothing to do here but keep the error from being unhandled.
     };
-    const interval = options.heartbeatIntervalMs ?? 0;
+    const interval = options.dialect.heartbeats ? options.heartbeatIntervalMs ?? 0 : 0;
     if (interval > 0) {
       this.#heartbeatTimer = setInterval(() => this.#heartbeat(interval), interval);
       Deno.unrefTimer(this.#heartbeatTimer);
@@ -177,6 +156,11 @@ export class MuxSession {
       this.#resolveSocketClosed();
       this.#finish("closed during the handshake", false);
     }
+  }
+
+  /** How the peer speaks the protocol. */
+  get dialect(): Dialect {
+    return this.#dialect;
   }
 
   /** Streams currently open. */
@@ -222,7 +206,7 @@ export class MuxSession {
   drain(): void {
     if (this.#draining) return;
     this.#draining = true;
-    if (this.mode === "credits") this.#send(encodeControlFrame({ type: "drain" }));
+    if (this.#dialect.halfClosesAndDrains) this.#send(encodeControlFrame({ type: "drain" }));
   }
 
   /**
@@ -233,14 +217,10 @@ export class MuxSession {
     if (!this.acceptsStreams) return null;
     const id = newStreamId();
     const wanted = this.#options.receiveWindowFrames ?? INITIAL_STREAM_CREDITS;
-    const budget = this.mode === "credits" ? this.#options.receiveBudget : undefined;
+    const budget = this.#dialect.peerCountsCredits ? this.#options.receiveBudget : undefined;
     const window = budget === undefined ? wanted : budget.reserve(wanted, MIN_RECEIVE_WINDOW_FRAMES);
     if (budget !== undefined) this.#reservedFrames.set(id, window);
-    const stream = this.#createStream(
-      id,
-      this.mode === "credits" ? INITIAL_STREAM_CREDITS : Infinity,
-      window,
-    );
+    const stream = this.#createStream(id, this.#dialect.initialSendCredits, window);
     this.#send(encodeControlFrame({ type: "open", id, info, credits: window }));
     return stream;
   }
@@ -291,16 +271,10 @@ export class MuxSession {
   #createStream(id: string, sendCredits: number, windowFrames = INITIAL_STREAM_CREDITS): MuxStream {
     const stream = new MuxStream(id, this.#transport, {
       sendCredits,
-      receiveLimits: this.#receiveLimits(windowFrames),
+      receiveLimits: this.#dialect.receiveLimits(windowFrames, this.#options.legacyStreamBufferBytes),
     });
     this.#streams.set(id, stream);
     return stream;
-  }
-
-  #receiveLimits(windowFrames: number): ReceiveLimits {
-    return this.mode === "credits"
-      ? creditReceiveLimits(windowFrames)
-      : byteCappedReceiveLimits(this.#options.legacyStreamBufferBytes);
   }
 
   #send(frame: Uint8Array): void {
@@ -348,7 +322,7 @@ export class MuxSession {
   }
 
   #whenWritable(): Promise<void> | undefined {
-    if (this.#end !== null || this.#unsentBytes < this.#writeHighWaterBytes) return undefined;
+    if (this.#end !== null || this.#unsentBytes < this.#dialect.writeHighWaterBytes) return undefined;
     return new Promise((resolve) => {
       this.#drainWaiters.push(resolve);
       this.#pollDrain();
@@ -360,7 +334,7 @@ export class MuxSession {
     if (this.#drainTimer !== undefined) return;
     this.#drainTimer = setTimeout(() => {
       this.#drainTimer = undefined;
-      if (this.#end === null && this.#unsentBytes > this.#writeHighWaterBytes / 2) {
+      if (this.#end === null && this.#unsentBytes > this.#dialect.writeHighWaterBytes / 2) {
         this.#pollDrain();
         return;
       }
@@ -387,7 +361,7 @@ export class MuxSession {
       ? new Uint8Array(data)
       : null;
     if (bytes === null) return;
-    if (bytes.byteLength > (this.#batch === null ? MAX_MESSAGE_BYTES : MAX_BATCHED_MESSAGE_BYTES)) {
+    if (bytes.byteLength > this.#dialect.largestMessageBytes) {
       this.#options.log.warn("closing session: message larger than the protocol allows", {
         session: this.label,
         bytes: bytes.byteLength,
@@ -449,6 +423,13 @@ export class MuxSession {
         this.#streams.get(message.id)?.receivePause();
         return;
       case "resume":
+        if (message.credits !== undefined && message.credits > 0 && this.#dialect === ORIGINAL) {
+          // Only the original's newer generation grants credits (§3.3): from now on it is taken at its word.
+          this.#dialect = ORIGINAL_CREDITS;
+          this.#options.log.debug("peer counts credits: the original's newer generation", {
+            session: this.label,
+          });
+        }
         this.#streams.get(message.id)?.receiveResume(message.credits, INITIAL_STREAM_CREDITS);
         return;
       case "ping_stream":
@@ -483,10 +464,9 @@ export class MuxSession {
     if (this.#draining) return refuse("shutting down", "shutdown");
     if (this.#streams.has(id)) return refuse("stream id already in use");
     if (this.#streams.size >= this.#options.maxStreams) return refuse("too many streams on this session");
-    const sendCredits = credits ?? (this.mode === "credits" ? INITIAL_STREAM_CREDITS : Infinity);
-    const stream = this.#createStream(id, sendCredits);
+    const stream = this.#createStream(id, credits ?? this.#dialect.initialSendCredits);
     // A peer of the original protocol learns our window only from an explicit grant (§3.3).
-    if (this.mode === "legacy") {
+    if (this.#dialect.grantsOnPeerOpen) {
       this.#send(encodeControlFrame({ type: "resume", id, credits: INITIAL_STREAM_CREDITS }));
     }
     this.#options.onStreamOpened(stream, info);

@@ -17,8 +17,8 @@ import { type ReceiveLimits, ReceiveWindow, SendWindow, StreamClosedError } from
 /** What a stream needs from its session: sending frames and waiting for the socket to drain. */
 export interface StreamTransport {
   readonly label: string;
-  /** Whether the peer understands `close_write` (our agent and our nodes do; the original client does not). */
-  readonly canHalfClose: boolean;
+  /** Null when the peer understands `close_write` (our agent and nodes do); see {@linkcode Duplex}. */
+  readonly unsignalledEndTimeoutMs: number | null;
   sendData(idBytes: Uint8Array, payload: Uint8Array): void;
   sendControl(message: ControlMessage): void;
   /** Undefined when the WebSocket can take more now, else a promise that resolves when it can. */
@@ -33,7 +33,7 @@ export interface StreamTransport {
 export class MuxStream implements Duplex {
   readonly id: string;
   readonly label: string;
-  readonly canHalfClose: boolean;
+  readonly unsignalledEndTimeoutMs: number | null;
   readonly #idBytes: Uint8Array;
   readonly #transport: StreamTransport;
   readonly #send: SendWindow;
@@ -58,7 +58,7 @@ export class MuxStream implements Duplex {
     this.#idBytes = streamIdBytes(id);
     this.#transport = transport;
     this.label = `stream ${id.slice(0, 8)} via ${transport.label}`;
-    this.canHalfClose = transport.canHalfClose;
+    this.unsignalledEndTimeoutMs = transport.unsignalledEndTimeoutMs;
     this.#send = new SendWindow(flow.sendCredits);
     this.#receive = new ReceiveWindow(flow.receiveLimits);
   }
@@ -106,7 +106,10 @@ export class MuxStream implements Duplex {
   }
 
   closeWrite(): Promise<void> {
-    if (this.canHalfClose && !this.#wroteEnd && this.#closedReason === null && !this.#remoteGone) {
+    if (
+      this.unsignalledEndTimeoutMs === null && !this.#wroteEnd && this.#closedReason === null &&
+      !this.#remoteGone
+    ) {
       this.#wroteEnd = true;
       this.#transport.sendControl({ type: "close_write", id: this.id });
     }

@@ -13,10 +13,11 @@ export interface Duplex {
   /** Short description for logs, e.g. `client 203.0.113.7:52144` or `stream 3f0c…`. */
   readonly label: string;
   /**
-   * Whether {@linkcode closeWrite} tells the far side "no more data" while the other direction stays open.
-   * A stream to a backend that only speaks the original protocol cannot (§2.7: it has no half-close).
+   * Null when {@linkcode closeWrite} tells the far side "no more data" while the other direction stays open.
+   * A stream to a backend of the original protocol cannot tell it (§2.7: it has no half-close); this is then
+   * how long the other direction may stay quiet before the stream is closed (see `SpliceSweeper`).
    */
-  readonly canHalfClose: boolean;
+  readonly unsignalledEndTimeoutMs: number | null;
   /**
    * The next chunk from the far side, or `null` once it has finished sending. The chunk may be a view into a
    * reused buffer: it is valid until the next `read` call.
@@ -27,7 +28,7 @@ export interface Duplex {
    * {@linkcode PeerGoneError} when the far side has gone away for good, or another error on failure.
    */
   write(chunk: Uint8Array): Promise<void>;
-  /** Tells the far side that no more data will follow; a no-op when {@linkcode canHalfClose} is false. */
+  /** Tells the far side that no more data will follow; a no-op when it cannot be told. */
   closeWrite(): Promise<void>;
   /**
    * Ends both directions. `graceful` lets already written data reach the far side first (a socket lingers for

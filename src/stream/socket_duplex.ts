@@ -14,7 +14,7 @@ const CLOSE_LINGER_MS = 2_000;
 /** A socket as a duplex. */
 export class SocketDuplex implements Duplex {
   readonly label: string;
-  readonly canHalfClose = true;
+  readonly unsignalledEndTimeoutMs = null;
   readonly #conn: Deno.Conn;
   readonly #readBuffer: AdaptiveReadBuffer;
   #sawEof = false;

@@ -27,8 +27,8 @@ export class Splice {
   #bytesAToB = 0;
   #bytesBToA = 0;
   #endedDirections = 0;
-  /** A direction ended whose destination could not be told (it cannot half-close). */
-  #unsignalledEnd = false;
+  /** A direction ended whose destination could not be told: the quiet time it may then be left. */
+  #unsignalledEndTimeoutMs: number | null = null;
   #abortReason: string | null = null;
 
   constructor(a: Duplex, b: Duplex) {
@@ -48,11 +48,12 @@ export class Splice {
   }
 
   /**
-   * Whether that ended direction's destination could not be told so: a backend of the original protocol, which
-   * has no half-close, still thinks the client may send more.
+   * When that ended direction's destination could not be told so (a backend of the original protocol, which
+   * has no half-close, still thinks the client may send more): how long the splice may then stay quiet.
+   * Null: it was told, and only the configured half-closed timeout applies.
    */
-  get halfClosedUnsignalled(): boolean {
-    return this.halfClosed && this.#unsignalledEnd;
+  get unsignalledEndTimeoutMs(): number | null {
+    return this.halfClosed ? this.#unsignalledEndTimeoutMs : null;
   }
 
   /** Ends both sides now; the first reason wins. */
@@ -87,7 +88,7 @@ export class Splice {
         else this.#bytesBToA += chunk.length;
         await to.write(chunk);
       }
-      if (!to.canHalfClose) this.#unsignalledEnd = true;
+      if (to.unsignalledEndTimeoutMs !== null) this.#unsignalledEndTimeoutMs = to.unsignalledEndTimeoutMs;
       await to.closeWrite();
     } catch (error) {
       // A destination that is gone for good ends this direction only: the other one still delivers what
@@ -111,14 +112,6 @@ export interface SpliceTimeouts {
   /** A splice with one direction ended that moved no byte for this long is closed. */
   readonly halfClosedTimeoutMs: number;
 }
-
-/**
- * The half-closed limit when the other side could not be told of the end (see
- * {@linkcode Splice.halfClosedUnsignalled}): long enough for a response already on its way, short enough that
- * closed keep-alive clients do not hold backend streams for a minute. The original closes such a stream at once
- * and loses that response.
- */
-export const UNSIGNALLED_HALF_CLOSE_TIMEOUT_MS = 5_000;
 
 /**
  * Enforces idle and half-closed timeouts over many splices with one coarse timer instead of one timer per
@@ -157,9 +150,10 @@ export class SpliceSweeper {
         continue;
       }
       const quietMs = nowMs - state.quietSinceMs;
-      const halfClosedLimitMs = splice.halfClosedUnsignalled
-        ? Math.min(halfClosedTimeoutMs || Infinity, UNSIGNALLED_HALF_CLOSE_TIMEOUT_MS)
-        : halfClosedTimeoutMs;
+      const unsignalledMs = splice.unsignalledEndTimeoutMs;
+      const halfClosedLimitMs = unsignalledMs === null
+        ? halfClosedTimeoutMs
+        : Math.min(halfClosedTimeoutMs || Infinity, unsignalledMs);
       if (splice.halfClosed && halfClosedLimitMs > 0 && quietMs >= halfClosedLimitMs) {
         splice.abort("half-closed timeout");
       } else if (idleTimeoutMs > 0 && quietMs >= idleTimeoutMs) {

@@ -274,7 +274,7 @@ compatTest(
       }),
     }, async (node, client) => {
       const backend = await waitRegistered(node, client);
-      assert.equal(backend.session.mode, "legacy");
+      assert.equal(backend.session.dialect.name, "original");
       assert.deepEqual(backend.claims, [{ kind: "exact", name: "app.test.nexus" }]);
       assert.equal(backend.weight, 1);
 

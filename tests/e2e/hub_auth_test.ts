@@ -472,7 +472,7 @@ Deno.test("a correct two-stage handshake without a subprotocol registers; relaye
     assert.equal(registered.name, "raw-backend");
     assert.equal(registered.weight, 2);
     assert.deepEqual(registered.claims, [{ kind: "exact", name: NAME }]);
-    assert.equal(registered.session.mode, "legacy");
+    assert.equal(registered.session.dialect.name, "original");
     assert.equal(node.node.refusals.total("backend_rejected"), 0);
     serving = echoStreams(backend, events);
     const hello = buildClientHello({ serverName: NAME });

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { type Dialect, NEXUS_MUX } from "../../src/mux/dialect.ts";
 import { createLogger } from "../../src/log/logger.ts";
 import { waitForOpen } from "../../src/transport/inbox.ts";
 import { MUX_SUBPROTOCOL, MuxSession, type MuxSessionOptions } from "../../src/mux/session.ts";
@@ -85,7 +86,7 @@ const quietLog = createLogger("test-session");
 export function sessionOptions(overrides: Partial<MuxSessionOptions> = {}): MuxSessionOptions {
   return {
     label: "test",
-    mode: "credits",
+    dialect: NEXUS_MUX,
     log: quietLog,
     maxStreams: 1_000,
     legacyStreamBufferBytes: 4 * 1024 * 1024,
@@ -114,21 +115,24 @@ export interface SessionPair {
 /** Opens a session pair; the client WebSocket is the opener (as the hub's session is opened by backends). */
 export async function openSessionPair(
   options: {
-    mode?: "credits" | "legacy";
+    dialect?: Dialect;
     opener?: Partial<MuxSessionOptions>;
     acceptor?: Partial<MuxSessionOptions>;
   } = {},
 ): Promise<SessionPair> {
-  const mode = options.mode ?? "credits";
-  const sockets = await openWebSocketPair(mode === "credits" ? MUX_SUBPROTOCOL : null);
+  const dialect = options.dialect ?? NEXUS_MUX;
+  const sockets = await openWebSocketPair(dialect === NEXUS_MUX ? MUX_SUBPROTOCOL : null);
   const arrivals: Array<(value: { stream: MuxStream; info: StreamOpenInfo }) => void> = [];
   const early: Array<{ stream: MuxStream; info: StreamOpenInfo }> = [];
-  const opener = new MuxSession(sockets.client, sessionOptions({ label: "opener", mode, ...options.opener }));
+  const opener = new MuxSession(
+    sockets.client,
+    sessionOptions({ label: "opener", dialect, ...options.opener }),
+  );
   const acceptor = new MuxSession(
     sockets.server,
     sessionOptions({
       label: "acceptor",
-      mode,
+      dialect,
       onStreamOpened: (stream, info) => {
         const waiter = arrivals.shift();
         if (waiter) waiter({ stream, info });

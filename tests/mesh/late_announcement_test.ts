@@ -3,6 +3,7 @@
  * handshake: an announcement arriving then would re-add routes for a link the router has already dropped.
  */
 
+import { NEXUS_MUX } from "../../src/mux/dialect.ts";
 import assert from "node:assert/strict";
 import { createLogger } from "../../src/log/logger.ts";
 import { waitForOpen } from "../../src/transport/inbox.ts";
@@ -27,7 +28,7 @@ Deno.test("a closed link ignores an announcement that arrives during its closing
     const announced: string[][] = [];
     const link = new MuxSession(ws, {
       label: "peer under test",
-      mode: "credits",
+      dialect: NEXUS_MUX,
       log: createLogger("test"),
       maxStreams: 10,
       legacyStreamBufferBytes: 0,

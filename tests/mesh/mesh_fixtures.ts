@@ -6,6 +6,7 @@
  * @module
  */
 
+import { NEXUS_MUX } from "../../src/mux/dialect.ts";
 import assert from "node:assert/strict";
 import { SignJWT } from "jose";
 import type { Agent } from "../../src/agent/agent.ts";
@@ -232,7 +233,7 @@ export async function rawPeerLink(node: TestNode): Promise<RawPeerLink> {
   const announced: string[][] = [];
   const link = new MuxSession(ws, {
     label: "test peer",
-    mode: "credits",
+    dialect: NEXUS_MUX,
     log: createLogger("test peer"),
     maxStreams: 100,
     legacyStreamBufferBytes: 0,

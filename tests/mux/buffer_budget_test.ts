@@ -4,6 +4,7 @@
  * WebSocket (the credits each `connect` grants).
  */
 
+import { NEXUS_MUX, ORIGINAL } from "../../src/mux/dialect.ts";
 import assert from "node:assert/strict";
 import { BufferBudget } from "../../src/mux/flow_control.ts";
 import { MIN_RECEIVE_WINDOW_FRAMES, MuxSession } from "../../src/mux/session.ts";
@@ -36,7 +37,7 @@ Deno.test("session: windows granted in connect shrink as the budget runs low and
   const budget = new BufferBudget(12 * FRAME, FRAME);
   const session = new MuxSession(
     sockets.client,
-    sessionOptions({ mode: "credits", receiveWindowFrames: 8, receiveBudget: budget }),
+    sessionOptions({ dialect: NEXUS_MUX, receiveWindowFrames: 8, receiveBudget: budget }),
   );
   try {
     const first = session.openStream(TEST_OPEN_INFO)!;
@@ -71,7 +72,7 @@ Deno.test("session: a session of the original protocol takes nothing from the bu
   const budget = new BufferBudget(4 * FRAME, FRAME);
   const session = new MuxSession(
     sockets.client,
-    sessionOptions({ mode: "legacy", receiveWindowFrames: 8, receiveBudget: budget }),
+    sessionOptions({ dialect: ORIGINAL, receiveWindowFrames: 8, receiveBudget: budget }),
   );
   try {
     session.openStream(TEST_OPEN_INFO);

@@ -3,6 +3,7 @@
  * loopback, checked frame by frame with a hand-driven peer where the wire order matters.
  */
 
+import { NEXUS_MUX, ORIGINAL } from "../../src/mux/dialect.ts";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
@@ -302,19 +303,19 @@ Deno.test("session: data that arrives with a peer's connect is delivered in orde
 });
 
 Deno.test("session: half-close sends close_write on a credits session and nothing on a legacy one", async () => {
-  for (const mode of ["credits", "legacy"] as const) {
-    const sockets = await openWebSocketPair(mode === "credits" ? "nexus-mux.v1" : null);
+  for (const dialect of [NEXUS_MUX, ORIGINAL]) {
+    const sockets = await openWebSocketPair(dialect === NEXUS_MUX ? "nexus-mux.v1" : null);
     const peer = new RawPeer(sockets.server);
-    const session = new MuxSession(sockets.client, sessionOptions({ mode }));
+    const session = new MuxSession(sockets.client, sessionOptions({ dialect }));
     try {
       const stream = session.openStream(TEST_OPEN_INFO)!;
-      assert.equal(stream.canHalfClose, mode === "credits");
+      assert.equal(stream.unsignalledEndTimeoutMs === null, dialect === NEXUS_MUX);
       await stream.write(new Uint8Array([7]));
       await stream.closeWrite();
       await stream.closeWrite();
       await peer.barrier();
       const types = peer.controls().map((m) => m.type).filter((t) => t !== "pong");
-      assert.deepEqual(types, mode === "credits" ? ["open", "close_write"] : ["open"], mode);
+      assert.deepEqual(types, dialect === NEXUS_MUX ? ["open", "close_write"] : ["open"], dialect.name);
       // After our half-close the peer's data still reaches us.
       peer.sendData(stream.id, new Uint8Array([1, 2, 3]));
       assert.deepEqual(await stream.read(), new Uint8Array([1, 2, 3]));
@@ -440,7 +441,11 @@ Deno.test("session: a legacy peer that ignores pause overflows the byte cap of i
   const cap = 256 * 1024;
   const session = new MuxSession(
     sockets.server,
-    sessionOptions({ mode: "legacy", legacyStreamBufferBytes: cap, onStreamOpened: (s) => streams.push(s) }),
+    sessionOptions({
+      dialect: ORIGINAL,
+      legacyStreamBufferBytes: cap,
+      onStreamOpened: (s) => streams.push(s),
+    }),
   );
   const greedy = newStreamId();
   const polite = newStreamId();
@@ -475,7 +480,7 @@ Deno.test("session: a legacy peer that ignores pause overflows the byte cap of i
 Deno.test("session: pause_stream from a legacy peer holds our sender; resume_stream releases it", async () => {
   const sockets = await openWebSocketPair(null);
   const peer = new RawPeer(sockets.server);
-  const session = new MuxSession(sockets.client, sessionOptions({ mode: "legacy" }));
+  const session = new MuxSession(sockets.client, sessionOptions({ dialect: ORIGINAL }));
   try {
     const stream = session.openStream(TEST_OPEN_INFO)!;
     await stream.write(new Uint8Array([1]));
@@ -637,7 +642,7 @@ Deno.test("session: after a drain neither side opens streams, open ones go on, a
   const legacyPeer = new RawPeer(legacySockets.client);
   const legacy = new MuxSession(
     legacySockets.server,
-    sessionOptions({ mode: "legacy", onStreamOpened: () => drains.push("opened") }),
+    sessionOptions({ dialect: ORIGINAL, onStreamOpened: () => drains.push("opened") }),
   );
   try {
     legacy.drain();

@@ -6,12 +6,16 @@
 
 import assert from "node:assert/strict";
 import type { Duplex } from "../../src/stream/duplex.ts";
-import { Splice, SpliceSweeper, UNSIGNALLED_HALF_CLOSE_TIMEOUT_MS } from "../../src/stream/splice.ts";
+import { ORIGINAL } from "../../src/mux/dialect.ts";
+import { Splice, SpliceSweeper } from "../../src/stream/splice.ts";
+
+/** What a backend of the original protocol allows a half-closed stream that it could not be told of. */
+const UNSIGNALLED_HALF_CLOSE_TIMEOUT_MS = ORIGINAL.unsignalledEndTimeoutMs!;
 
 /** A duplex whose far side the test drives: `push` data or `end` it; what the splice writes is kept. */
 class ScriptedDuplex implements Duplex {
   readonly label: string;
-  readonly canHalfClose: boolean;
+  readonly unsignalledEndTimeoutMs: number | null;
   readonly written: Uint8Array[] = [];
   closedWith: string | null = null;
   #queue: Array<Uint8Array | null> = [];
@@ -20,7 +24,7 @@ class ScriptedDuplex implements Duplex {
 
   constructor(label: string, canHalfClose: boolean) {
     this.label = label;
-    this.canHalfClose = canHalfClose;
+    this.unsignalledEndTimeoutMs = canHalfClose ? null : UNSIGNALLED_HALF_CLOSE_TIMEOUT_MS;
   }
 
   push(chunk: Uint8Array | null): void {
@@ -102,8 +106,8 @@ Deno.test("sweeper: a client's end that the backend could not be told of is clos
     legacy.client.push(null);
     ours.client.push(null);
     await settle();
-    assert.equal(legacy.splice.halfClosedUnsignalled, true);
-    assert.equal(ours.splice.halfClosedUnsignalled, false);
+    assert.equal(legacy.splice.unsignalledEndTimeoutMs, UNSIGNALLED_HALF_CLOSE_TIMEOUT_MS);
+    assert.equal(ours.splice.unsignalledEndTimeoutMs, null);
     sweeper.sweep(start + UNSIGNALLED_HALF_CLOSE_TIMEOUT_MS - 10);
     assert.equal(legacy.backend.closedWith, null, "a response may still be on its way");
     sweeper.sweep(start + UNSIGNALLED_HALF_CLOSE_TIMEOUT_MS + 10);
