@@ -26,6 +26,8 @@ export class StreamClosedError extends Error {
  */
 export class SendWindow {
   #credits: number;
+  /** Frames sent while the peer had granted nothing (unlimited), until its first grant counts them. */
+  #sentUncounted = 0;
   #paused = false;
   #closedReason: string | null = null;
   #waiter: { resolve: () => void; reject: (e: Error) => void } | null = null;
@@ -35,7 +37,7 @@ export class SendWindow {
     this.#credits = initialCredits;
   }
 
-  /** Credits left (Infinity when the peer does not speak credits). */
+  /** Credits left (Infinity when the peer does not speak credits; below 0 while overdrawn). */
   get credits(): number {
     return this.#credits;
   }
@@ -43,7 +45,8 @@ export class SendWindow {
   /** Takes one credit if one is available and the stream is not paused. */
   tryTake(): boolean {
     if (this.#closedReason !== null || this.#paused || this.#credits < 1) return false;
-    this.#credits -= 1;
+    if (this.#credits === Infinity) this.#sentUncounted += 1;
+    else this.#credits -= 1;
     return true;
   }
 
@@ -62,8 +65,11 @@ export class SendWindow {
    */
   grant(frames: number, initialWindow: number): void {
     const clamped = Math.min(Math.max(0, Math.floor(frames)), MAX_CREDIT_GRANT);
-    if (this.#credits === Infinity) this.#credits = Math.max(initialWindow, clamped);
-    else this.#credits = Math.min(this.#credits + clamped, MAX_CREDIT_GRANT);
+    if (this.#credits === Infinity) {
+      // The frames already sent are in the peer's count too: it granted after the `connect`, before the data
+      // that followed it reached it. They may overdraw the window; later grants pay that back first.
+      this.#credits = Math.max(initialWindow, clamped) - this.#sentUncounted;
+    } else this.#credits = Math.min(this.#credits + clamped, MAX_CREDIT_GRANT);
     this.#wake();
   }
 
@@ -165,7 +171,7 @@ export class ReceiveWindow {
   #frames = 0;
   #bytes = 0;
   #owed = 0;
-  readonly #limits: ReceiveLimits;
+  #limits: ReceiveLimits;
 
   constructor(limits: ReceiveLimits) {
     this.#limits = limits;
@@ -179,6 +185,14 @@ export class ReceiveWindow {
   /** Bytes buffered for the reader. */
   get bufferedBytes(): number {
     return this.#bytes;
+  }
+
+  /**
+   * From now on the sender counts credits (an original peer turned out to be of the newer generation): the
+   * window bounds what may wait here instead of a byte cap.
+   */
+  countCredits(limits: ReceiveLimits): void {
+    this.#limits = limits;
   }
 
   /** Records an arriving frame; false when it overflows the limits (the sender ignored credits or pause). */

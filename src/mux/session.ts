@@ -271,6 +271,7 @@ export class MuxSession {
   #createStream(id: string, sendCredits: number, windowFrames = INITIAL_STREAM_CREDITS): MuxStream {
     const stream = new MuxStream(id, this.#transport, {
       sendCredits,
+      windowFrames,
       receiveLimits: this.#dialect.receiveLimits(windowFrames, this.#options.legacyStreamBufferBytes),
     });
     this.#streams.set(id, stream);
@@ -424,11 +425,7 @@ export class MuxSession {
         return;
       case "resume":
         if (message.credits !== undefined && message.credits > 0 && this.#dialect === ORIGINAL) {
-          // Only the original's newer generation grants credits (§3.3): from now on it is taken at its word.
-          this.#dialect = ORIGINAL_CREDITS;
-          this.#options.log.debug("peer counts credits: the original's newer generation", {
-            session: this.label,
-          });
+          this.#countCredits();
         }
         this.#streams.get(message.id)?.receiveResume(message.credits, INITIAL_STREAM_CREDITS);
         return;
@@ -470,6 +467,20 @@ export class MuxSession {
       this.#send(encodeControlFrame({ type: "resume", id, credits: INITIAL_STREAM_CREDITS }));
     }
     this.#options.onStreamOpened(stream, info);
+  }
+
+  /**
+   * Only the original's newer generation grants credits (§3.3): from its first grant on, it is taken at its
+   * word, and its open streams are bounded by their windows instead of the byte cap.
+   */
+  #countCredits(): void {
+    this.#dialect = ORIGINAL_CREDITS;
+    this.#options.log.debug("peer counts credits: the original's newer generation", { session: this.label });
+    for (const stream of this.#streams.values()) {
+      stream.countCredits(
+        ORIGINAL_CREDITS.receiveLimits(stream.windowFrames, this.#options.legacyStreamBufferBytes),
+      );
+    }
   }
 
   /** The stream is gone from this session: drop it and return its reservation. */

@@ -34,6 +34,8 @@ export class MuxStream implements Duplex {
   readonly id: string;
   readonly label: string;
   readonly unsignalledEndTimeoutMs: number | null;
+  /** Frames the peer may send on this stream before its reader takes them: the credits this side granted. */
+  readonly windowFrames: number;
   readonly #idBytes: Uint8Array;
   readonly #transport: StreamTransport;
   readonly #send: SendWindow;
@@ -52,7 +54,7 @@ export class MuxStream implements Duplex {
   constructor(
     id: string,
     transport: StreamTransport,
-    flow: { sendCredits: number; receiveLimits: ReceiveLimits },
+    flow: { sendCredits: number; windowFrames: number; receiveLimits: ReceiveLimits },
   ) {
     this.id = id;
     this.#idBytes = streamIdBytes(id);
@@ -60,6 +62,7 @@ export class MuxStream implements Duplex {
     this.label = `stream ${id.slice(0, 8)} via ${transport.label}`;
     this.unsignalledEndTimeoutMs = transport.unsignalledEndTimeoutMs;
     this.#send = new SendWindow(flow.sendCredits);
+    this.windowFrames = flow.windowFrames;
     this.#receive = new ReceiveWindow(flow.receiveLimits);
   }
 
@@ -163,6 +166,11 @@ export class MuxStream implements Duplex {
   receiveResume(credits: number | undefined, initialWindow: number): void {
     if (credits !== undefined && credits > 0) this.#send.grant(credits, initialWindow);
     else this.#send.resume();
+  }
+
+  /** The peer counts credits after all: what waits here is bounded by this stream's window from now on. */
+  countCredits(limits: ReceiveLimits): void {
+    this.#receive.countCredits(limits);
   }
 
   /** The peer asked us to stop sending (legacy pause). */

@@ -72,13 +72,19 @@ Deno.test("SendWindow: grants are floored, negative ones ignored, and the total 
   assert.equal(window.credits, MAX_CREDIT_GRANT);
 });
 
-Deno.test("SendWindow: a peer without credits is unlimited until its first grant, then counted with a full window", () => {
+Deno.test("SendWindow: a peer without credits is unlimited until its first grant, then counted with a full window less what was sent", () => {
   const window = new SendWindow(Infinity);
-  for (let i = 0; i < 10_000; i++) assert.equal(window.tryTake(), true);
+  for (let i = 0; i < 10; i++) assert.equal(window.tryTake(), true);
   assert.equal(window.credits, Infinity);
-  // A first grant smaller than the window still gives the whole initial window (§3.3).
+  // A first grant smaller than the window still gives the whole initial window (§3.3), and the ten frames
+  // sent before it count: the peer granted on the connect, before they reached it.
   window.grant(CREDIT_REPLENISH_BATCH, INITIAL_STREAM_CREDITS);
-  assert.equal(window.credits, INITIAL_STREAM_CREDITS);
+  assert.equal(window.credits, INITIAL_STREAM_CREDITS - 10);
+  const flooded = new SendWindow(Infinity);
+  for (let i = 0; i < 10_000; i++) assert.equal(flooded.tryTake(), true);
+  flooded.grant(CREDIT_REPLENISH_BATCH, INITIAL_STREAM_CREDITS);
+  assert.equal(flooded.credits, INITIAL_STREAM_CREDITS - 10_000, "overdrawn: grants pay it back first");
+  assert.equal(flooded.tryTake(), false);
 
   const generous = new SendWindow(Infinity);
   generous.grant(1_000, INITIAL_STREAM_CREDITS);
@@ -761,4 +767,35 @@ Deno.test("session: every window from 1 to 16 frames moves 1 MiB byte-exact on a
       await pair.close();
     }
   }
+});
+
+Deno.test("property: a peer that grants only after the connect never has more frames outstanding than it granted", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: 200 }),
+      fc.integer({ min: 1, max: 2 ** 20 }),
+      fc.array(fc.integer({ min: 1, max: 16 }), { maxLength: 50 }),
+      (sentBeforeGrant, firstGrant, laterGrants) => {
+        const window = new SendWindow(Infinity);
+        for (let i = 0; i < sentBeforeGrant; i++) assert.equal(window.tryTake(), true);
+        window.grant(firstGrant, INITIAL_STREAM_CREDITS);
+        let granted = Math.max(INITIAL_STREAM_CREDITS, Math.min(firstGrant, MAX_CREDIT_GRANT));
+        let sent = sentBeforeGrant;
+        const drain = () => {
+          while (window.tryTake()) sent += 1;
+        };
+        drain();
+        // Whatever was sent before the grant, the total never exceeds what was granted, unless it already
+        // did before the first grant (then nothing more goes until grants cover it).
+        assert.ok(sent <= Math.max(granted, sentBeforeGrant));
+        for (const grant of laterGrants) {
+          window.grant(grant, INITIAL_STREAM_CREDITS);
+          granted += grant;
+          drain();
+          assert.ok(sent <= Math.max(granted, sentBeforeGrant), `${sent} sent, ${granted} granted`);
+        }
+      },
+    ),
+    { numRuns: 500 },
+  );
 });
