@@ -272,6 +272,13 @@ export class Node implements HubCertificateSink {
         maxHandshakes: Math.min(limits.maxHubHandshakes, this.#descriptors.hubConnections),
         maxHandshakesPerIp: limits.maxHubHandshakesPerIp,
       }),
+      // Connections counted by the first pool already: this one only shares out its handshakes.
+      handshakes: new Admission({
+        maxConnections: this.#descriptors.hubConnections,
+        maxConnectionsPerIp: limits.maxConnectionsPerIp,
+        maxHandshakes: Math.min(limits.maxHubHandshakes, this.#descriptors.hubConnections),
+        maxHandshakesPerIp: limits.maxHubHandshakesPerIp,
+      }),
       upgradeDeadlineMs: upgradeMs,
       // Both tokens, and a moment for the answers to cross.
       proveDeadlineMs: upgradeMs + 2 * tokenMs + PROVE_SLACK_MS,

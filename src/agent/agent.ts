@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Logger } from "../log/logger.ts";
+import { type Logger, RateLimitedLog } from "../log/logger.ts";
 import { type InboxMessage, WebSocketInbox } from "../transport/inbox.ts";
 import { dialWebSocket, type LinkFailure, runDialledLink } from "../links/link.ts";
 import { NEXUS_MUX, ORIGINAL } from "../mux/dialect.ts";
@@ -50,6 +50,11 @@ export class Agent {
   readonly #settings: AgentSettings;
   readonly #log: Logger;
   readonly #sweeper: SpliceSweeper;
+  /** Streams refused for a limit: a few lines, then counts, never one line each in a burst. */
+  readonly #refusals: RateLimitedLog;
+  readonly #housekeeping: ReturnType<typeof setInterval>;
+  /** Streams from their dial to their end, over all hub sessions. */
+  #streamsServed = 0;
   readonly #sessions = new Map<string, MuxSession>();
   /** Streams being served, with what the node said about each (name, client address). */
   readonly #splices: SpliceSet<StreamOpenInfo>;
@@ -65,6 +70,9 @@ export class Agent {
       halfClosedTimeoutMs: settings.halfClosedTimeoutMs,
     });
     this.#splices = new SpliceSet(this.#sweeper);
+    this.#refusals = new RateLimitedLog(log);
+    this.#housekeeping = setInterval(() => this.#refusals.flush(), 1_000);
+    Deno.unrefTimer(this.#housekeeping);
   }
 
   /** Hubs with an established session right now. */
@@ -135,6 +143,8 @@ export class Agent {
     );
     await Promise.allSettled(this.#loops);
     this.#sweeper.close();
+    clearInterval(this.#housekeeping);
+    this.#refusals.flush({ all: true });
   }
 
   #runHub(url: string): Promise<void> {
@@ -224,6 +234,24 @@ export class Agent {
   }
 
   async #serve(stream: MuxStream, info: StreamOpenInfo): Promise<void> {
+    // One budget for all hub sessions: each stream holds a descriptor from its dial on, whichever hub it came
+    // from, so dials in progress count too.
+    if (this.#streamsServed >= this.#settings.maxStreams) {
+      this.#refusals.event("max_streams", "stream refused: limits.maxStreams reached", {
+        host: info.hostname,
+      });
+      await stream.close("too many streams", { code: "local_error" });
+      return;
+    }
+    this.#streamsServed += 1;
+    try {
+      await this.#dialAndSplice(stream, info);
+    } finally {
+      this.#streamsServed -= 1;
+    }
+  }
+
+  async #dialAndSplice(stream: MuxStream, info: StreamOpenInfo): Promise<void> {
     const target = this.#settings.targets.resolve(info.hostname, info.isTls);
     if (target === undefined) {
       this.#log.warn("stream refused: no target for this name", {

@@ -59,6 +59,10 @@ export class RequestFraming {
   readField(name: string, value: string): string | null {
     if (name === "content-length") return this.#readContentLength(value);
     if (name === "transfer-encoding") return this.#readTransferEncoding(value);
+    // Servers behind CGI-style gateways map `_` to `-`, and would read these as the framing fields.
+    if (name === "content_length" || name === "transfer_encoding") {
+      return "framing header written with an underscore (Content_Length, Transfer_Encoding)";
+    }
     return null;
   }
 

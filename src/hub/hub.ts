@@ -58,7 +58,6 @@ export class Hub {
   readonly #onUp: (backend: Backend) => void;
   readonly #onDown: (backend: Backend) => void;
   readonly #backends = new Set<Backend>();
-  #handshaking = 0;
   #closing = false;
 
   constructor(
@@ -94,14 +93,15 @@ export class Hub {
     const refusal = upgradeRefusal(request);
     if (refusal !== null) return await hubRequest.respond(400, `${refusal}\n`);
     if (this.#closing) return await hubRequest.respond(503, "Shutting down\n");
-    if (this.#backends.size + this.#handshaking >= this.#settings.maxBackends) {
+    // Only registered backends count: strangers still proving themselves are bounded by the hub listener's
+    // handshake pools, and must not make real agents see 503.
+    if (this.#backends.size >= this.#settings.maxBackends) {
       this.#refusals.event("backend_limit", "backend refused: maxBackends reached", {
         remote: remoteAddress,
       });
       return await hubRequest.respond(503, "Too many backends\n");
     }
     const speaksCredits = offeredSubprotocols(request).includes(MUX_SUBPROTOCOL);
-    this.#handshaking += 1;
     try {
       const socket = await hubRequest.upgrade({
         idleTimeoutMs: this.#settings.pingIdleSeconds * 1000,
@@ -119,8 +119,6 @@ export class Hub {
         remote: remoteAddress,
         error: String(error),
       });
-    } finally {
-      this.#handshaking -= 1;
     }
   }
 
@@ -161,6 +159,13 @@ export class Hub {
     }
     if (this.#closing) {
       closeQuietly(ws, 1001, "shutting down");
+      return;
+    }
+    if (this.#backends.size >= this.#settings.maxBackends) {
+      this.#refusals.event("backend_limit", "backend refused: maxBackends reached", {
+        remote: remoteAddress,
+      });
+      closeQuietly(ws, 1013, "too many backends; try again later");
       return;
     }
     // Authenticated: out of the handshake phase, and messages as large as the protocol allows.

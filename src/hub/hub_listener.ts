@@ -21,7 +21,8 @@ import { type EndpointRequest, parseEndpointRequest } from "../http/endpoint_req
 import type { Logger, RateLimitedLog } from "../log/logger.ts";
 import type { Admission, AdmissionTicket } from "../relay/admission.ts";
 import { SocketDuplex } from "../stream/socket_duplex.ts";
-import { Splice } from "../stream/splice.ts";
+import type { Duplex } from "../stream/duplex.ts";
+import { Splice, SpliceSweeper } from "../stream/splice.ts";
 import { acceptLoop } from "../transport/accept_loop.ts";
 import { formatAddress } from "../transport/net_address.ts";
 import { closeQuietly, type WebSocketConnection } from "../transport/websocket.ts";
@@ -33,8 +34,17 @@ export interface HubListenerSettings {
   readonly port: number;
   readonly certPem: string;
   readonly keyPem: string;
-  /** Connection caps of the hub port and its handshake pool (its own, not the relay's). */
+  /**
+   * Connection caps of the hub port (its own, not the relay's), and the pool of connections that have not
+   * sent a byte yet: a flood of silent connections sheds only its own kind.
+   */
   readonly admission: Admission;
+  /**
+   * The pool of connections that have spoken (a ClientHello, at least) and not yet authenticated. No silent
+   * connection takes a place here, so an agent that starts its handshake is not pushed out by a flood of
+   * connections that never do, however many addresses they come from.
+   */
+  readonly handshakes: Admission;
   /** From accept to a complete upgrade request (TLS handshake included). */
   readonly upgradeDeadlineMs: number;
   /** From accept to proven (authenticated); the hub's token waits fit inside. */
@@ -79,6 +89,11 @@ const REPLACED_TLS_SERVER_GRACE_MS = 10_000;
  * flows.
  */
 const GATE_READ_BYTES = 512 * 1024;
+/**
+ * How long a gate connection may stay quiet with one side ended: the hub has ended a session and its peer does
+ * not close its side (a frozen agent), or the other way round.
+ */
+const GATE_HALF_CLOSED_MS = 5_000;
 /** How long the TLS server waits for the gate to register a connection it accepted. */
 const EARLY_ACCEPT_WAIT_MS = 1_000;
 const encoder = new TextEncoder();
@@ -92,6 +107,8 @@ class GatedConnection {
   readonly ticket: AdmissionTicket;
   phase: "tls" | "upgraded" | "proven" = "tls";
   deadline: ReturnType<typeof setTimeout> | undefined;
+  /** Its place in the pool of connections that have spoken, from its first byte until it is proven. */
+  speaking: AdmissionTicket | null = null;
   /** Resolves once the connection has ended and its slot is free. */
   readonly done: Promise<void>;
   readonly #conn: Deno.TcpConn;
@@ -108,6 +125,7 @@ class GatedConnection {
     void this.done.then(() => {
       clearTimeout(this.deadline);
       ticket.release();
+      this.speaking?.release();
     });
   }
 
@@ -120,16 +138,24 @@ class GatedConnection {
     return this.#ended;
   }
 
-  /** The loopback leg is up: splice it to the public socket. False (and `loopback` closed) if already ended. */
-  forward(loopback: Deno.TcpConn): boolean {
+  /**
+   * The loopback leg is up: splice it to the public socket, watched by `sweeper`; `onFirstBytes` hears of
+   * the client's first bytes. False (and `loopback` closed) if the connection has already ended.
+   */
+  forward(loopback: Deno.TcpConn, sweeper: SpliceSweeper, onFirstBytes: () => void): boolean {
     if (this.#ended) {
       closeQuietly(loopback);
       return false;
     }
+    const client = new SocketDuplex(this.#conn, `hub client ${this.remoteAddress}`, {
+      maxReadBytes: GATE_READ_BYTES,
+    });
     this.#splice = new Splice(
-      new SocketDuplex(this.#conn, `hub client ${this.remoteAddress}`, { maxReadBytes: GATE_READ_BYTES }),
+      firstBytesHeard(client, onFirstBytes),
       new SocketDuplex(loopback, "hub TLS server", { maxReadBytes: GATE_READ_BYTES }),
     );
+    // A side that ended while the other never does (a frozen agent) must not hold the sockets for good.
+    sweeper.watch(this.#splice);
     void this.#splice.done.then(() => {
       this.#ended = true;
       this.#resolveDone();
@@ -151,6 +177,26 @@ class GatedConnection {
   }
 }
 
+/** `duplex`, telling `onFirstBytes` once when its first bytes are read. */
+function firstBytesHeard(duplex: Duplex, onFirstBytes: () => void): Duplex {
+  let heard = false;
+  return {
+    label: duplex.label,
+    unsignalledEndTimeoutMs: duplex.unsignalledEndTimeoutMs,
+    read: async () => {
+      const chunk = await duplex.read();
+      if (!heard && chunk !== null && chunk.length > 0) {
+        heard = true;
+        onFirstBytes();
+      }
+      return chunk;
+    },
+    write: (chunk) => duplex.write(chunk),
+    closeWrite: () => duplex.closeWrite(),
+    close: (reason, options) => duplex.close(reason, options),
+  };
+}
+
 /** The TLS server on loopback that the gate forwards to. */
 interface TlsServer {
   readonly listener: Deno.TlsListener;
@@ -164,12 +210,16 @@ export class HubListener {
   #public: Deno.TcpListener | null = null;
   #tls: TlsServer | null = null;
   readonly #retired = new Set<TlsServer>();
-  /** Gated connections by the local port of their loopback leg, which is how the TLS server names them. */
-  readonly #byLoopbackPort = new Map<number, GatedConnection>();
+  /** Gated connections by the gate's end of their loopback leg (`127.0.0.1:port`): how the TLS server sees them. */
+  readonly #byLoopbackLeg = new Map<string, GatedConnection>();
+  /** Loopback legs of gate connections that ended before the TLS server accepted them: closed without a word. */
+  readonly #endedLegs = new Set<string>();
+  /** Ends gate connections left half-closed (one side gone, the other never closing). */
+  readonly #sweeper = new SpliceSweeper({ idleTimeoutMs: 0, halfClosedTimeoutMs: GATE_HALF_CLOSED_MS });
   /** Every connection through the gate, those still connecting their loopback leg included. */
   readonly #open = new Set<GatedConnection>();
   /** Connections the TLS server accepted before the gate had registered them (see #serveTls). */
-  readonly #early = new Map<number, { conn: Deno.TlsConn; timer: ReturnType<typeof setTimeout> }>();
+  readonly #early = new Map<string, { conn: Deno.TlsConn; timer: ReturnType<typeof setTimeout> }>();
   readonly #handlers = new Set<Promise<void>>();
   /** The accept loops; each ends once its listener is closed and its port free again. */
   readonly #acceptLoops = new Set<Promise<void>>();
@@ -240,6 +290,7 @@ export class HubListener {
     for (const server of [this.#tls, ...this.#retired]) if (server !== null) closeListener(server.listener);
     this.#retired.clear();
     for (const gated of this.#open) gated.end("hub closing");
+    this.#sweeper.close();
     await Promise.allSettled([
       ...this.#handlers,
       ...[...this.#open].map((gated) => gated.done),
@@ -265,18 +316,17 @@ export class HubListener {
     const remote = conn.remoteAddr as Deno.NetAddr;
     const remoteAddress = formatAddress(remote);
     let gated: GatedConnection | null = null;
-    const ticket = this.#settings.admission.admit(remote.hostname, {
-      shed: () => {
-        this.#settings.refusals.event(
-          "hub_handshake_shed",
-          "hub connection shed: its slot went to a newer one",
-          {
-            remote: remoteAddress,
-          },
-        );
-        gated?.end("shed");
-      },
-    });
+    const shed = () => {
+      this.#settings.refusals.event(
+        "hub_handshake_shed",
+        "hub connection shed: its slot went to a newer one",
+        {
+          remote: remoteAddress,
+        },
+      );
+      gated?.end("shed");
+    };
+    const ticket = this.#settings.admission.admit(remote.hostname, { shed });
     if (typeof ticket === "string") {
       this.#settings.refusals.event(`hub_${ticket}`, "hub connection refused: limit reached", {
         limit: ticket,
@@ -298,16 +348,27 @@ export class HubListener {
     // The deadline runs from accept: a loopback connect that waits (a full accept queue) counts too.
     this.#deadline(entry, this.#settings.upgradeDeadlineMs, "no complete WebSocket upgrade in time");
     conn.setNoDelay(true);
+    // From its first byte on, a connection leaves the pool of silent ones for the pool of those that spoke.
+    const spoke = () => {
+      if (entry.ended || entry.phase === "proven") return;
+      const speaking = this.#settings.handshakes.admit(remote.hostname, { shed });
+      if (typeof speaking === "string") return entry.end(`refused: ${speaking}`);
+      entry.speaking = speaking;
+      ticket.handshakeDone();
+    };
     const connecting = Deno.connect({ hostname: "127.0.0.1", port: tls.port, signal: entry.signal }).then(
       (loopback) => {
         loopback.setNoDelay(true);
-        const port = (loopback.localAddr as Deno.NetAddr).port;
-        if (!entry.forward(loopback)) return;
-        this.#byLoopbackPort.set(port, entry);
-        void entry.done.then(() => this.#byLoopbackPort.delete(port));
-        const early = this.#early.get(port);
+        const leg = formatAddress(loopback.localAddr as Deno.NetAddr);
+        if (!entry.forward(loopback, this.#sweeper, spoke)) return;
+        this.#byLoopbackLeg.set(leg, entry);
+        void entry.done.then(() => {
+          if (this.#byLoopbackLeg.get(leg) === entry) this.#byLoopbackLeg.delete(leg);
+          this.#rememberEnded(leg);
+        });
+        const early = this.#early.get(leg);
         if (early !== undefined) {
-          this.#early.delete(port);
+          this.#early.delete(leg);
           clearTimeout(early.timer);
           this.#serveGated(early.conn, entry);
         }
@@ -330,6 +391,13 @@ export class HubListener {
     this.#track(connecting);
   }
 
+  /** For a moment, the TLS server may still accept the leg of a connection the gate has already ended. */
+  #rememberEnded(leg: string): void {
+    this.#endedLegs.add(leg);
+    const timer = setTimeout(() => this.#endedLegs.delete(leg), EARLY_ACCEPT_WAIT_MS);
+    Deno.unrefTimer(timer);
+  }
+
   #deadline(gated: GatedConnection, ms: number, why: string): void {
     clearTimeout(gated.deadline);
     gated.deadline = setTimeout(() => {
@@ -344,23 +412,34 @@ export class HubListener {
   /** A connection on the loopback TLS server: find whom the gate sent, read the request, hand it on. */
   #serveTls(conn: Deno.TlsConn): void {
     const remote = conn.remoteAddr as Deno.NetAddr;
-    const gated = remote.hostname === "127.0.0.1" ? this.#byLoopbackPort.get(remote.port) : undefined;
+    const leg = formatAddress(remote);
+    const gated = remote.hostname === "127.0.0.1" ? this.#byLoopbackLeg.get(leg) : undefined;
     if (gated !== undefined) return this.#serveGated(conn, gated);
     // The accept may come before the gate's connect has resolved: wait a moment for the gate to name it.
-    const timer = setTimeout(() => {
-      this.#early.delete(remote.port);
-      // Its gate connection has ended already (shed or past its deadline), or a local process dialled the
-      // loopback port directly.
-      this.#settings.refusals.event(
-        "hub_loopback_stray",
-        "hub TLS server: connection without a gate closed",
-        {
-          remote: formatAddress(remote),
-        },
-      );
-      closeQuietly(conn);
-    }, EARLY_ACCEPT_WAIT_MS);
-    this.#early.set(remote.port, { conn, timer });
+    const early = {
+      conn,
+      timer: setTimeout(() => {
+        if (this.#early.get(leg) === early) this.#early.delete(leg);
+        closeQuietly(conn);
+        // The leg of a gate connection already shed or past its deadline needs no word. Anything else was a
+        // local process dialling the loopback port directly (Deno's TLS server keeps such a socket until that
+        // process lets go; only local processes can reach the port).
+        if (this.#endedLegs.has(leg)) return;
+        this.#settings.refusals.event(
+          "hub_loopback_stray",
+          "hub TLS server: a local connection not from the gate closed",
+          {
+            remote: leg,
+          },
+        );
+      }, EARLY_ACCEPT_WAIT_MS),
+    };
+    const previous = this.#early.get(leg);
+    if (previous !== undefined) {
+      clearTimeout(previous.timer);
+      closeQuietly(previous.conn);
+    }
+    this.#early.set(leg, early);
   }
 
   #serveGated(conn: Deno.TlsConn, gated: GatedConnection): void {
@@ -432,6 +511,7 @@ export class HubListener {
         gated.phase = "proven";
         clearTimeout(gated.deadline);
         gated.ticket.handshakeDone();
+        gated.speaking?.handshakeDone();
       },
     });
     if (!answered) await respond(conn, 404, "Not found\n");

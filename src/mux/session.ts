@@ -107,6 +107,7 @@ export class MuxSession {
   /** Either side said it is shutting down: no new streams either way. */
   #draining = false;
   #pausesReceived = 0;
+  #refusedOpens = 0;
   /** Frames each stream opened here reserved from the receive budget, returned when the stream goes. */
   readonly #reservedFrames = new Map<string, number>();
   /** The frames of this turn, sent as one message at its end, for dialects that batch (null: one per frame). */
@@ -379,7 +380,11 @@ export class MuxSession {
       });
       return;
     }
-    for (const inner of frame.frames) this.#onFrame(decodeFrame(inner));
+    for (const inner of frame.frames) {
+      // A frame of the batch may have ended the session: the rest has no one to go to.
+      if (this.#end !== null) return;
+      this.#onFrame(decodeFrame(inner));
+    }
   }
 
   #onFrame(frame: DecodedFrame): void {
@@ -454,10 +459,25 @@ export class MuxSession {
 
   #onOpen(id: string, info: StreamOpenInfo, credits: number | undefined): void {
     const refuse = (why: string, reason: DisconnectReason = "local_error") => {
-      this.#options.log.warn("stream refused", { session: this.label, stream: id, why });
+      // Said once per session, then counted: a peer must not be able to write our log one line per frame.
+      this.#refusedOpens += 1;
+      const log = this.#refusedOpens === 1 ? this.#options.log.warn : this.#options.log.debug;
+      log.call(this.#options.log, "stream refused", {
+        session: this.label,
+        stream: id,
+        why,
+        refused_so_far: this.#refusedOpens,
+      });
       this.#send(encodeControlFrame({ type: "close", id, reason }));
     };
-    if (this.#options.onStreamOpened === undefined) return refuse("this side does not accept streams");
+    if (this.#options.onStreamOpened === undefined) {
+      // Only one side opens streams here (the node, to its backends): a peer that opens some breaks the protocol.
+      this.#options.log.warn("closing session: the peer opened a stream, which only this side may do", {
+        session: this.label,
+      });
+      this.close(1008, "protocol violation: the peer may not open streams");
+      return;
+    }
     if (this.#draining) return refuse("shutting down", "shutdown");
     if (this.#streams.has(id)) return refuse("stream id already in use");
     if (this.#streams.size >= this.#options.maxStreams) return refuse("too many streams on this session");

@@ -21,14 +21,15 @@ let probed: { upTo: number; free: number } | null = null;
  * How many descriptors this process can still open, counted up to `upTo` by opening `/dev/null` until the
  * open-file limit refuses (then all are closed again). Deno lets no process read its own limit (`/proc/self`
  * needs every permission), so it is measured: about 13 µs a descriptor on a 2-core machine, 0.3 s for the
- * default caps. Once per process; a later, larger `upTo` probes again. Null where there is no such limit
- * to find (Windows) or `/dev/null` cannot be opened.
+ * default caps. Once per process; a later, larger `upTo` probes again. Beyond 131,072 free it stops and
+ * answers `Infinity` (large enough for any configuration it was asked about). Null where there is no such
+ * limit to find (Windows) or `/dev/null` cannot be opened.
  */
 export function countFreeDescriptors(upTo: number): number | null {
   if (Deno.build.os === "windows") return null;
   const wanted = Math.min(upTo, MAX_PROBE_DESCRIPTORS);
   if (probed !== null && (probed.upTo >= wanted || probed.free < probed.upTo)) {
-    return Math.min(probed.free, wanted);
+    return atProbeCeiling(Math.min(probed.free, wanted), upTo);
   }
   const files: Deno.FsFile[] = [];
   try {
@@ -39,7 +40,12 @@ export function countFreeDescriptors(upTo: number): number | null {
     for (const file of files) file.close();
   }
   probed = { upTo: wanted, free: files.length };
-  return files.length;
+  return atProbeCeiling(files.length, upTo);
+}
+
+/** A count that reached the probe's ceiling says only "at least that many": the limit is then large enough. */
+function atProbeCeiling(free: number, upTo: number): number {
+  return free === MAX_PROBE_DESCRIPTORS && upTo > MAX_PROBE_DESCRIPTORS ? Infinity : free;
 }
 
 function isOutOfDescriptors(error: unknown): boolean {

@@ -33,6 +33,8 @@ export type ReaderEvent =
 
 /** Smallest read buffer: what every idle connection pins while its read is pending. */
 export const MIN_READ_BUFFER_BYTES = 4 * 1024;
+/** What each fragment of a message counts against the message limit beyond its payload. */
+export const FRAGMENT_OVERHEAD_BYTES = 64;
 /** The read buffer grows to this while data flows (a read of a whole batch of frames at a time). */
 export const BULK_READ_BUFFER_BYTES = 128 * 1024;
 
@@ -101,7 +103,10 @@ export class FrameReader {
       if (head === null) return { kind: "more" };
       if (typeof head === "string") return { kind: "error", code: 1002, why: head };
       const { fin, opcode, headerBytes, payloadBytes, maskKey } = head;
-      if (payloadBytes > this.maxMessageBytes || this.#fragmentBytes + payloadBytes > this.maxMessageBytes) {
+      // A fragment costs its bookkeeping too: without that, empty fragments would be free to pile up.
+      const fragment = opcode === OPCODE_CONTINUATION || (!fin && opcode < OPCODE_CLOSE);
+      const charged = fragment ? payloadBytes + FRAGMENT_OVERHEAD_BYTES : payloadBytes;
+      if (payloadBytes > this.maxMessageBytes || this.#fragmentBytes + charged > this.maxMessageBytes) {
         return { kind: "error", code: 1009, why: "message too big" };
       }
       const total = headerBytes + payloadBytes;
@@ -139,13 +144,13 @@ export class FrameReader {
         return { kind: "error", code: 1002, why: `unknown opcode ${opcode}` };
       }
       this.#fragments.push(payload.slice());
-      this.#fragmentBytes += payloadBytes;
+      this.#fragmentBytes += charged;
       if (fin) return this.#reassembled();
     }
   }
 
   #reassembled(): ReaderEvent {
-    const whole = new Uint8Array(this.#fragmentBytes);
+    const whole = new Uint8Array(this.#fragments.reduce((bytes, part) => bytes + part.length, 0));
     let offset = 0;
     for (const part of this.#fragments) {
       whole.set(part, offset);

@@ -14,6 +14,9 @@ export type InboxMessage =
   | { readonly kind: "closed"; readonly reason: string }
   | { readonly kind: "timeout" };
 
+/** Messages an inbox keeps for its handshake at most; one more closes the WebSocket. */
+export const MAX_QUEUED_MESSAGES = 64;
+
 /** Buffers a WebSocket's messages until a handshake reads them; {@linkcode detach} hands over the rest. */
 export class WebSocketInbox {
   readonly #ws: MessageSocket;
@@ -25,6 +28,22 @@ export class WebSocketInbox {
     this.#ws = ws;
     ws.binaryType = "arraybuffer";
     ws.onmessage = (event) => {
+      // A handshake reads a message or two; a peer that sends on and on before it is answered is not one.
+      if (this.#queue.length >= MAX_QUEUED_MESSAGES) {
+        this.#closedReason ??= `more than ${MAX_QUEUED_MESSAGES} messages before the handshake was answered`;
+        try {
+          ws.close(1008, "too many messages during the handshake");
+        } catch {
+          // A client may not send 1008: close normally with the same reason.
+          try {
+            ws.close(1000, "too many messages during the handshake");
+          } catch {
+            // Already closing.
+          }
+        }
+        this.#wake();
+        return;
+      }
       this.#queue.push(event.data);
       this.#wake();
     };

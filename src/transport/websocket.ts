@@ -55,6 +55,8 @@ const ACK_INTERVAL_MS = 1;
 const BULK_READ_BYTES = 16 * 1024;
 /** The output buffers of an idle connection. */
 const SMALL_OUTPUT_BYTES = 4 * 1024;
+/** Output not yet written above which nothing more is read from the peer (see #readFrames). */
+const MAX_UNREAD_OUTPUT_BYTES = 4 * 1024 * 1024;
 /** Small writes in a row after which grown output buffers are given back. */
 const SMALL_WRITES_BEFORE_SHRINK = 64;
 /** How long a close waits for the peer's close frame before dropping the connection. */
@@ -104,6 +106,8 @@ export class WebSocketConnection implements MessageSocket {
   #lastReceivedMs = 0;
   #idleTimer: ReturnType<typeof setInterval> | undefined;
   #closeSent = false;
+  /** A pong is queued and not yet written. */
+  #pongPending = false;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #finished = false;
   /** Masking keys, drawn from the CSPRNG in batches (RFC 6455 §5.3 asks for unpredictable keys). */
@@ -264,14 +268,22 @@ export class WebSocketConnection implements MessageSocket {
             this.#deliver(event.opcode, event.payload);
             break;
           case "control":
-            if (event.opcode === OPCODE_PING) this.#queueFrame(OPCODE_PONG, event.payload.slice());
-            else if (event.opcode === OPCODE_CLOSE) return this.#receiveClose(event.payload);
+            // While a pong waits to be written, further pings get none of their own (RFC 6455 §5.5.3 allows
+            // answering only one): a peer pinging without reading must not grow our output.
+            if (event.opcode === OPCODE_PING && !this.#pongPending) {
+              this.#pongPending = true;
+              this.#queueFrame(OPCODE_PONG, event.payload.slice());
+            } else if (event.opcode === OPCODE_CLOSE) return this.#receiveClose(event.payload);
             break;
           case "error":
             return this.#failWithClose(event.code, event.why);
         }
         if (this.#finished) return;
       }
+      // A peer that does not read what we send gets nothing more read from it until it does: what it makes
+      // us answer (pongs, credits) cannot pile up.
+      if (this.bufferedAmount > MAX_UNREAD_OUTPUT_BYTES) await this.#flushed();
+      if (this.#finished) return;
       const space = reader.space();
       const n = await conn.read(space);
       if (n === null) {
@@ -287,7 +299,8 @@ export class WebSocketConnection implements MessageSocket {
   }
 
   #deliver(opcode: typeof OPCODE_TEXT | typeof OPCODE_BINARY, payload: Uint8Array): void {
-    if (this.#readyState !== OPEN && this.#readyState !== CLOSING) return;
+    // Once this side has sent its close, what the peer still sends has no reader: drop it, keep nothing.
+    if (this.#readyState !== OPEN || this.#closeSent) return;
     let data: string | Uint8Array;
     if (opcode === OPCODE_TEXT) {
       try {
@@ -302,7 +315,8 @@ export class WebSocketConnection implements MessageSocket {
     try {
       this.onmessage?.(new MessageEvent("message", { data }));
     } catch (error) {
-      reportError(error);
+      // A bug in a handler ends this connection, not the process (`reportError` would end the process).
+      this.#failWithClose(1011, `internal error: ${error instanceof Error ? error.message : String(error)}`);
     }
   }
 
@@ -359,16 +373,13 @@ export class WebSocketConnection implements MessageSocket {
   }
 
   #emit<E extends Event>(type: string, event: E, handler: ((event: E) => void) | null): void {
-    try {
-      handler?.(event);
-    } catch (error) {
-      reportError(error);
-    }
-    for (const listener of this.#listeners.get(type) ?? []) {
+    for (const listen of [handler, ...(this.#listeners.get(type) ?? [])]) {
       try {
-        listener(event);
+        listen?.(event);
       } catch (error) {
-        reportError(error);
+        // A bug in a handler must not end the process (`reportError` would) nor keep other listeners from
+        // hearing of the event; it is said once on stderr.
+        console.error(`WebSocket ${type} handler failed:`, error);
       }
     }
   }
@@ -466,6 +477,7 @@ export class WebSocketConnection implements MessageSocket {
     while (this.#pendingBytes > 0 && !this.#finished) {
       const batch = this.#pending;
       const batchBytes = this.#pendingBytes;
+      this.#pongPending = false;
       // Frames queued during the write go to the other buffer.
       this.#pending = this.#spare;
       this.#pendingBytes = 0;

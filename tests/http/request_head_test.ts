@@ -397,6 +397,16 @@ Deno.test("fields whose names only resemble Content-Length or Transfer-Encoding 
   deepStrictEqual(parse(head), expected);
 });
 
+Deno.test("framing headers written with an underscore are refused: gateways would read them as the real ones", () => {
+  for (const field of ["Transfer_Encoding: chunked", "Content_Length: 5", "transfer_encoding: gzip"]) {
+    const head = `POST / HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 5\r\n${field}\r\n\r\n`;
+    deepStrictEqual(parse(head), {
+      kind: "bad_request",
+      reason: "framing header written with an underscore (Content_Length, Transfer_Encoding)",
+    });
+  }
+});
+
 Deno.test("Content-Length together with Transfer-Encoding is refused, in either order", () => {
   const reason = badRequest("both Content-Length and Transfer-Encoding are present");
   const cases = [
@@ -762,6 +772,7 @@ const UNKNOWN_CODING = "Transfer-Encoding has a coding other than chunked, gzip,
 const CHUNKED_TWICE = "Transfer-Encoding applies chunked more than once";
 const CHUNKED_NOT_LAST = "Transfer-Encoding does not end with chunked";
 const KNOWN_CODINGS = ["chunked", "gzip", "deflate", "compress", "x-gzip", "x-compress"];
+const UNDERSCORE = "framing header written with an underscore (Content_Length, Transfer_Encoding)";
 
 /** Reference model of RFC 9112 §6 as the node applies it: the set of rules the fields break. */
 function framingViolations(version: string, fields: Array<{ name: string; value: string }>): Set<string> {
@@ -786,6 +797,9 @@ function framingViolations(version: string, fields: Array<{ name: string; value:
   }
   if (codings.filter((coding) => coding === "chunked").length > 1) violations.add(CHUNKED_TWICE);
   if (hasCodings && codings.indexOf("chunked") !== codings.length - 1) violations.add(CHUNKED_NOT_LAST);
+  if (fields.some((field) => ["content_length", "transfer_encoding"].includes(field.name.toLowerCase()))) {
+    violations.add(UNDERSCORE);
+  }
   return violations;
 }
 
@@ -830,6 +844,11 @@ const framingField = fc.oneof(
   fc.record({
     // Names that only resemble the framing fields, and values that would break the rules if they were read.
     name: fc.constantFrom("X-Content-Length", "Content-Lengths", "Transfer-Encodings", "TE", "Accept"),
+    value: fc.oneof(lengthValue, codingValue),
+  }),
+  fc.record({
+    // What CGI-style gateways would read as the framing fields.
+    name: fc.constantFrom("Content_Length", "Transfer_Encoding", "transfer_encoding"),
     value: fc.oneof(lengthValue, codingValue),
   }),
 );

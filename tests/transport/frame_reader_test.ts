@@ -190,3 +190,19 @@ Deno.test("an idle reader holds a small buffer; a burst grows it to 128 KiB, a s
   assert.equal(reader.next().kind, "more");
   assert.equal(reader.space().length, 4 * 1024);
 });
+
+Deno.test("fragments are charged for what they cost to keep: a message of empty fragments is refused, a whole one at the limit is not", () => {
+  const limit = 32_785;
+  const whole = encodeFrame(OPCODE_BINARY, new Uint8Array(limit));
+  assert.deepEqual(readAll(new FrameReader("client", limit), whole, [whole.length]).map((e) => e.kind), [
+    "message",
+  ]);
+  const empties = [encodeFrame(OPCODE_BINARY, new Uint8Array(0), { fin: false })];
+  for (let i = 0; i < 1_000; i++) {
+    empties.push(encodeFrame(OPCODE_CONTINUATION, new Uint8Array(0), { fin: false }));
+  }
+  const wire = new Uint8Array(empties.flatMap((frame) => [...frame]));
+  const events = readAll(new FrameReader("client", limit), wire, [wire.length]);
+  assert.deepEqual(events.map((e) => e.kind), ["error"]);
+  assert.equal(events[0].kind === "error" && events[0].code, 1009);
+});
