@@ -22,7 +22,7 @@ import { normalizeHostname } from "./hostnames/hostname.ts";
 import { TOKEN_WAIT_MS } from "./hub/backend_handshake.ts";
 import { Hub } from "./hub/hub.ts";
 import { HubListener } from "./hub/hub_listener.ts";
-import { createLogger, RateLimitedLog, setLogLevel } from "./log/logger.ts";
+import { createLogger, RateLimitedLog, setLogFormat, setLogLevel } from "./log/logger.ts";
 import { Mesh } from "./mesh/mesh.ts";
 import { BufferBudget } from "./mux/flow_control.ts";
 import type { MuxSession } from "./mux/session.ts";
@@ -77,6 +77,7 @@ export class Node implements HubCertificateSink {
    */
   constructor(config: NodeConfig) {
     setLogLevel(config.logLevel);
+    setLogFormat(config.logFormat);
     this.#config = config;
     this.#refusals = new RateLimitedLog(createLogger("refusals"));
     this.#sweeper = new SpliceSweeper({

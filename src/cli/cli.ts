@@ -13,7 +13,7 @@ import { type AgentConfig, readAgentConfig } from "../config/agent_config.ts";
 import { readNodeConfig } from "../config/node_config.ts";
 import { ConfigError, parseDurationSeconds } from "../config/yaml_reader.ts";
 import { parseHostnameClaim } from "../hostnames/hostname.ts";
-import { createLogger, setLogLevel } from "../log/logger.ts";
+import { createLogger, setLogFormat, setLogLevel } from "../log/logger.ts";
 import { MAX_WEIGHT, signBackendToken } from "../protocol/backend_token.ts";
 import { Node } from "../node.ts";
 
@@ -169,6 +169,7 @@ async function agent(args: readonly string[]): Promise<number> {
   const { text, dir } = readConfigText(path);
   const config = readAgentConfig(text, path, dir);
   setLogLevel(config.logLevel);
+  setLogFormat(config.logFormat);
   const agent = new Agent(agentSettings(config), createLogger("agent"));
   agent.start();
   await untilSignalled(() => agent.stop(config.drainTimeoutSeconds * 1000));

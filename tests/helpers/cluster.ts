@@ -68,6 +68,7 @@ export async function startTestNode(options: TestNodeOptions = {}): Promise<Test
     idleTimeoutSeconds: options.idleTimeoutSeconds ?? 0,
     drainTimeoutSeconds: 0,
     logLevel: (Deno.env.get("NEXUS_TEST_LOG_LEVEL") as NodeConfig["logLevel"] | undefined) ?? "error",
+    logFormat: "text",
     limits: {
       maxConnections: 100_000,
       maxConnectionsPerIp: 100_000,
