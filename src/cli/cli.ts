@@ -6,7 +6,6 @@
  */
 
 import { parseArgs } from "node:util";
-import denoJson from "../../deno.json" with { type: "json" };
 import { Agent } from "../agent/agent.ts";
 import { commandTokenSource, secretTokenSource } from "../agent/token_source.ts";
 import { type AgentConfig, readAgentConfig } from "../config/agent_config.ts";
@@ -16,9 +15,9 @@ import { parseHostnameClaim } from "../hostnames/hostname.ts";
 import { createLogger, setLogFormat, setLogLevel } from "../log/logger.ts";
 import { MAX_WEIGHT, signBackendToken } from "../protocol/backend_token.ts";
 import { Node } from "../node.ts";
+import { VERSION } from "../version.ts";
 
-/** The version, from `deno.json` (the one place it is kept). */
-export const VERSION: string = denoJson.version;
+export { VERSION };
 
 /** A mistake in how the program was called: one line, then the usage, exit code 2. */
 class UsageError extends Error {}

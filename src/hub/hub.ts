@@ -23,6 +23,8 @@ export interface Backend {
   readonly claims: readonly HostnameClaim[];
   readonly weight: number;
   readonly session: MuxSession;
+  /** When it registered (`Date.now()`), for status output. */
+  readonly connectedAtMs: number;
 }
 
 /** Limits and settings of the hub. */
@@ -199,6 +201,7 @@ export class Hub {
       claims: claims.hostnames,
       weight: claims.weight,
       session,
+      connectedAtMs: Date.now(),
     };
     this.#backends.add(backend);
     this.#log.info("backend registered", {

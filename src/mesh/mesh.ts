@@ -49,6 +49,20 @@ const CONNECT_TIMEOUT_MS = 15_000;
 /** Where the link to one configured peer URL stands. */
 export type PeerDialState = "dialling" | "linked" | "this node";
 
+/** A peer as status output shows it: a configured URL this node dials, or a node that dialled in. */
+export interface PeerStatus {
+  /** The configured URL, or `ip:port` of a node that dialled in. */
+  readonly url: string;
+  readonly direction: "outbound" | "inbound";
+  readonly state: PeerDialState;
+  /** The open link, whose announced names the router knows. */
+  readonly link: MuxSession | null;
+  /** Why the last attempt failed or the last link ended (outbound only). */
+  readonly lastError: string | null;
+  /** Since when the state holds (`Date.now()`). */
+  readonly sinceMs: number;
+}
+
 /** Links to peer nodes and the routes they announced. */
 export class Mesh {
   readonly #settings: MeshSettings;
@@ -64,6 +78,13 @@ export class Mesh {
   /** `jti` of each token this node is dialling with → the URL it dials, so a node that dials itself notices. */
   readonly #dialling = new Map<string, string>();
   readonly #peerStates = new Map<string, PeerDialState>();
+  /** For status: each configured peer's open link, last error and since when its state holds. */
+  readonly #dialled = new Map<
+    string,
+    { link: MuxSession | null; lastError: string | null; sinceMs: number }
+  >();
+  /** For status: links other nodes dialled, by the address they came from, and since when. */
+  readonly #dialledIn = new Map<MuxSession, { remote: string; sinceMs: number }>();
   readonly #selfUrls = new Set<string>();
   #announceVersion = 0;
   #withdrawn = false;
@@ -90,6 +111,30 @@ export class Mesh {
   /** Each configured peer URL and where its link stands, for status output and tests. */
   get peerStates(): ReadonlyMap<string, PeerDialState> {
     return this.#peerStates;
+  }
+
+  /** Every configured peer and every node that dialled in, for status output. */
+  peers(): PeerStatus[] {
+    const outbound = this.#settings.peerUrls.map((url): PeerStatus => {
+      const dialled = this.#dialled.get(url);
+      return {
+        url,
+        direction: "outbound",
+        state: this.#peerStates.get(url) ?? "dialling",
+        link: dialled?.link ?? null,
+        lastError: dialled?.lastError ?? null,
+        sinceMs: dialled?.sinceMs ?? Date.now(),
+      };
+    });
+    const inbound = [...this.#dialledIn].map(([link, { remote, sinceMs }]): PeerStatus => ({
+      url: remote,
+      direction: "inbound",
+      state: "linked",
+      link,
+      lastError: null,
+      sinceMs,
+    }));
+    return [...outbound, ...inbound];
   }
 
   /** Starts dialling every configured peer. */
@@ -137,7 +182,7 @@ export class Mesh {
     // The token proved the peer before the upgrade.
     hubRequest.proven();
     socket.setMaxMessageBytes(MAX_BATCHED_MESSAGE_BYTES);
-    const inbound = this.#serveLink(socket, `peer ${remoteAddress} (inbound)`);
+    const inbound = this.#serveLink(socket, `peer ${remoteAddress} (inbound)`, { inbound: remoteAddress });
     this.#inbound.add(inbound);
     void inbound.finally(() => this.#inbound.delete(inbound));
     await inbound;
@@ -179,11 +224,12 @@ export class Mesh {
     const { initialDelayMs, maxDelayMs } = this.#settings.reconnect;
     let attempt = 0;
     while (!this.#stopping.signal.aborted) {
-      this.#peerStates.set(url, "dialling");
+      this.#setPeerState(url, "dialling");
       const reason = await this.#dial(url).catch((error) => String(error));
       if (this.#stopping.signal.aborted) return;
+      this.#dialled.get(url)!.lastError = reason ?? "link closed";
       if (this.#selfUrls.has(url)) {
-        this.#peerStates.set(url, "this node");
+        this.#setPeerState(url, "this node");
         this.#log.warn("peer URL leads back to this node; not dialling it again", { peer: url });
         return;
       }
@@ -230,12 +276,24 @@ export class Mesh {
       ws.close(1000, "subprotocol not accepted");
       return `peer did not accept the ${MUX_SUBPROTOCOL} subprotocol`;
     }
-    this.#peerStates.set(url, "linked");
-    await this.#serveLink(ws, `peer ${url}`);
+    this.#setPeerState(url, "linked");
+    await this.#serveLink(ws, `peer ${url}`, { outbound: url });
     return null;
   }
 
-  async #serveLink(ws: MessageSocket, label: string): Promise<void> {
+  #setPeerState(url: string, state: PeerDialState): void {
+    if (this.#peerStates.get(url) === state) return;
+    this.#peerStates.set(url, state);
+    const dialled = this.#dialled.get(url);
+    if (dialled === undefined) this.#dialled.set(url, { link: null, lastError: null, sinceMs: Date.now() });
+    else dialled.sinceMs = Date.now();
+  }
+
+  async #serveLink(
+    ws: MessageSocket,
+    label: string,
+    peer: { readonly outbound: string } | { readonly inbound: string },
+  ): Promise<void> {
     // A link that opened while the node began to stop would outlive `stop()`.
     if (this.#stopping.signal.aborted) {
       ws.close(1000, "node shutting down");
@@ -254,10 +312,15 @@ export class Mesh {
     });
     if (!link.isOpen) return;
     this.#links.add(link);
+    const dialled = "outbound" in peer ? this.#dialled.get(peer.outbound) : undefined;
+    if (dialled !== undefined) dialled.link = link;
+    if ("inbound" in peer) this.#dialledIn.set(link, { remote: peer.inbound, sinceMs: Date.now() });
     this.#log.info("peer link up", { peer: label });
     link.announce(++this.#announceVersion, this.#withdrawn ? [] : this.#router.localRouteKeys());
     const end = await link.closed;
     this.#links.delete(link);
+    if (dialled !== undefined) dialled.link = null;
+    this.#dialledIn.delete(link);
     this.#lastVersion.delete(link);
     this.#router.removePeer(link);
     this.#log.info("peer link down", { peer: label, why: end.reason });

@@ -9,6 +9,7 @@ import { Agent, type AgentSettings } from "../../src/agent/agent.ts";
 import { type Target, TargetMap, type TargetRule } from "../../src/agent/targets.ts";
 import { secretTokenSource, type TokenSource } from "../../src/agent/token_source.ts";
 import type { HubAcmeSettings } from "../../src/acme/hub_certificate.ts";
+import type { AdminSettings } from "../../src/config/admin_keys.ts";
 import type { NodeConfig, NodeLimits } from "../../src/config/node_config.ts";
 import { createLogger } from "../../src/log/logger.ts";
 import { Node } from "../../src/node.ts";
@@ -33,6 +34,8 @@ export interface TestNodeOptions {
   readonly hubAcme?: HubAcmeSettings;
   /** Wait until the hub listens (default true; with `hubAcme` it may never, when no certificate can be had). */
   readonly waitForHub?: boolean;
+  /** An admin listener (`admin` block). */
+  readonly admin?: AdminSettings;
 }
 
 /** A running test node. */
@@ -57,6 +60,7 @@ export async function startTestNode(options: TestNodeOptions = {}): Promise<Test
       keyPem: options.hubAcme ? "" : certs.hub.keyPem,
     },
     ...(options.hubAcme ? { hubAcme: options.hubAcme } : {}),
+    ...(options.admin ? { admin: options.admin } : {}),
     relay: {
       bindAddress: "127.0.0.1",
       ports: options.relayPorts ?? [{ port: 0, protocol: "tls" }, { port: 0, protocol: "http" }],
