@@ -17,6 +17,8 @@ import { type HubMessage, type HubMessageType, parseHubMessage } from "../protoc
 import { SocketDuplex } from "../stream/socket_duplex.ts";
 import { Splice, SpliceSweeper } from "../stream/splice.ts";
 import { countFreeDescriptors, RESERVED_DESCRIPTORS } from "../system/descriptors.ts";
+import { refusalCannotHeal } from "../protocol/refusal_reasons.ts";
+import { withCertificateHint } from "../transport/certificate_hint.ts";
 import type { TargetMap } from "./targets.ts";
 import type { TokenSource } from "./token_source.ts";
 
@@ -45,6 +47,34 @@ const SESSION_CLOSE_WAIT_MS = 5_000;
 /** A session that lived this long resets the reconnect backoff. */
 const STABLE_SESSION_MS = 30_000;
 
+/**
+ * Where the agent stands with one hub: dialling and proving itself, registered (`connected`), registered while
+ * the hub drains (it sends no new streams), waiting to reconnect, or waiting after a refusal that cannot heal.
+ */
+export type HubSessionState = "connecting" | "connected" | "draining" | "backing_off" | "refused";
+
+/** One hub as status output shows it. */
+export interface HubStatus {
+  readonly url: string;
+  readonly state: HubSessionState;
+  /** The subprotocol of the current session (`nexus-mux.v1` or `original`), null without one. */
+  readonly protocol: string | null;
+  /** Since when the state holds (`Date.now()`). */
+  readonly sinceMs: number;
+  /** Why the last attempt failed or the last session ended. */
+  readonly lastError: string | null;
+  /** Attempts after the first. */
+  readonly reconnects: number;
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/** Bytes the agent moved between its hubs and its local services, open streams included. */
+export interface AgentByteCounts {
+  readonly toServices: number;
+  readonly fromServices: number;
+}
+
 /** The agent: one reconnecting session per hub URL. */
 export class Agent {
   readonly #settings: AgentSettings;
@@ -55,6 +85,13 @@ export class Agent {
   readonly #splices = new Map<Splice, StreamOpenInfo>();
   readonly #loops: Promise<void>[] = [];
   readonly #stopping = new AbortController();
+  readonly #hubs = new Map<string, Mutable<HubStatus>>();
+  /** Streams that could not reach their local service, by `host:port` (`none`: no target for the name). */
+  readonly #dialFailures = new Map<string, number>();
+  #streamsOpened = 0;
+  /** Bytes of streams that have ended. */
+  #bytesToServices = 0;
+  #bytesFromServices = 0;
   #onConnected: (hubUrl: string) => void = () => {};
 
   constructor(settings: AgentSettings, log: Logger) {
@@ -82,6 +119,40 @@ export class Agent {
    */
   get streamInfos(): StreamOpenInfo[] {
     return [...this.#splices.values()];
+  }
+
+  /** Every hub and where the agent stands with it, for status output. */
+  get hubs(): HubStatus[] {
+    return this.#settings.hubUrls.map((url) =>
+      this.#hubs.get(url) ??
+        { url, state: "connecting", protocol: null, sinceMs: Date.now(), lastError: null, reconnects: 0 }
+    );
+  }
+
+  /** Whether the agent is stopping (it is then not ready). */
+  get draining(): boolean {
+    return this.#stopping.signal.aborted;
+  }
+
+  /** Streams the hubs opened so far. */
+  get streamsOpened(): number {
+    return this.#streamsOpened;
+  }
+
+  /** Streams that could not reach their local service, by target. */
+  get dialFailures(): ReadonlyMap<string, number> {
+    return this.#dialFailures;
+  }
+
+  /** Bytes moved so far to and from the local services: O(open streams), for a scrape. */
+  byteCounts(): AgentByteCounts {
+    let toServices = this.#bytesToServices;
+    let fromServices = this.#bytesFromServices;
+    for (const splice of this.#splices.keys()) {
+      toServices += splice.bytesAToB;
+      fromServices += splice.bytesBToA;
+    }
+    return { toServices, fromServices };
   }
 
   /** Bytes received from hubs that the local services have not taken yet (for status and tests). */
@@ -144,26 +215,60 @@ export class Agent {
   async #runHub(url: string): Promise<void> {
     const { initialDelayMs, maxDelayMs } = this.#settings.reconnect;
     let attempt = 0;
+    const hub: Mutable<HubStatus> = {
+      url,
+      state: "connecting",
+      protocol: null,
+      sinceMs: Date.now(),
+      lastError: null,
+      reconnects: 0,
+    };
+    this.#hubs.set(url, hub);
+    const enter = (state: HubSessionState) => {
+      if (hub.state !== state) hub.sinceMs = Date.now();
+      hub.state = state;
+    };
     while (!this.#stopping.signal.aborted) {
       const startedMs = Date.now();
-      const end = await this.#session(url).catch((error) => ({
+      enter("connecting");
+      const end = await this.#session(url, (state, protocol) => {
+        enter(state);
+        hub.protocol = protocol;
+      }).catch((error) => ({
         established: false,
         reason: error instanceof Error ? error.message : String(error),
       }));
+      hub.protocol = null;
+      hub.lastError = end.reason;
       if (this.#stopping.signal.aborted) return;
       if (end.established && Date.now() - startedMs >= STABLE_SESSION_MS) attempt = 0;
-      const delayMs = reconnectDelayMs(attempt, initialDelayMs, maxDelayMs);
+      // A wrong secret or a forbidden name stays wrong until someone changes it: say so, and retry slowly.
+      const cannotHeal = !end.established && refusalCannotHeal(end.reason);
+      const delayMs = reconnectDelayMs(cannotHeal ? Infinity : attempt, initialDelayMs, maxDelayMs);
       attempt += 1;
-      this.#log[end.established ? "warn" : "error"](
-        end.established ? "hub session ended; reconnecting" : "cannot connect to hub; retrying",
-        { hub: url, why: end.reason, retry_in_ms: delayMs },
-      );
+      hub.reconnects += 1;
+      enter(cannotHeal ? "refused" : "backing_off");
+      if (cannotHeal) {
+        this.#log.error(
+          "the hub refused this agent for a reason that cannot heal: fix the token or the node's configuration; " +
+            "retrying at the slowest backoff",
+          { hub: url, why: end.reason, retry_in_ms: delayMs },
+        );
+      } else {
+        this.#log[end.established ? "warn" : "error"](
+          end.established ? "hub session ended; reconnecting" : "cannot connect to hub; retrying",
+          { hub: url, why: end.reason, retry_in_ms: delayMs },
+        );
+      }
       await sleep(delayMs, this.#stopping.signal);
     }
   }
 
-  /** One session: connect, handshake, serve until it ends. */
-  async #session(url: string): Promise<{ established: boolean; reason: string }> {
+  /** One session: connect, handshake, serve until it ends; `onState` hears when it is registered or draining. */
+  async #session(
+    url: string,
+    onState: (state: "connected" | "draining", protocol: string) => void,
+  ): Promise<{ established: boolean; reason: string }> {
     // Our own client, not the runtime's WebSocket: that one leaves Nagle's algorithm on (see websocket_client.ts).
     const ws = new WebSocketClient(url, {
       protocols: [MUX_SUBPROTOCOL],
@@ -179,8 +284,9 @@ export class Agent {
       return { established: false, reason };
     };
     const openError = await waitForOpen(ws, HANDSHAKE_STEP_MS);
-    if (openError !== null) return abandon(openError);
+    if (openError !== null) return abandon(withCertificateHint(openError, "hubCaFile"));
     const mode = ws.protocol === MUX_SUBPROTOCOL ? "credits" : "legacy";
+    const protocol = mode === "credits" ? MUX_SUBPROTOCOL : "original";
 
     ws.send(await this.#settings.tokens.token("handshake"));
     const challenge = expectHubMessage(await inbox.next(HANDSHAKE_STEP_MS), "handshake_challenge");
@@ -201,15 +307,16 @@ export class Agent {
       heartbeatIntervalMs: mode === "credits" ? this.#settings.heartbeatIntervalMs : 0,
       pendingMessages: inbox.detach(),
       onStreamOpened: (stream, info) => void this.#serve(stream, info),
-      onDrain: () => this.#log.info("hub is shutting down: it sends no new streams", { hub: url }),
+      onDrain: () => {
+        onState("draining", protocol);
+        this.#log.info("hub is shutting down: it sends no new streams", { hub: url });
+      },
       onText: (text) => void this.#onText(session, text),
     });
     if (!session.isOpen) return { established: false, reason: "hub closed the session during the handshake" };
     this.#sessions.set(url, session);
-    this.#log.info("connected to hub", {
-      hub: url,
-      protocol: mode === "credits" ? MUX_SUBPROTOCOL : "original",
-    });
+    onState(session.draining ? "draining" : "connected", protocol);
+    this.#log.info("connected to hub", { hub: url, protocol });
     this.#onConnected(url);
     const end = await session.closed;
     this.#sessions.delete(url);
@@ -234,8 +341,10 @@ export class Agent {
   }
 
   async #serve(stream: MuxStream, info: StreamOpenInfo): Promise<void> {
+    this.#streamsOpened += 1;
     const target = this.#settings.targets.resolve(info.hostname, info.isTls);
     if (target === undefined) {
+      this.#countDialFailure("none");
       this.#log.warn("stream refused: no target for this name", {
         host: info.hostname,
         protocol: info.isTls ? "tls" : "http",
@@ -251,6 +360,7 @@ export class Agent {
         signal: AbortSignal.timeout(this.#settings.connectTimeoutMs),
       });
     } catch (error) {
+      this.#countDialFailure(`${target.host}:${target.port}`);
       this.#log.warn("stream refused: cannot reach the local service", {
         host: info.hostname,
         target: `${target.host}:${target.port}`,
@@ -269,7 +379,13 @@ export class Agent {
     this.#sweeper.watch(splice);
     const result = await splice.done;
     this.#splices.delete(splice);
+    this.#bytesToServices += result.bytesAToB;
+    this.#bytesFromServices += result.bytesBToA;
     this.#log.debug("stream closed", { host: info.hostname, client: info.clientAddress, why: result.reason });
+  }
+
+  #countDialFailure(target: string): void {
+    this.#dialFailures.set(target, (this.#dialFailures.get(target) ?? 0) + 1);
   }
 }
 

@@ -6,13 +6,15 @@
  */
 
 import { parseArgs } from "node:util";
+import { AdminListener } from "../admin/admin_listener.ts";
+import { AgentView } from "../admin/agent_view.ts";
 import { Agent } from "../agent/agent.ts";
 import { commandTokenSource, secretTokenSource } from "../agent/token_source.ts";
 import { type AgentConfig, readAgentConfig } from "../config/agent_config.ts";
 import { readNodeConfig } from "../config/node_config.ts";
 import { ConfigError, parseDurationSeconds } from "../config/yaml_reader.ts";
 import { parseHostnameClaim } from "../hostnames/hostname.ts";
-import { createLogger, setLogFormat, setLogLevel } from "../log/logger.ts";
+import { createLogger, RateLimitedLog, setLogFormat, setLogLevel } from "../log/logger.ts";
 import { MAX_WEIGHT, signBackendToken } from "../protocol/backend_token.ts";
 import { Node } from "../node.ts";
 import { VERSION } from "../version.ts";
@@ -37,10 +39,14 @@ Commands:
 Run "nexus <command> --help" for a command's options.`,
   serve: `Usage: nexus serve --config FILE
 
-Runs a node. SIGTERM or SIGINT drains open streams for drainTimeoutSeconds, a second signal exits at once.`,
+Runs a node. SIGTERM or SIGINT drains open streams for drainTimeoutSeconds, a second signal exits at once.
+With an admin block, admin.listenAddress serves /healthz, /readyz, /metrics (Prometheus), /status (JSON)
+and a status page at /; readiness turns 503 as soon as the node begins to drain.`,
   agent: `Usage: nexus agent --config FILE
 
-Runs a backend agent. SIGTERM or SIGINT drains open streams for drainTimeoutSeconds, a second signal exits at once.`,
+Runs a backend agent. SIGTERM or SIGINT drains open streams for drainTimeoutSeconds, a second signal exits at once.
+With an admin block, admin.listenAddress serves /healthz, /readyz (200 once a hub session is registered),
+/metrics, /status and a status page at /.`,
   token: `Usage: nexus token --secret-file FILE --hostname NAME [--hostname NAME...] [options]
 
 Prints an HS256 backend token signed with the secret in FILE (the node's backendsJWTSecret).
@@ -70,9 +76,10 @@ export async function runCli(args: readonly string[]): Promise<number> {
         throw new UsageError("a command is required");
       case "--help":
       case "-h":
-      case "help":
         print(USAGE.main);
         return 0;
+      case "help":
+        return help(rest);
       case "version":
       case "--version":
         if (wantsHelp(rest, "version")) return 0;
@@ -103,6 +110,19 @@ export async function runCli(args: readonly string[]): Promise<number> {
     printError(`nexus: ${error instanceof Error ? error.message : String(error)}`);
     return 1;
   }
+}
+
+/** `nexus help [COMMAND]`: the main usage, or that command's. */
+function help(args: readonly string[]): number {
+  const [topic, ...more] = args;
+  noArgs(more);
+  if (topic === undefined) {
+    print(USAGE.main);
+    return 0;
+  }
+  if (topic === "main" || !Object.hasOwn(USAGE, topic)) throw new UsageError(`unknown command "${topic}"`);
+  print(USAGE[topic]);
+  return 0;
 }
 
 function wantsHelp(args: readonly string[], command: string): boolean {
@@ -170,9 +190,30 @@ async function agent(args: readonly string[]): Promise<number> {
   setLogLevel(config.logLevel);
   setLogFormat(config.logFormat);
   const agent = new Agent(agentSettings(config), createLogger("agent"));
+  const admin = startAgentAdmin(agent, config);
   agent.start();
-  await untilSignalled(() => agent.stop(config.drainTimeoutSeconds * 1000));
+  await untilSignalled(async () => {
+    await agent.stop(config.drainTimeoutSeconds * 1000);
+    // Last: /readyz answers 503 all through the drain.
+    await admin?.close();
+  });
   return 0;
+}
+
+/** The agent's admin listener when the config has an `admin` block; throws when it cannot listen. */
+function startAgentAdmin(agent: Agent, config: AgentConfig): AdminListener | null {
+  if (config.admin === undefined) return null;
+  const view = new AgentView(agent, config);
+  const admin = new AdminListener({
+    ...config.admin,
+    view,
+    log: createLogger("admin"),
+    refusals: new RateLimitedLog(createLogger("refusals"), {
+      onEvent: (kind, fields) => view.refusal(kind, fields),
+    }),
+  });
+  admin.listen();
+  return admin;
 }
 
 /** Turns a validated agent config into the agent's settings. */

@@ -24,6 +24,7 @@ import type { MessageSocket } from "../transport/message_socket.ts";
 import { reconnectDelayMs, sleep } from "../mux/reconnect.ts";
 import { MUX_SUBPROTOCOL, MuxSession } from "../mux/session.ts";
 import type { MuxStream } from "../mux/stream.ts";
+import { withCertificateHint } from "../transport/certificate_hint.ts";
 import { WebSocketClient } from "../transport/websocket_client.ts";
 import type { StreamOpenInfo } from "../protocol/frames.ts";
 
@@ -270,7 +271,7 @@ export class Mesh {
     if (openError !== null) {
       // After a timeout the WebSocket is still connecting: give its socket up rather than leak it.
       ws.close();
-      return openError;
+      return withCertificateHint(openError, "peerCaFile");
     }
     if (ws.protocol !== MUX_SUBPROTOCOL) {
       ws.close(1000, "subprotocol not accepted");

@@ -36,6 +36,8 @@ export interface TestNodeOptions {
   readonly waitForHub?: boolean;
   /** An admin listener (`admin` block). */
   readonly admin?: AdminSettings;
+  /** Trust no private CA for peers (`null`); default: the test CA. */
+  readonly peerCaPem?: null;
 }
 
 /** A running test node. */
@@ -68,7 +70,7 @@ export async function startTestNode(options: TestNodeOptions = {}): Promise<Test
     backendsJwtSecret: TEST_JWT_SECRET,
     ...(options.peerSecret === null ? {} : { peerSecret: options.peerSecret ?? TEST_PEER_SECRET }),
     peers: options.peers ?? [],
-    peerCaPem: certs.ca.certPem,
+    ...(options.peerCaPem === null ? {} : { peerCaPem: certs.ca.certPem }),
     idleTimeoutSeconds: options.idleTimeoutSeconds ?? 0,
     drainTimeoutSeconds: 0,
     logLevel: (Deno.env.get("NEXUS_TEST_LOG_LEVEL") as NodeConfig["logLevel"] | undefined) ?? "error",
