@@ -17,6 +17,7 @@ const STYLE = `
 :root { color-scheme: light; --ink: #1d2330; --muted: #5d6677; --line: #dde2ea; --card: #fff; --bg: #f3f5f8;
   --accent: #2563eb; --in: #2563eb; --out: #16a34a; --bad: #dc2626; --warn: #d97706; }
 * { box-sizing: border-box; }
+[hidden] { display: none !important; }
 body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink);
   background: var(--bg); }
 header { display: flex; align-items: baseline; gap: 16px; flex-wrap: wrap; padding: 14px 24px;
@@ -27,8 +28,9 @@ header .meta { color: #cbd5e1; font-size: 13px; }
 .badge.ok { background: #dcfce7; color: #166534; }
 .badge.bad { background: #fee2e2; color: #991b1b; }
 .badge.warn { background: #fef3c7; color: #92400e; }
-main { padding: 18px 24px 32px; display: grid; gap: 18px; max-width: 1280px; }
-.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(150px, 1fr)); gap: 12px; }
+main, #node-sections, #agent-sections { display: grid; gap: 18px; }
+main { padding: 18px 24px 32px; max-width: 1280px; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(130px, 1fr)); gap: 12px; }
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px; }
 .card .label { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
 .card .value { font-size: 22px; font-weight: 600; font-variant-numeric: tabular-nums; }
@@ -196,7 +198,7 @@ function render(status) {
       ["open streams", status.gauges.streamsOpen],
       ["tunnels in / out", status.gauges.tunnelsIn + " / " + status.gauges.tunnelsOut],
       ["refusals/s", rate(refusalsPerSecond)],
-      ["buffer budget", bytes(status.gauges.bufferBudgetReservedBytes) + " of " + bytes(status.gauges.bufferBudgetBytes)],
+      ["budget used of " + bytes(status.gauges.bufferBudgetBytes), bytes(status.gauges.bufferBudgetReservedBytes)],
     ]
     : [
       ["streams/s", rate(perSecond("accepted"))],
@@ -256,9 +258,10 @@ function drawChart() {
   const width = svg.clientWidth || 600, height = 160, pad = 28;
   svg.setAttribute("viewBox", "0 0 " + width + " " + height);
   const peak = Math.max(1, ...history.map((p) => Math.max(p.in, p.out)));
-  const x = (i) => pad + (width - pad - 4) * (history.length <= 1 ? 1 : i / (HISTORY - 1));
+  // Until the window is full, what there is spreads over the whole width.
+  const x = (i) => pad + (width - pad - 4) * (history.length <= 1 ? 1 : i / (history.length - 1));
   const y = (v) => height - 18 - (height - 30) * (v / peak);
-  const line = (key) => history.map((p, i) => x(i + HISTORY - history.length).toFixed(1) + "," + y(p[key]).toFixed(1)).join(" ");
+  const line = (key) => history.map((p, i) => x(i).toFixed(1) + "," + y(p[key]).toFixed(1)).join(" ");
   $("chart-in").setAttribute("points", line("in"));
   $("chart-out").setAttribute("points", line("out"));
   $("chart-peak").textContent = bytes(peak) + "/s";
