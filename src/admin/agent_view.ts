@@ -10,9 +10,9 @@ import type { Agent, HubSessionState } from "../agent/agent.ts";
 import type { AgentConfig } from "../config/agent_config.ts";
 import type { LogFields } from "../log/logger.ts";
 import { type Counter, MetricsRegistry } from "../metrics/registry.ts";
-import { sendWindowStallCount } from "../mux/flow_control.ts";
 import { VERSION } from "../version.ts";
 import type { AdminView } from "./admin_listener.ts";
+import { registerProcessFamilies } from "./process_families.ts";
 
 const HUB_STATES: readonly HubSessionState[] = [
   "connecting",
@@ -34,24 +34,12 @@ export class AgentView implements AdminView {
     this.#agent = agent;
     this.#config = config;
     const r = this.registry;
-    r.gauge("nexus_build_info", "The running version; always 1.", ["version", "deno"], () => [
-      [{ version: VERSION, deno: Deno.version.deno }, 1],
-    ]);
-    r.gauge("process_start_time_seconds", "When the agent started, in Unix seconds.", [], () => [
-      [{}, Math.floor(this.#startedMs / 1000)],
-    ]);
-    r.gauge("process_resident_memory_bytes", "Resident memory of the process.", [], () => [
-      [{}, Deno.memoryUsage().rss],
-    ]);
-    r.gauge("nexus_draining", "1 once the agent is stopping (and so not ready), else 0.", [], () => [
-      [{}, agent.draining ? 1 : 0],
-    ]);
-    r.gauge(
-      "nexus_ready",
-      "1 while /readyz answers 200, else 0.",
-      [],
-      () => [[{}, this.readiness() === null ? 1 : 0]],
-    );
+    registerProcessFamilies(r, {
+      kind: "agent",
+      startedMs: this.#startedMs,
+      draining: () => agent.draining,
+      ready: () => this.readiness() === null,
+    });
     r.gauge(
       "nexus_agent_hub_sessions",
       "Each hub's session by state: 1 for the state it is in, 0 for the others.",
@@ -99,12 +87,6 @@ export class AgentView implements AdminView {
       () => [
         [{}, agent.bufferedBytes],
       ],
-    );
-    r.countedBy(
-      "nexus_stream_window_stalls_total",
-      "Times a stream's sender found its credit window spent and waited: a slow reader on the other side.",
-      [],
-      () => [[{}, sendWindowStallCount()]],
     );
     this.#refusals = r.counter("nexus_refusals_total", "Refused admin connections, by reason.", {
       labels: ["reason"],

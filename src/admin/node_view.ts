@@ -15,7 +15,6 @@ import type { NodeConfig } from "../config/node_config.ts";
 import { claimKey } from "../hostnames/hostname.ts";
 import type { LogFields } from "../log/logger.ts";
 import { type Counter, type Histogram, LABEL_VALUE_CAP, MetricsRegistry } from "../metrics/registry.ts";
-import { sendWindowStallCount } from "../mux/flow_control.ts";
 import { MUX_SUBPROTOCOL } from "../mux/session.ts";
 import type { Node } from "../node.ts";
 import { backendRefusalKind } from "../protocol/refusal_reasons.ts";
@@ -23,6 +22,7 @@ import type { RelayObserver } from "../relay/relay.ts";
 import type { SpliceResult } from "../stream/splice.ts";
 import { VERSION } from "../version.ts";
 import type { AdminView } from "./admin_listener.ts";
+import { registerProcessFamilies } from "./process_families.ts";
 
 /** Upper bounds of the sniffing-time histogram, in seconds: loopback clients take well under a millisecond. */
 const SNIFF_BUCKETS_SECONDS = [
@@ -70,24 +70,12 @@ export class NodeView implements AdminView {
     this.#node = node;
     this.#config = config;
     const r = this.registry;
-    r.gauge("nexus_build_info", "The running version; always 1.", ["version", "deno"], () => [
-      [{ version: VERSION, deno: Deno.version.deno }, 1],
-    ]);
-    r.gauge("process_start_time_seconds", "When the node started, in Unix seconds.", [], () => [
-      [{}, Math.floor(this.#startedMs / 1000)],
-    ]);
-    r.gauge("process_resident_memory_bytes", "Resident memory of the process.", [], () => [
-      [{}, Deno.memoryUsage().rss],
-    ]);
-    r.gauge("nexus_draining", "1 once the node is shutting down (and so not ready), else 0.", [], () => [
-      [{}, node.draining ? 1 : 0],
-    ]);
-    r.gauge(
-      "nexus_ready",
-      "1 while /readyz answers 200, else 0.",
-      [],
-      () => [[{}, this.readiness() === null ? 1 : 0]],
-    );
+    registerProcessFamilies(r, {
+      kind: "node",
+      startedMs: this.#startedMs,
+      draining: () => node.draining,
+      ready: () => this.readiness() === null,
+    });
     this.#accepted = r.counter("nexus_relay_connections_accepted_total", "Client connections accepted.", {
       labels: ["port"],
     });
@@ -206,12 +194,6 @@ export class NodeView implements AdminView {
       "Tunnels from peers served by local backends (in), client connections tunnelled to a peer (out).",
       ["direction"],
       () => [[{ direction: "in" }, this.#tunnelsIn], [{ direction: "out" }, this.#tunnelsOut]],
-    );
-    r.countedBy(
-      "nexus_stream_window_stalls_total",
-      "Times a stream's sender found its credit window spent and waited: a slow reader on the other side.",
-      [],
-      () => [[{}, sendWindowStallCount()]],
     );
     r.gauge("nexus_stream_buffer_budget_bytes", "limits.streamBufferBudgetBytes.", [], () => [
       [{}, config.limits.streamBufferBudgetBytes],

@@ -10,18 +10,18 @@ import type { AgentStatus } from "../../src/admin/agent_view.ts";
 import type { NodeStatus } from "../../src/admin/node_view.ts";
 import { startTestNode, waitFor, withTimeout } from "../helpers/cluster.ts";
 import { adminGet, sampleValue } from "../helpers/metrics.ts";
-import { agentYaml, makeConfigDir, type NexusProcess, spawnAgent } from "../helpers/processes.ts";
+import {
+  adminPortOf,
+  agentYaml,
+  makeConfigDir,
+  type NexusProcess,
+  spawnAgent,
+} from "../helpers/processes.ts";
 import { readAll, writeAll } from "../helpers/services.ts";
 import { digestToEnd, openTrafficStream, startTrafficService } from "../helpers/traffic.ts";
 
 const APP = "app.test.nexus";
 const BROKEN = "broken.test.nexus";
-
-/** The admin port an agent or node child logged. */
-async function adminPortOf(process: NexusProcess): Promise<number> {
-  const line = await process.waitForLine(/admin listening/);
-  return Number(/address=[^ ]*:(\d+)/.exec(line)?.[1]);
-}
 
 /** A port nothing listens on. */
 function closedPort(): number {

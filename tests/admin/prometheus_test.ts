@@ -7,12 +7,12 @@
  */
 
 import assert from "node:assert/strict";
-import { withTimeout } from "../helpers/cluster.ts";
+import { connectTls, withTimeout } from "../helpers/cluster.ts";
 import { adminGet } from "../helpers/metrics.ts";
 import {
+  adminPortOf,
   agentYaml,
   makeConfigDir,
-  type NexusProcess,
   nodeYaml,
   spawnAgent,
   spawnNode,
@@ -20,7 +20,6 @@ import {
 } from "../helpers/processes.ts";
 import { writeAll } from "../helpers/services.ts";
 import { openTrafficStream, patternSha256, startTrafficService, StreamDigest } from "../helpers/traffic.ts";
-import { connectTls } from "../helpers/cluster.ts";
 
 const APP = "app.test.nexus";
 const TOKEN = "prometheus-scrapes-with-this-token";
@@ -41,11 +40,6 @@ function freePort(): number {
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();
   return port;
-}
-
-async function adminPortOf(process: NexusProcess): Promise<number> {
-  const line = await process.waitForLine(/admin listening/);
-  return Number(/address=[^ ]*:(\d+)/.exec(line)?.[1]);
 }
 
 /** `promtool check metrics` on `text`: its exit code and everything it printed. */

@@ -13,7 +13,13 @@ import type { NodeStatus } from "../../src/admin/node_view.ts";
 import { Chromium, chromiumMissing } from "../helpers/chromium.ts";
 import { startTestAgent, startTestNode, type TestNode, waitFor, withTimeout } from "../helpers/cluster.ts";
 import { adminGet } from "../helpers/metrics.ts";
-import { agentYaml, makeConfigDir, type NexusProcess, spawnAgent } from "../helpers/processes.ts";
+import {
+  adminPortOf,
+  agentYaml,
+  makeConfigDir,
+  type NexusProcess,
+  spawnAgent,
+} from "../helpers/processes.ts";
 import { readAll, writeAll } from "../helpers/services.ts";
 import {
   digestToEnd,
@@ -248,7 +254,7 @@ Deno.test("an agent's status page shows its hubs and the names it serves", async
       }),
     );
     agent = await spawnAgent(config);
-    const port = Number(/address=[^ ]*:(\d+)/.exec(await agent.waitForLine(/admin listening/))?.[1]);
+    const port = await adminPortOf(agent);
     browser = await Chromium.launch();
     const page = await browser.newPage();
     await page.navigate(`http://127.0.0.1:${port}/`);
