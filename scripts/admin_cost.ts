@@ -6,8 +6,11 @@
  * taken in the middle of a transfer.
  *
  * ```sh
- * deno run --allow-all scripts/admin_cost.ts [--runs 5] [--streams 8] [--mib 256]
+ * deno run --allow-all scripts/admin_cost.ts [--runs 5] [--streams 8] [--mib 256] [--idle SECONDS]
  * ```
+ *
+ * `--idle S` replaces the transfer by S seconds of an idle node (still scraped every second, with the admin
+ * listener): what the scrapes themselves cost, without the transfer's noise.
  *
  * @module
  */
@@ -110,7 +113,7 @@ async function run(
   dir: string,
   servicePort: number,
   admin: boolean,
-  options: { streams: number; bytes: number },
+  options: { streams: number; bytes: number; idleSeconds: number },
   onMidway: (metrics: string) => void,
 ): Promise<RunResult> {
   const hubPort = freePort();
@@ -203,7 +206,8 @@ reconnect: { initialDelaySeconds: 1, maxDelaySeconds: 1 }
     const total = options.streams * options.bytes;
     let received = 0;
     let midway: Promise<void> = Promise.resolve();
-    const transfers = Array.from({ length: options.streams }, async () => {
+    // --idle: no transfer, only the scrapes (so their own cost shows without the transfer's noise).
+    const transfers = Array.from({ length: options.idleSeconds > 0 ? 0 : options.streams }, async () => {
       const got = await download(relayPort, options.bytes, (n) => {
         const crossed = received < total / 2 && received + n >= total / 2;
         received += n;
@@ -217,6 +221,7 @@ reconnect: { initialDelaySeconds: 1, maxDelaySeconds: 1 }
       if (got !== options.bytes) throw new Error(`received ${got} of ${options.bytes} bytes`);
     });
     await Promise.all(transfers);
+    await new Promise((resolve) => setTimeout(resolve, options.idleSeconds * 1000));
     await midway;
     const seconds = (performance.now() - startedMs) / 1000;
     const after = await sampleProcess(node.pid);
@@ -250,11 +255,16 @@ async function main(): Promise<void> {
       runs: { type: "string", default: "5" },
       streams: { type: "string", default: "8" },
       mib: { type: "string", default: "256" },
+      idle: { type: "string", default: "0" },
     },
   });
   reapOnExit("admin_cost");
   const runs = Number(values.runs);
-  const options = { streams: Number(values.streams), bytes: Number(values.mib) * 2 ** 20 };
+  const options = {
+    streams: Number(values.streams),
+    bytes: Number(values.mib) * 2 ** 20,
+    idleSeconds: Number(values.idle),
+  };
   const dir = await Deno.makeTempDir({ prefix: "nexus-admin-cost-" });
   const ca = await createCertificateAuthority({ commonName: "Nexus admin cost CA" });
   const hub = await issueCertificate(ca, { dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"] });
@@ -285,13 +295,15 @@ async function main(): Promise<void> {
     service.close();
     await Deno.remove(dir, { recursive: true });
   }
-  const gib = (options.streams * options.bytes) / 2 ** 30;
+  const gib = options.idleSeconds > 0 ? 0 : (options.streams * options.bytes) / 2 ** 30;
   for (const admin of [false, true]) {
     const of = results.filter((r) => r.admin === admin);
     console.log(
       `${admin ? "with admin listener, /metrics every 1 s" : "without admin listener               "}: ` +
-        `node CPU median ${median(of.map((r) => r.cpuSeconds)).toFixed(2)} s for ${gib} GiB ` +
-        `(runs: ${of.map((r) => r.cpuSeconds.toFixed(2)).join(", ")}), ` +
+        `node CPU median ${median(of.map((r) => r.cpuSeconds)).toFixed(3)} s for ${
+          options.idleSeconds > 0 ? `${options.idleSeconds} s idle` : `${gib} GiB`
+        } ` +
+        `(runs: ${of.map((r) => r.cpuSeconds.toFixed(3)).join(", ")}), ` +
         `peak RSS median ${median(of.map((r) => r.peakRssMiB)).toFixed(1)} MiB ` +
         `(runs: ${of.map((r) => r.peakRssMiB.toFixed(1)).join(", ")}), ` +
         `wall median ${median(of.map((r) => r.seconds)).toFixed(2)} s`,

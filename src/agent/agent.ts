@@ -242,8 +242,9 @@ export class Agent {
       hub.lastError = end.reason;
       if (this.#stopping.signal.aborted) return;
       if (end.established && Date.now() - startedMs >= STABLE_SESSION_MS) attempt = 0;
-      // A wrong secret or a forbidden name stays wrong until someone changes it: say so, and retry slowly.
-      const cannotHeal = !end.established && refusalCannotHeal(end.reason);
+      // A wrong secret or a forbidden name stays wrong until someone changes it: say so, and retry slowly. (An
+      // original Go node refuses the second token only by closing a session that looked established.)
+      const cannotHeal = refusalCannotHeal(end.reason);
       const delayMs = reconnectDelayMs(cannotHeal ? Infinity : attempt, initialDelayMs, maxDelayMs);
       attempt += 1;
       hub.reconnects += 1;
