@@ -151,3 +151,39 @@ Deno.test("a node that begins to drain answers /readyz with 503 at once, while i
     await service.close();
   }
 });
+
+Deno.test("a node whose hub waits for an ACME certificate is not ready, and says why", async () => {
+  const stateDir = await Deno.makeTempDir({ prefix: "nexus-acme-state-" });
+  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (closed.addr as Deno.NetAddr).port;
+  closed.close();
+  const node = await startTestNode({
+    admin: { hostname: "127.0.0.1", port: 0 },
+    hubAcme: {
+      hostname: "hub.test.nexus",
+      directoryUrl: `https://127.0.0.1:${port}/dir`,
+      stateDir,
+      retry: { initialDelayMs: 60_000, maxDelayMs: 60_000 },
+    },
+    waitForHub: false,
+  });
+  // It never gets a certificate; shut down while it waits, its start fails quietly.
+  const hubStart = node.node.hubReady.catch(() => {});
+  try {
+    const admin = node.node.adminAddress.port;
+    assert.deepEqual(await adminGet(admin, "/readyz"), {
+      status: 503,
+      body: "not ready: the hub is not listening yet: it has no certificate from ACME\n",
+    });
+    const text = (await adminGet(admin, "/metrics")).body;
+    assert.equal(sampleValue(text, "nexus_ready"), 0);
+    assert.equal(sampleValue(text, "nexus_hub_connections"), 0);
+    const status: NodeStatus = JSON.parse((await adminGet(admin, "/status")).body);
+    assert.equal(status.listeners.hub, null);
+    assert.equal(status.notReady, "the hub is not listening yet: it has no certificate from ACME");
+  } finally {
+    await node.close();
+    await hubStart;
+    await Deno.remove(stateDir, { recursive: true });
+  }
+});
