@@ -16,8 +16,9 @@
  * ships `denort`: the `@deno/<platform>` packages hold the full `deno` CLI, and `deno` given as `DENORT_BIN` yields a
  * binary that behaves as plain `deno` and ignores the embedded program, which this script refuses.
  *
- * Exit status: 0 when at least one target built, or when none could be for want of a runtime (it says so);
- * 1 on a real build error (a bad runtime, a failed `deno compile`, a failed `--download`); 2 on a usage error.
+ * Exit status: 0 when every target asked for either built or was skipped for want of a runtime, and at least
+ * one built; 1 when nothing was built (a release script must not take that for success), or on a real build
+ * error (a bad runtime, a failed `deno compile`, a failed `--download`); 2 on a usage error.
  *
  * @example Build what this machine can
  * ```sh
@@ -412,7 +413,7 @@ async function main(args: string[]): Promise<number> {
   } else if (failed === 0) {
     console.log("nothing built: no denort runtime was available for any target; see the lines above");
   }
-  return failed > 0 ? 1 : 0;
+  return failed > 0 || built.length === 0 ? 1 : 0;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

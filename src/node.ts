@@ -21,7 +21,9 @@ import type { NodeConfig } from "./config/node_config.ts";
 import { TOKEN_WAIT_MS } from "./hub/backend_handshake.ts";
 import { Hub } from "./hub/hub.ts";
 import { HubListener } from "./hub/hub_listener.ts";
-import { createLogger, RateLimitedLog, setLogLevel } from "./log/logger.ts";
+import { AdminListener } from "./admin/admin_listener.ts";
+import { NodeView } from "./admin/node_view.ts";
+import { createLogger, RateLimitedLog, setLogFormat, setLogLevel } from "./log/logger.ts";
 import { Mesh } from "./mesh/mesh.ts";
 import { BufferBudget } from "./mux/flow_control.ts";
 import type { MuxSession } from "./mux/session.ts";
@@ -63,6 +65,10 @@ export class Node implements HubCertificateSink {
   readonly #descriptors: DescriptorPlan;
   readonly #sweeper: SpliceSweeper;
   readonly #refusals: RateLimitedLog;
+  readonly #receiveBudget: BufferBudget;
+  /** Metrics, status and readiness; counted from the start, shown by the admin listener when there is one. */
+  readonly view: NodeView;
+  readonly #admin: AdminListener | null;
   #hubListener: HubListener | null = null;
   readonly #housekeeping: ReturnType<typeof setInterval>;
   #shutdown: Promise<void> | null = null;
@@ -74,8 +80,12 @@ export class Node implements HubCertificateSink {
    */
   constructor(config: NodeConfig) {
     setLogLevel(config.logLevel);
+    setLogFormat(config.logFormat);
     this.#config = config;
-    this.#refusals = new RateLimitedLog(createLogger("refusals"));
+    this.view = new NodeView(this, config);
+    this.#refusals = new RateLimitedLog(createLogger("refusals"), {
+      onEvent: (kind, fields) => this.view.refusal(kind, fields),
+    });
     this.#sweeper = new SpliceSweeper({
       idleTimeoutMs: config.idleTimeoutSeconds * 1000,
       halfClosedTimeoutMs: config.limits.halfClosedTimeoutSeconds * 1000,
@@ -87,6 +97,7 @@ export class Node implements HubCertificateSink {
     // The hub's own name is the node's: no backend or peer may answer for it (and so get a certificate for it).
     if (this.#acme !== null) this.router.reserve(this.#acme.hostname);
     const receiveBudget = new BufferBudget(config.limits.streamBufferBudgetBytes, MAX_DATA_PAYLOAD_BYTES);
+    this.#receiveBudget = receiveBudget;
     const tokenSeconds = config.handshakeTimeouts.backendTokenSeconds;
     this.hub = new Hub(
       {
@@ -138,22 +149,33 @@ export class Node implements HubCertificateSink {
       },
       log: createLogger("relay"),
       refusals: this.#refusals,
+      observer: this.view.relayObserver,
       ...(this.#acme === null ? {} : { answerHttp: this.#acme.responder.answer.bind(this.#acme.responder) }),
     });
-    if (this.#acme === null) {
-      const hubListener = this.#startHub(config, { certPem: config.hub.certPem, keyPem: config.hub.keyPem });
-      try {
+    // First, so that it answers /readyz (503) while the hub waits for its certificate.
+    this.#admin = config.admin === undefined ? null : new AdminListener({
+      ...config.admin,
+      view: this.view,
+      log: createLogger("admin"),
+      refusals: this.#refusals,
+    });
+    let hubListener: HubListener | null = null;
+    try {
+      this.#admin?.listen();
+      if (this.#acme === null) {
+        hubListener = this.#startHub(config, { certPem: config.hub.certPem, keyPem: config.hub.keyPem });
         this.relay.listen();
-      } catch (error) {
-        void hubListener.close();
-        this.#sweeper.close();
-        throw error;
+        this.#hubStarted(hubListener);
+        this.hubReady = Promise.resolve();
+      } else {
+        this.relay.listen();
+        this.hubReady = this.#startHubByAcme(this.#acme);
       }
-      this.#hubStarted(hubListener);
-      this.hubReady = Promise.resolve();
-    } else {
-      this.relay.listen();
-      this.hubReady = this.#startHubByAcme(this.#acme);
+    } catch (error) {
+      void hubListener?.close();
+      void this.#admin?.close();
+      this.#sweeper.close();
+      throw error;
     }
     this.#housekeeping = setInterval(() => this.#refusals.flush(), 1_000);
     Deno.unrefTimer(this.#housekeeping);
@@ -215,6 +237,47 @@ export class Node implements HubCertificateSink {
     return this.#admission.connections;
   }
 
+  /** Client connections still in the handshake phase. */
+  get handshakes(): number {
+    return this.#admission.handshakes;
+  }
+
+  /** Whether the node has begun to shut down (it is then not ready). */
+  get draining(): boolean {
+    return this.#shutdown !== null;
+  }
+
+  /** Whether the hub listens (with `hubAcme`, not before it has a certificate). */
+  get hubListening(): boolean {
+    return this.#hubListener !== null;
+  }
+
+  /** Connections through the hub's gate right now. */
+  get hubConnections(): number {
+    return this.#hubListener?.connections ?? 0;
+  }
+
+  /** Tunnels from peers being served. */
+  get tunnelsOpen(): number {
+    return this.relay.activeTunnels;
+  }
+
+  /** What open streams' windows hold of `limits.streamBufferBudgetBytes`. */
+  get bufferBudgetReservedBytes(): number {
+    return this.#config.limits.streamBufferBudgetBytes - this.#receiveBudget.availableBytes;
+  }
+
+  /** The connection caps in force, after the open-file limit had its say. */
+  get limitsInForce(): { readonly relayConnections: number; readonly hubConnections: number } {
+    return this.#descriptors;
+  }
+
+  /** The admin listener's bound address; throws when there is none. */
+  get adminAddress(): Deno.NetAddr {
+    if (this.#admin === null) throw new Error("This node has no admin listener (no admin block)");
+    return this.#admin.address;
+  }
+
   /**
    * Graceful shutdown: stop accepting, withdraw this node's routes from its peers, let open streams finish for
    * up to `drainMs`, then close the rest and every backend and peer session. Idempotent.
@@ -250,6 +313,8 @@ export class Node implements HubCertificateSink {
     this.#sweeper.close();
     clearInterval(this.#housekeeping);
     this.#refusals.flush({ all: true });
+    // Last: a load balancer watching /readyz sees 503 all through the drain.
+    await this.#admin?.close();
     log.info("stopped");
   }
 

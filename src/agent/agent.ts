@@ -7,6 +7,8 @@
  */
 
 import { type Logger, RateLimitedLog } from "../log/logger.ts";
+import { refusalCannotHeal } from "../protocol/refusal_reasons.ts";
+import { withCertificateHint } from "../transport/certificate_hint.ts";
 import { type InboxMessage, WebSocketInbox } from "../transport/inbox.ts";
 import { dialWebSocket, type LinkFailure, runDialledLink } from "../links/link.ts";
 import { NEXUS_MUX, ORIGINAL } from "../mux/dialect.ts";
@@ -38,6 +40,34 @@ export interface AgentSettings {
   readonly legacyStreamBufferBytes: number;
 }
 
+/**
+ * Where the agent stands with one hub: dialling and proving itself, registered (`connected`), registered while
+ * the hub drains (it sends no new streams), waiting to reconnect, or waiting after a refusal that cannot heal.
+ */
+export type HubSessionState = "connecting" | "connected" | "draining" | "backing_off" | "refused";
+
+/** One hub as status output shows it. */
+export interface HubStatus {
+  readonly url: string;
+  readonly state: HubSessionState;
+  /** The dialect of the current session (`nexus-mux.v1`, `original` …), null without one. */
+  readonly protocol: string | null;
+  /** Since when the state holds (`Date.now()`). */
+  readonly sinceMs: number;
+  /** Why the last attempt failed or the last session ended. */
+  readonly lastError: string | null;
+  /** Attempts after the first. */
+  readonly reconnects: number;
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/** Bytes the agent moved between its hubs and its local services, open streams included. */
+export interface AgentByteCounts {
+  readonly toServices: number;
+  readonly fromServices: number;
+}
+
 /** How long to wait for each handshake step (the original client waits 15 s for the challenge, §1.2). */
 const HANDSHAKE_STEP_MS = 15_000;
 /** How long a stopping agent waits for each hub to answer its close (and so to have read everything). */
@@ -55,6 +85,14 @@ export class Agent {
   readonly #housekeeping: ReturnType<typeof setInterval>;
   /** Streams from their dial to their end, over all hub sessions. */
   #streamsServed = 0;
+  /** For status: each hub and where the agent stands with it. */
+  readonly #hubs = new Map<string, Mutable<HubStatus>>();
+  /** Streams that could not reach their local service, by `host:port` (`none`: no target for the name). */
+  readonly #dialFailures = new Map<string, number>();
+  #streamsOpened = 0;
+  /** Bytes of streams that have ended; open ones are added at read time. */
+  #bytesToServices = 0;
+  #bytesFromServices = 0;
   readonly #sessions = new Map<string, MuxSession>();
   /** Streams being served, with what the node said about each (name, client address). */
   readonly #splices: SpliceSet<StreamOpenInfo>;
@@ -91,6 +129,40 @@ export class Agent {
    */
   get streamInfos(): StreamOpenInfo[] {
     return this.#splices.values();
+  }
+
+  /** Every hub and where the agent stands with it, for status output. */
+  get hubs(): HubStatus[] {
+    return this.#settings.hubUrls.map((url) =>
+      this.#hubs.get(url) ??
+        { url, state: "connecting", protocol: null, sinceMs: Date.now(), lastError: null, reconnects: 0 }
+    );
+  }
+
+  /** Whether the agent is stopping (it is then not ready). */
+  get draining(): boolean {
+    return this.#stopping.signal.aborted;
+  }
+
+  /** Streams the hubs opened so far. */
+  get streamsOpened(): number {
+    return this.#streamsOpened;
+  }
+
+  /** Streams that could not reach their local service, by target. */
+  get dialFailures(): ReadonlyMap<string, number> {
+    return this.#dialFailures;
+  }
+
+  /** Bytes moved so far to and from the local services: O(open streams), for a scrape. */
+  byteCounts(): AgentByteCounts {
+    let toServices = this.#bytesToServices;
+    let fromServices = this.#bytesFromServices;
+    for (const [splice] of this.#splices.entries()) {
+      toServices += splice.bytesAToB;
+      fromServices += splice.bytesBToA;
+    }
+    return { toServices, fromServices };
   }
 
   /** Bytes received from hubs that the local services have not taken yet (for status and tests). */
@@ -148,27 +220,51 @@ export class Agent {
   }
 
   #runHub(url: string): Promise<void> {
+    const hub: Mutable<HubStatus> = {
+      url,
+      state: "connecting",
+      protocol: null,
+      sinceMs: Date.now(),
+      lastError: null,
+      reconnects: 0,
+    };
+    this.#hubs.set(url, hub);
+    const enter = (state: HubSessionState) => {
+      if (hub.state !== state) hub.sinceMs = Date.now();
+      hub.state = state;
+    };
     return runDialledLink({
       target: url,
       kind: "hub",
+      self: "agent",
       reconnect: { ...this.#settings.reconnect, stableAfterMs: STABLE_SESSION_MS },
       signal: this.#stopping.signal,
       log: this.#log,
-      establish: () => this.#establish(url),
+      establish: () => this.#establish(url, () => enter("draining")),
+      // A wrong secret or a forbidden name stays wrong until someone changes it.
+      cannotHeal: refusalCannotHeal,
+      attempting: () => enter("connecting"),
       up: (session) => {
         this.#sessions.set(url, session);
-        this.#log.info("connected to hub", {
-          hub: url,
-          protocol: session.dialect.name,
-        });
+        hub.protocol = session.dialect.name;
+        enter(session.draining ? "draining" : "connected");
+        this.#log.info("connected to hub", { hub: url, protocol: session.dialect.name });
         this.#onConnected(url);
       },
-      down: () => this.#sessions.delete(url),
+      down: () => {
+        this.#sessions.delete(url);
+        hub.protocol = null;
+      },
+      waiting: (why, _delayMs, permanent) => {
+        hub.lastError = why;
+        hub.reconnects += 1;
+        enter(permanent ? "refused" : "backing_off");
+      },
     });
   }
 
   /** Dials one hub and completes the handshake: a session ready for streams, or why there is none. */
-  async #establish(url: string): Promise<MuxSession | LinkFailure> {
+  async #establish(url: string, onDrain: () => void): Promise<MuxSession | LinkFailure> {
     const ws = await dialWebSocket(
       url,
       {
@@ -178,7 +274,7 @@ export class Agent {
       HANDSHAKE_STEP_MS,
       this.#stopping.signal,
     );
-    if ("reason" in ws) return ws;
+    if ("reason" in ws) return { reason: withCertificateHint(ws.reason, "hubCaFile") };
     const inbox = new WebSocketInbox(ws);
     const abandon = (reason: string): LinkFailure => {
       try {
@@ -209,7 +305,10 @@ export class Agent {
       heartbeatIntervalMs: this.#settings.heartbeatIntervalMs,
       pendingMessages: inbox.detach(),
       onStreamOpened: (stream, info) => void this.#serve(stream, info),
-      onDrain: () => this.#log.info("hub is shutting down: it sends no new streams", { hub: url }),
+      onDrain: () => {
+        onDrain();
+        this.#log.info("hub is shutting down: it sends no new streams", { hub: url });
+      },
       onText: (text) => void this.#onText(session, text),
     });
     if (!session.isOpen) return { reason: "hub closed the session during the handshake" };
@@ -252,8 +351,10 @@ export class Agent {
   }
 
   async #dialAndSplice(stream: MuxStream, info: StreamOpenInfo): Promise<void> {
+    this.#streamsOpened += 1;
     const target = this.#settings.targets.resolve(info.hostname, info.isTls);
     if (target === undefined) {
+      this.#countDialFailure("none");
       this.#log.warn("stream refused: no target for this name", {
         host: info.hostname,
         protocol: info.isTls ? "tls" : "http",
@@ -269,6 +370,7 @@ export class Agent {
         signal: AbortSignal.timeout(this.#settings.connectTimeoutMs),
       });
     } catch (error) {
+      this.#countDialFailure(`${target.host}:${target.port}`);
       this.#log.warn("stream refused: cannot reach the local service", {
         host: info.hostname,
         target: `${target.host}:${target.port}`,
@@ -284,7 +386,13 @@ export class Agent {
     }
     const splice = new Splice(stream, new SocketDuplex(conn, `service ${target.host}:${target.port}`));
     const result = await this.#splices.add(splice, info);
+    this.#bytesToServices += result.bytesAToB;
+    this.#bytesFromServices += result.bytesBToA;
     this.#log.debug("stream closed", { host: info.hostname, client: info.clientAddress, why: result.reason });
+  }
+
+  #countDialFailure(target: string): void {
+    this.#dialFailures.set(target, (this.#dialFailures.get(target) ?? 0) + 1);
   }
 }
 

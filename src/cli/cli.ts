@@ -6,19 +6,20 @@
  */
 
 import { parseArgs } from "node:util";
-import denoJson from "../../deno.json" with { type: "json" };
+import { AdminListener } from "../admin/admin_listener.ts";
+import { AgentView } from "../admin/agent_view.ts";
 import { Agent } from "../agent/agent.ts";
 import { commandTokenSource, secretTokenSource } from "../agent/token_source.ts";
 import { type AgentConfig, readAgentConfig } from "../config/agent_config.ts";
 import { readNodeConfig } from "../config/node_config.ts";
 import { ConfigError, parseDurationSeconds } from "../config/yaml_reader.ts";
 import { parseHostnameClaim } from "../hostnames/hostname.ts";
-import { createLogger, setLogLevel } from "../log/logger.ts";
+import { createLogger, RateLimitedLog, setLogFormat, setLogLevel } from "../log/logger.ts";
 import { MAX_WEIGHT, signBackendToken } from "../protocol/backend_token.ts";
 import { Node } from "../node.ts";
+import { VERSION } from "../version.ts";
 
-/** The version, from `deno.json` (the one place it is kept). */
-export const VERSION: string = denoJson.version;
+export { VERSION };
 
 /** A mistake in how the program was called: one line, then the usage, exit code 2. */
 class UsageError extends Error {}
@@ -38,10 +39,14 @@ Commands:
 Run "nexus <command> --help" for a command's options.`,
   serve: `Usage: nexus serve --config FILE
 
-Runs a node. SIGTERM or SIGINT drains open streams for drainTimeoutSeconds, a second signal exits at once.`,
+Runs a node. SIGTERM or SIGINT drains open streams for drainTimeoutSeconds, a second signal exits at once.
+With an admin block, admin.listenAddress serves /healthz, /readyz, /metrics (Prometheus), /status (JSON)
+and a status page at /; readiness turns 503 as soon as the node begins to drain.`,
   agent: `Usage: nexus agent --config FILE
 
-Runs a backend agent. SIGTERM or SIGINT drains open streams for drainTimeoutSeconds, a second signal exits at once.`,
+Runs a backend agent. SIGTERM or SIGINT drains open streams for drainTimeoutSeconds, a second signal exits at once.
+With an admin block, admin.listenAddress serves /healthz, /readyz (200 once a hub session is registered),
+/metrics, /status and a status page at /.`,
   token: `Usage: nexus token --secret-file FILE --hostname NAME [--hostname NAME...] [options]
 
 Prints an HS256 backend token signed with the secret in FILE (the node's backendsJWTSecret).
@@ -71,9 +76,10 @@ export async function runCli(args: readonly string[]): Promise<number> {
         throw new UsageError("a command is required");
       case "--help":
       case "-h":
-      case "help":
         print(USAGE.main);
         return 0;
+      case "help":
+        return help(rest);
       case "version":
       case "--version":
         if (wantsHelp(rest, "version")) return 0;
@@ -104,6 +110,19 @@ export async function runCli(args: readonly string[]): Promise<number> {
     printError(`nexus: ${error instanceof Error ? error.message : String(error)}`);
     return 1;
   }
+}
+
+/** `nexus help [COMMAND]`: the main usage, or that command's. */
+function help(args: readonly string[]): number {
+  const [topic, ...more] = args;
+  noArgs(more);
+  if (topic === undefined) {
+    print(USAGE.main);
+    return 0;
+  }
+  if (topic === "main" || !Object.hasOwn(USAGE, topic)) throw new UsageError(`unknown command "${topic}"`);
+  print(USAGE[topic]);
+  return 0;
 }
 
 function wantsHelp(args: readonly string[], command: string): boolean {
@@ -149,14 +168,20 @@ async function serve(args: readonly string[]): Promise<number> {
   const path = configPath(args);
   const { text, dir } = readConfigText(path);
   const config = readNodeConfig(text, path, dir);
-  const node = new Node(config);
+  // Signals are heard from before the node starts: a SIGTERM right after "node started" must drain, not kill.
+  let node: Node | null = null;
+  const signalled = untilSignalled(() =>
+    node?.shutdown(config.drainTimeoutSeconds * 1000) ?? Promise.resolve()
+  );
+  node = new Node(config);
   let hubFailure: unknown;
+  const started = node;
   await Promise.race([
-    untilSignalled(() => node.shutdown(config.drainTimeoutSeconds * 1000)),
+    signalled,
     // The hub can fail after the relay started only with hubAcme (state directory, port): then stop and say why.
-    node.hubReady.then(() => new Promise<never>(() => {}), async (error) => {
+    started.hubReady.then(() => new Promise<never>(() => {}), async (error) => {
       hubFailure = error;
-      await node.shutdown(0);
+      await started.shutdown(0);
     }),
   ]);
   if (hubFailure !== undefined) throw hubFailure;
@@ -169,10 +194,34 @@ async function agent(args: readonly string[]): Promise<number> {
   const { text, dir } = readConfigText(path);
   const config = readAgentConfig(text, path, dir);
   setLogLevel(config.logLevel);
+  setLogFormat(config.logFormat);
   const agent = new Agent(agentSettings(config), createLogger("agent"));
+  const admin = startAgentAdmin(agent, config);
+  // Signals are heard from before the agent dials: a SIGTERM right after it starts must drain, not kill.
+  const signalled = untilSignalled(async () => {
+    await agent.stop(config.drainTimeoutSeconds * 1000);
+    // Last: /readyz answers 503 all through the drain.
+    await admin?.close();
+  });
   agent.start();
-  await untilSignalled(() => agent.stop(config.drainTimeoutSeconds * 1000));
+  await signalled;
   return 0;
+}
+
+/** The agent's admin listener when the config has an `admin` block; throws when it cannot listen. */
+function startAgentAdmin(agent: Agent, config: AgentConfig): AdminListener | null {
+  if (config.admin === undefined) return null;
+  const view = new AgentView(agent, config);
+  const admin = new AdminListener({
+    ...config.admin,
+    view,
+    log: createLogger("admin"),
+    refusals: new RateLimitedLog(createLogger("refusals"), {
+      onEvent: (kind, fields) => view.refusal(kind, fields),
+    }),
+  });
+  admin.listen();
+  return admin;
 }
 
 /** Turns a validated agent config into the agent's settings. */

@@ -14,6 +14,7 @@ import {
   TargetMap,
   type TargetRule,
 } from "../agent/targets.ts";
+import { type AdminKeys, readAdminKeys } from "./admin_keys.ts";
 import {
   type OperationKeys,
   readOperationKeys,
@@ -29,7 +30,7 @@ export type TokenConfig =
   | { readonly kind: "command"; readonly argv: readonly string[]; readonly timeoutSeconds: number };
 
 /** Everything an agent needs. */
-export interface AgentConfig extends OperationKeys {
+export interface AgentConfig extends OperationKeys, AdminKeys {
   readonly name: string;
   readonly hubs: readonly string[];
   readonly hubCaPem?: string;
@@ -93,6 +94,7 @@ export function readAgentConfig(text: string, fileName: string, configDir: strin
       token: readToken(root.map("token", { required: true }), configDir),
       targets,
       ...readOperationKeys(root, { idleTimeoutSeconds: 0 }),
+      ...readAdminKeys(root, configDir),
       limits: {
         maxStreams: limits.integer("maxStreams", { min: 1, max: 1_000_000, default: 10_000 }),
         connectTimeoutSeconds: limits.integer("connectTimeoutSeconds", { min: 1, max: 300, default: 10 }),

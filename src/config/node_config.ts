@@ -11,17 +11,18 @@ import { stateRoot } from "../acme/state_dir.ts";
 import { normalizeHostname } from "../hostnames/hostname.ts";
 import { INITIAL_STREAM_CREDITS, MAX_DATA_PAYLOAD_BYTES } from "../protocol/frames.ts";
 import type { RelayPort, RelayProtocol } from "../relay/relay.ts";
+import { type AdminKeys, readAdminKeys } from "./admin_keys.ts";
 import {
   type OperationKeys,
   readOperationKeys,
   readStreamLimitKeys,
   type StreamLimitKeys,
 } from "./shared_keys.ts";
-import { readPemFile, readSecret, readWebSocketUrls, resolvePath } from "./sources.ts";
+import { readListenAddress, readPemFile, readSecret, readWebSocketUrls, resolvePath } from "./sources.ts";
 import { type MapReader, readYamlConfig, type ValueReader } from "./yaml_reader.ts";
 
 /** Everything a node needs. */
-export interface NodeConfig extends OperationKeys {
+export interface NodeConfig extends OperationKeys, AdminKeys {
   readonly hub: {
     readonly hostname: string;
     readonly port: number;
@@ -68,12 +69,10 @@ export interface NodeLimits extends StreamLimitKeys {
   readonly streamBufferBudgetBytes: number;
 }
 
-const ADDRESS_PATTERN = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):[0-9]{1,5}$/;
-
 /** Reads and validates a node config; throws `ConfigError` listing every problem. */
 export function readNodeConfig(text: string, fileName: string, configDir: string): NodeConfig {
   return readYamlConfig(text, fileName, (root) => {
-    const listen = parseListenAddress(root, "backendListenAddress");
+    const listen = readListenAddress(root, "backendListenAddress");
     const hubTls = readHubTls(root, configDir);
     const relayPorts = root.list("relayPorts", readRelayPort, { required: true, nonEmpty: true });
     checkDistinctPorts(root, relayPorts, listen?.port);
@@ -111,6 +110,7 @@ export function readNodeConfig(text: string, fileName: string, configDir: string
         readPemFile(root, "peerCaFile", configDir, "certificate", { required: false }),
       ),
       ...readOperationKeys(root, { idleTimeoutSeconds: 300 }),
+      ...readAdminKeys(root, configDir),
       limits: {
         maxConnections: limits.integer("maxConnections", { min: 1, max: 10_000_000, default: 20_000 }),
         maxConnectionsPerIp: limits.integer("maxConnectionsPerIp", {
@@ -222,27 +222,6 @@ function checkWritable(map: MapReader, stateDir: string): void {
     `this process may not write to ${stateDir}: the released binary may write only under ${stateRoot()} ` +
       `(fixed when it is built: scripts/compile.ts --write-dir); from source, run with --allow-write=${stateDir}`,
   );
-}
-
-/** Reads `key` as `host:port`, `:port` or `[v6]:port`; an empty host means every address. */
-function parseListenAddress(
-  map: MapReader,
-  key: string,
-): { hostname: string; port: number } | undefined {
-  const text = map.string(key, {
-    required: true,
-    pattern: ADDRESS_PATTERN,
-    patternHint: "host:port, e.g. :8443",
-  });
-  if (!ADDRESS_PATTERN.test(text)) return undefined;
-  const colon = text.lastIndexOf(":");
-  const port = Number(text.slice(colon + 1));
-  if (port > 65_535) {
-    map.problem(key, `port ${port} is out of range 0-65535`);
-    return undefined;
-  }
-  const host = text.slice(0, colon).replace(/^\[|\]$/g, "");
-  return { hostname: host === "" ? "0.0.0.0" : host, port };
 }
 
 /** `443` (TLS), `80` (HTTP), or `{ port: 8080, protocol: http }`. */

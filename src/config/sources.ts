@@ -10,6 +10,8 @@ import type { MapReader } from "./yaml_reader.ts";
 /** Environment variables a secret may come from: the compiled binary may read only `NEXUS_*` variables. */
 const SECRET_ENV_PATTERN = /^NEXUS_[A-Z0-9_]+$/;
 
+const ADDRESS_PATTERN = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):[0-9]{1,5}$/;
+
 /** Resolves a path from the config relative to the config file's directory. */
 export function resolvePath(configDir: string, path: string): string {
   return path.startsWith("/") || /^[A-Za-z]:[\\/]/.test(path) ? path : `${configDir}/${path}`;
@@ -94,6 +96,28 @@ export function readPemFile(
     return undefined;
   }
   return text;
+}
+
+/** Reads `key` as `host:port`, `:port` or `[v6]:port`; an empty host means every address. */
+export function readListenAddress(
+  map: MapReader,
+  key: string,
+  example = ":8443",
+): { hostname: string; port: number } | undefined {
+  const text = map.string(key, {
+    required: true,
+    pattern: ADDRESS_PATTERN,
+    patternHint: `host:port, e.g. ${example}`,
+  });
+  if (!ADDRESS_PATTERN.test(text)) return undefined;
+  const colon = text.lastIndexOf(":");
+  const port = Number(text.slice(colon + 1));
+  if (port > 65_535) {
+    map.problem(key, `port ${port} is out of range 0-65535`);
+    return undefined;
+  }
+  const host = text.slice(0, colon).replace(/^\[|\]$/g, "");
+  return { hostname: host === "" ? "0.0.0.0" : host, port };
 }
 
 /**

@@ -25,6 +25,8 @@ export interface Backend {
   readonly claims: readonly HostnameClaim[];
   readonly weight: number;
   readonly session: MuxSession;
+  /** When it registered (`Date.now()`), for status output. */
+  readonly connectedAtMs: number;
 }
 
 /** Limits and settings of the hub. */
@@ -206,6 +208,7 @@ export class Hub {
       claims: claims.hostnames,
       weight: claims.weight,
       session,
+      connectedAtMs: Date.now(),
     };
     let inPool = false;
     leavePool = () => {
@@ -247,9 +250,10 @@ export class Hub {
   }
 }
 
+/** Refuses a backend: the close frame goes out, and nothing of the connection is kept while it answers. */
 function closeQuietly(ws: WebSocketConnection, code: number, reason: string): void {
   try {
-    ws.close(code, truncateReason(reason));
+    ws.closeAndDrop(code, truncateReason(reason));
   } catch {
     // Already closed.
   }

@@ -17,7 +17,8 @@
  * @module
  */
 
-import { type EndpointRequest, parseEndpointRequest } from "../http/endpoint_request.ts";
+import type { EndpointRequest } from "../http/endpoint_request.ts";
+import { readEndpointRequest } from "../http/read_endpoint_request.ts";
 import type { Logger, RateLimitedLog } from "../log/logger.ts";
 import type { Admission, AdmissionTicket } from "../relay/admission.ts";
 import { SocketDuplex } from "../stream/socket_duplex.ts";
@@ -468,7 +469,7 @@ export class HubListener {
       closeQuietly(conn);
       return;
     }
-    const head = await readRequestHead(conn);
+    const head = await readEndpointRequest(conn);
     if (head === null) {
       closeQuietly(conn);
       return;
@@ -520,27 +521,6 @@ export class HubListener {
   #track(work: Promise<void>): void {
     this.#handlers.add(work);
     void work.finally(() => this.#handlers.delete(work));
-  }
-}
-
-/** Reads until the request head is complete or refused; null if the connection ended first. */
-async function readRequestHead(conn: Deno.Conn) {
-  let bytes = new Uint8Array(0);
-  const chunk = new Uint8Array(4096);
-  for (;;) {
-    const result = parseEndpointRequest(bytes);
-    if (result.kind !== "incomplete") return { result, bytes };
-    let n: number | null;
-    try {
-      n = await conn.read(chunk);
-    } catch {
-      return null;
-    }
-    if (n === null) return null;
-    const grown = new Uint8Array(bytes.length + n);
-    grown.set(bytes);
-    grown.set(chunk.subarray(0, n), bytes.length);
-    bytes = grown;
   }
 }
 

@@ -76,6 +76,8 @@ export interface DialledLinkOptions extends LinkHooks {
   readonly target: string;
   /** `hub` or `peer`: the words of the log lines. */
   readonly kind: string;
+  /** `agent` or `node`: what this side is, in the log lines. */
+  readonly self: string;
   readonly reconnect: ReconnectPolicy;
   /** Aborted when the process stops: no more dials, and the wait between them ends at once. */
   readonly signal: AbortSignal;
@@ -84,6 +86,15 @@ export interface DialledLinkOptions extends LinkHooks {
   establish(): Promise<MuxSession | LinkFailure>;
   /** Checked after every attempt: true ends the loop (the mesh found its own URL among its peers). */
   giveUp?(): boolean;
+  /**
+   * Whether why a session ended says it can never succeed as configured (an original Go node refuses a
+   * token only by closing a session that looked established): the next dial then waits the longest.
+   */
+  cannotHeal?(why: string): boolean;
+  /** An attempt starts (for status). */
+  attempting?(): void;
+  /** An attempt failed or a session ended: the next dial comes after `delayMs` (for status). */
+  waiting?(why: string, delayMs: number, permanent: boolean): void;
 }
 
 /** Keeps one dialled link up until `signal` aborts: establish, hold, back off, again. */
@@ -91,6 +102,7 @@ export async function runDialledLink(options: DialledLinkOptions): Promise<void>
   const backoff = new Backoff(options.reconnect);
   const { log, target, kind, signal } = options;
   while (!signal.aborted) {
+    options.attempting?.();
     const outcome = await options.establish().catch((error): LinkFailure => ({ reason: describe(error) }));
     if (signal.aborted) {
       if (!("reason" in outcome)) outcome.close(1000, "shutting down");
@@ -107,12 +119,19 @@ export async function runDialledLink(options: DialledLinkOptions): Promise<void>
       why = end.reason;
     }
     if (signal.aborted || options.giveUp?.()) return;
-    const permanent = "permanent" in outcome && outcome.permanent === true;
+    const permanent = ("permanent" in outcome && outcome.permanent === true) ||
+      options.cannotHeal?.(why) === true;
     const delayMs = backoff.next({ establishedForMs, permanent });
     const fields = { [kind]: target, why, retry_in_ms: delayMs };
-    if (establishedForMs !== null) log.warn(`${kind} session ended; reconnecting`, fields);
-    else if (permanent) log.error(`${kind} refused this side for good; retrying at the slowest pace`, fields);
+    if (permanent) {
+      log.error(
+        `the ${kind} refused this ${options.self} for a reason that cannot heal: fix the token or the node's ` +
+          "configuration; retrying at the slowest backoff",
+        fields,
+      );
+    } else if (establishedForMs !== null) log.warn(`${kind} session ended; reconnecting`, fields);
     else log.error(`cannot connect to ${kind}; retrying`, fields);
+    options.waiting?.(why, delayMs, permanent);
     await sleep(delayMs, signal);
   }
 }

@@ -1,5 +1,6 @@
 /**
- * One-line, key=value logging to stderr, and rate-limited reporting for events that can come in floods.
+ * One-line logging to stderr, as `key=value` text or as JSON lines (`logFormat`), and rate-limited reporting for
+ * events that can come in floods.
  *
  * @module
  */
@@ -13,6 +14,16 @@ let minimumRank = LEVEL_RANK.info;
 /** Sets the lowest level that is printed (default `info`). */
 export function setLogLevel(level: LogLevel): void {
   minimumRank = LEVEL_RANK[level];
+}
+
+/** How lines are written: `text` (`ts LEVEL component: message key=value ...`) or `json` (one object a line). */
+export type LogFormat = "text" | "json";
+
+let format: LogFormat = "text";
+
+/** Sets how lines are written (default `text`). */
+export function setLogFormat(next: LogFormat): void {
+  format = next;
 }
 
 /** Field values printed after the message as `key=value`. */
@@ -33,14 +44,37 @@ function formatValue(value: string | number | boolean): string {
   return /^[^\s"=]+$/.test(text) ? text : JSON.stringify(text);
 }
 
+/** The keys every JSON line starts with; a field of the same name is written as `field_<name>`. */
+const JSON_LINE_KEYS: ReadonlySet<string> = new Set(["ts", "level", "component", "msg"]);
+
+/** One log line as written, without its line feed. Pure. */
+export function formatLogLine(
+  lineFormat: LogFormat,
+  line: { ts: Date; level: LogLevel; component: string; message: string; fields?: LogFields },
+): string {
+  const { ts, level, component, message, fields } = line;
+  if (lineFormat === "json") {
+    const object: Record<string, string | number | boolean> = {
+      ts: ts.toISOString(),
+      level,
+      component,
+      msg: message,
+    };
+    for (const [key, value] of Object.entries(fields ?? {})) {
+      if (value !== undefined) object[JSON_LINE_KEYS.has(key) ? `field_${key}` : key] = value;
+    }
+    return JSON.stringify(object);
+  }
+  let text = `${ts.toISOString()} ${level.toUpperCase().padEnd(5)} ${component}: ${message}`;
+  for (const [key, value] of Object.entries(fields ?? {})) {
+    if (value !== undefined) text += ` ${key}=${formatValue(value)}`;
+  }
+  return text;
+}
+
 function emit(level: LogLevel, component: string, message: string, fields?: LogFields): void {
   if (LEVEL_RANK[level] < minimumRank) return;
-  let line = `${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${component}: ${message}`;
-  if (fields) {
-    for (const [key, value] of Object.entries(fields)) {
-      if (value !== undefined) line += ` ${key}=${formatValue(value)}`;
-    }
-  }
+  const line = formatLogLine(format, { ts: new Date(), level, component, message, fields });
   try {
     Deno.stderr.writeSync(encoder.encode(line + "\n"));
   } catch {
@@ -56,6 +90,8 @@ function emit(level: LogLevel, component: string, message: string, fields?: LogF
  * import { createLogger } from "./logger.ts";
  * createLogger("relay").info("listening", { port: 443 });
  * // 2026-11-26T11:02:38.123Z INFO  relay: listening port=443
+ * // or, with setLogFormat("json"):
+ * // {"ts":"2026-11-26T11:02:38.123Z","level":"info","component":"relay","msg":"listening","port":443}
  * ```
  */
 export function createLogger(component: string): Logger {
@@ -79,9 +115,20 @@ export class RateLimitedLog {
   readonly #windowMs: number;
   readonly #windows = new Map<string, { startMs: number; logged: number; suppressed: number }>();
   readonly #totals = new Map<string, number>();
+  readonly #onEvent: ((kind: string, fields: LogFields | undefined) => void) | undefined;
 
-  constructor(log: Logger, options: { level?: LogLevel; perWindow?: number; windowMs?: number } = {}) {
+  /** `onEvent` sees every event, logged or not (the node counts them into its metrics there). */
+  constructor(
+    log: Logger,
+    options: {
+      level?: LogLevel;
+      perWindow?: number;
+      windowMs?: number;
+      onEvent?: (kind: string, fields: LogFields | undefined) => void;
+    } = {},
+  ) {
     this.#log = log;
+    this.#onEvent = options.onEvent;
     this.#level = options.level ?? "info";
     this.#perWindow = options.perWindow ?? 5;
     this.#windowMs = options.windowMs ?? 10_000;
@@ -90,6 +137,7 @@ export class RateLimitedLog {
   /** Counts one event of `kind`, logging it unless its window's allowance is used up. */
   event(kind: string, message: string, fields?: LogFields): void {
     this.#totals.set(kind, (this.#totals.get(kind) ?? 0) + 1);
+    this.#onEvent?.(kind, fields);
     const now = Date.now();
     let window = this.#windows.get(kind);
     if (window === undefined || now - window.startMs >= this.#windowMs) {

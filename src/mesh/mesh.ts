@@ -17,6 +17,7 @@ import { singleHeader } from "../http/endpoint_request.ts";
 import type { HubRequest } from "../hub/hub_listener.ts";
 import { MAX_BATCHED_MESSAGE_BYTES } from "../protocol/frames.ts";
 import type { WebSocketConnection } from "../transport/websocket.ts";
+import { withCertificateHint } from "../transport/certificate_hint.ts";
 import { isUpgradeRequest, offeredSubprotocols, upgradeRefusal } from "../transport/websocket_accept.ts";
 import type { BufferBudget } from "../mux/flow_control.ts";
 import type { MessageSocket } from "../transport/message_socket.ts";
@@ -50,6 +51,20 @@ const STABLE_LINK_MS = 30_000;
 /** Where the link to one configured peer URL stands. */
 export type PeerDialState = "dialling" | "linked" | "this node";
 
+/** A peer as status output shows it: a configured URL this node dials, or a node that dialled in. */
+export interface PeerStatus {
+  /** The configured URL, or `ip:port` of a node that dialled in. */
+  readonly url: string;
+  readonly direction: "outbound" | "inbound";
+  readonly state: PeerDialState;
+  /** The open link, whose announced names the router knows. */
+  readonly link: MuxSession | null;
+  /** Why the last attempt failed or the last link ended (outbound only). */
+  readonly lastError: string | null;
+  /** Since when the state holds (`Date.now()`). */
+  readonly sinceMs: number;
+}
+
 /** Links to peer nodes and the routes they announced. */
 export class Mesh {
   readonly #settings: MeshSettings;
@@ -66,6 +81,13 @@ export class Mesh {
   readonly #dialling = new Map<string, string>();
   readonly #peerStates = new Map<string, PeerDialState>();
   readonly #selfUrls = new Set<string>();
+  /** For status: each configured peer's open link, last error and since when its state holds. */
+  readonly #dialled = new Map<
+    string,
+    { link: MuxSession | null; lastError: string | null; sinceMs: number }
+  >();
+  /** For status: links other nodes dialled, by the address they came from, and since when. */
+  readonly #dialledIn = new Map<MuxSession, { remote: string; sinceMs: number }>();
   #announceVersion = 0;
   #withdrawn = false;
 
@@ -91,6 +113,30 @@ export class Mesh {
   /** Each configured peer URL and where its link stands, for status output and tests. */
   get peerStates(): ReadonlyMap<string, PeerDialState> {
     return this.#peerStates;
+  }
+
+  /** Every configured peer and every node that dialled in, for status output. */
+  peers(): PeerStatus[] {
+    const outbound = this.#settings.peerUrls.map((url): PeerStatus => {
+      const dialled = this.#dialled.get(url);
+      return {
+        url,
+        direction: "outbound",
+        state: this.#peerStates.get(url) ?? "dialling",
+        link: dialled?.link ?? null,
+        lastError: dialled?.lastError ?? null,
+        sinceMs: dialled?.sinceMs ?? Date.now(),
+      };
+    });
+    const inbound = [...this.#dialledIn].map(([link, { remote, sinceMs }]): PeerStatus => ({
+      url: remote,
+      direction: "inbound",
+      state: "linked",
+      link,
+      lastError: null,
+      sinceMs,
+    }));
+    return [...outbound, ...inbound];
   }
 
   /** Starts dialling every configured peer. */
@@ -140,7 +186,16 @@ export class Mesh {
     socket.setMaxMessageBytes(MAX_BATCHED_MESSAGE_BYTES);
     const link = this.#session(socket, `peer ${remoteAddress} (inbound)`);
     if (link === null) return;
-    const inbound = holdLink(link, { up: (l) => this.#linkUp(l), down: (l, end) => this.#linkDown(l, end) });
+    const inbound = holdLink(link, {
+      up: (l) => {
+        this.#dialledIn.set(l, { remote: remoteAddress, sinceMs: Date.now() });
+        this.#linkUp(l);
+      },
+      down: (l, end) => {
+        this.#dialledIn.delete(l);
+        this.#linkDown(l, end);
+      },
+    });
     this.#inbound.add(inbound);
     void inbound.finally(() => this.#inbound.delete(inbound));
     await inbound;
@@ -182,21 +237,26 @@ export class Mesh {
     return runDialledLink({
       target: url,
       kind: "peer",
+      self: "node",
       reconnect: { ...this.#settings.reconnect, stableAfterMs: STABLE_LINK_MS },
       signal: this.#stopping.signal,
       log: this.#log,
       establish: () => this.#establish(url),
+      attempting: () => this.#setPeerState(url, "dialling"),
       up: (link) => {
-        this.#peerStates.set(url, "linked");
+        this.#setPeerState(url, "linked");
+        this.#dialled.get(url)!.link = link;
         this.#linkUp(link);
       },
       down: (link, end) => {
-        this.#peerStates.set(url, "dialling");
+        this.#dialled.get(url)!.link = null;
+        this.#setPeerState(url, "dialling");
         this.#linkDown(link, end);
       },
+      waiting: (why) => (this.#dialled.get(url)!.lastError = why),
       giveUp: () => {
         if (!this.#selfUrls.has(url)) return false;
-        this.#peerStates.set(url, "this node");
+        this.#setPeerState(url, "this node");
         this.#log.warn("peer URL leads back to this node; not dialling it again", { peer: url });
         return true;
       },
@@ -205,7 +265,6 @@ export class Mesh {
 
   /** Dials one peer with a fresh token: an open link, or why there is none. */
   async #establish(url: string): Promise<MuxSession | LinkFailure> {
-    this.#peerStates.set(url, "dialling");
     const jti = crypto.randomUUID();
     const token = await new SignJWT({})
       .setProtectedHeader({ alg: "HS256", typ: "JWT" })
@@ -227,7 +286,7 @@ export class Mesh {
       CONNECT_TIMEOUT_MS,
       this.#stopping.signal,
     ).finally(() => this.#dialling.delete(jti));
-    if ("reason" in ws) return ws;
+    if ("reason" in ws) return { reason: withCertificateHint(ws.reason, "peerCaFile") };
     if (ws.protocol !== MUX_SUBPROTOCOL) {
       ws.close(1000, "subprotocol not accepted");
       return { reason: `peer did not accept the ${MUX_SUBPROTOCOL} subprotocol` };
@@ -254,6 +313,14 @@ export class Mesh {
       onAnnounce: (version, routes) => this.#onAnnounce(link, version, routes),
     });
     return link.isOpen ? link : null;
+  }
+
+  #setPeerState(url: string, state: PeerDialState): void {
+    if (this.#peerStates.get(url) === state) return;
+    this.#peerStates.set(url, state);
+    const dialled = this.#dialled.get(url);
+    if (dialled === undefined) this.#dialled.set(url, { link: null, lastError: null, sinceMs: Date.now() });
+    else dialled.sinceMs = Date.now();
   }
 
   #linkUp(link: MuxSession): void {

@@ -19,6 +19,16 @@ export class StreamClosedError extends Error {
   }
 }
 
+let sendWindowStalls = 0;
+
+/**
+ * How often, in this process, a sender found its window spent and had to wait for credits: its receiver (a slow
+ * client or service) could not keep up. One count per wait, not per frame; read by the metrics at scrape time.
+ */
+export function sendWindowStallCount(): number {
+  return sendWindowStalls;
+}
+
 /**
  * The sending side: how many frames the peer allows us to send, and whether it asked us to pause.
  *
@@ -54,6 +64,7 @@ export class SendWindow {
   take(): Promise<void> {
     if (this.#closedReason !== null) return Promise.reject(new StreamClosedError(this.#closedReason));
     if (this.tryTake()) return Promise.resolve();
+    sendWindowStalls += 1;
     return new Promise((resolve, reject) => {
       this.#waiter = { resolve, reject };
     });

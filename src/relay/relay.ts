@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Router, Upstream } from "../balancer/router.ts";
+import type { RouteKind, Router, Upstream } from "../balancer/router.ts";
 import { normalizeHostname } from "../hostnames/hostname.ts";
 import { proxyErrorResponse } from "../http/responses.ts";
 import { MAX_REQUEST_HEAD_BYTES, parseRequestHead, type RequestHeadResult } from "../http/request_head.ts";
@@ -16,7 +16,7 @@ import { tlsAlert, type TlsAlertDescription } from "../sni/alerts.ts";
 import { type ClientHelloResult, MAX_CLIENT_HELLO_BYTES, parseClientHello } from "../sni/client_hello.ts";
 import type { Duplex } from "../stream/duplex.ts";
 import { SocketDuplex } from "../stream/socket_duplex.ts";
-import { Splice, SpliceSet, type SpliceSweeper } from "../stream/splice.ts";
+import { Splice, type SpliceResult, SpliceSet, type SpliceSweeper } from "../stream/splice.ts";
 import { acceptLoop } from "../transport/accept_loop.ts";
 import { formatAddress } from "../transport/net_address.ts";
 import type { Admission } from "./admission.ts";
@@ -47,6 +47,30 @@ export interface RelayDependencies {
    * name): a complete response, written before the connection closes. `undefined` routes the request.
    */
   readonly answerHttp?: (request: HttpRequestHead) => Uint8Array | undefined;
+  /** Told of each connection's milestones, for metrics; never in the way of the bytes. */
+  readonly observer?: RelayObserver;
+}
+
+/** What the relay reports of its connections as they pass their milestones (the node counts them). */
+export interface RelayObserver {
+  /** A connection was accepted on `port` (before admission). */
+  accepted(port: number): void;
+  /** Its handshake phase ended after `seconds`, routed or not. */
+  sniffed(port: number, seconds: number): void;
+  /** It was routed to a local backend or a peer; the sniffed bytes (`preludeBytes`) went first. */
+  routed(port: number, to: RouteKind, preludeBytes: number): void;
+  /** Its splice ended; the result carries the bytes it moved. */
+  closed(port: number, to: RouteKind, result: SpliceResult): void;
+  /** A peer tunnelled a client here and it was spliced to a local backend. */
+  tunnelAccepted(): void;
+}
+
+/** Byte counts and streams of the splices open now, read at scrape time. */
+export interface RelayLiveCounts {
+  readonly bytesFromClients: number;
+  readonly bytesToClients: number;
+  readonly streamsToBackends: number;
+  readonly streamsToPeers: number;
 }
 
 /** A client connection in the handshake phase, as its routing sees it. */
@@ -58,6 +82,8 @@ interface ClientHandshake {
   readonly address: string;
   /** Aborted when the admission shed this handshake to make room for another (the connection is closed). */
   readonly shed: AbortSignal;
+  /** Where it was routed, once it was. */
+  routedTo?: RouteKind;
 }
 
 /** A complete, routable HTTP request head, as the parser read it. */
@@ -69,8 +95,8 @@ export class Relay {
   readonly #listeners: Deno.TcpListener[] = [];
   /** One per listener; each ends once its listener is closed and its port free again. */
   readonly #acceptLoops: Promise<void>[] = [];
-  /** Clients spliced to their streams. */
-  readonly #clients: SpliceSet;
+  /** Clients spliced to their streams, and where each stream goes. */
+  readonly #clients: SpliceSet<RouteKind>;
   /** Tunnels from peers spliced to this node's backends. */
   readonly #tunnels: SpliceSet;
   readonly #handlers = new Set<Promise<void>>();
@@ -145,7 +171,26 @@ export class Relay {
       void stream.close("no local backend", { code: "dial_failed" });
       return;
     }
+    this.#deps.observer?.tunnelAccepted();
     void this.#tunnels.add(new Splice(stream, backendStream), undefined);
+  }
+
+  /** What the open splices have moved so far and where they go: O(open connections), for a scrape. */
+  liveCounts(): RelayLiveCounts {
+    let bytesFromClients = 0;
+    let bytesToClients = 0;
+    let streamsToPeers = 0;
+    for (const [splice, to] of this.#clients.entries()) {
+      bytesFromClients += splice.bytesAToB;
+      bytesToClients += splice.bytesBToA;
+      if (to === "peer") streamsToPeers += 1;
+    }
+    return {
+      bytesFromClients,
+      bytesToClients,
+      streamsToBackends: this.#clients.size - streamsToPeers,
+      streamsToPeers,
+    };
   }
 
   /** Stops accepting; open connections go on. */
@@ -190,6 +235,7 @@ export class Relay {
 
   #accept(listener: Deno.TcpListener, relayPort: RelayPort): Promise<void> {
     return acceptLoop(listener, (conn) => {
+      this.#deps.observer?.accepted(relayPort.port);
       const handler = this.#handle(conn, relayPort).catch((error) => {
         this.#deps.log.error("connection handler failed", { port: relayPort.port, error: describe(error) });
         closeQuietly(conn);
@@ -210,6 +256,7 @@ export class Relay {
     const remote = conn.remoteAddr as Deno.NetAddr;
     const clientAddress = formatAddress(remote);
     const acceptedMs = Date.now();
+    const acceptedAt = performance.now();
     const shed = new AbortController();
     const ticket = this.#deps.admission.admit(remote.hostname, {
       shed: () => {
@@ -256,6 +303,7 @@ export class Relay {
         : await this.#routeHttp(handshake);
       this.#handshaking.delete(conn);
       ticket.handshakeDone();
+      this.#deps.observer?.sniffed(relayPort.port, (performance.now() - acceptedAt) / 1000);
       if (routed === null) return;
       if (this.#aborted || shed.signal.aborted) {
         const why = this.#aborted ? "node shutting down" : "handshake shed";
@@ -263,7 +311,9 @@ export class Relay {
         await client.close(why);
         return;
       }
-      const result = await this.#clients.add(new Splice(client, routed), undefined);
+      const to = handshake.routedTo ?? "local";
+      const result = await this.#clients.add(new Splice(client, routed), to);
+      this.#deps.observer?.closed(relayPort.port, to, result);
       this.#deps.log.debug("connection closed", {
         client: clientAddress,
         why: result.reason,
@@ -277,7 +327,7 @@ export class Relay {
   }
 
   async #routeTls(handshake: ClientHandshake) {
-    const { conn, port: relayPort, address: clientAddress } = handshake;
+    const { conn, address: clientAddress } = handshake;
     const outcome = await sniff<ClientHelloResult>(
       conn,
       (bytes, atEof) => parseClientHello(bytes, { atEof }),
@@ -316,13 +366,13 @@ export class Relay {
         detail: "ECH offered and no backend claims exactly this public name",
       });
     }
-    const stream = this.#openStream(hostname, relayPort, clientAddress, true);
+    const stream = this.#openStream(handshake, hostname, true);
     if (typeof stream === "string") return refuse(stream, "unrecognized_name", { sni: hostname });
-    return await this.#sendPrelude(stream, outcome.bytes, handshake.client);
+    return await this.#sendPrelude(stream, outcome.bytes, handshake);
   }
 
   async #routeHttp(handshake: ClientHandshake) {
-    const { conn, port: relayPort, address: clientAddress } = handshake;
+    const { conn, address: clientAddress } = handshake;
     const outcome = await sniff<RequestHeadResult>(
       conn,
       (bytes, atEof) => parseRequestHead(bytes, { atEof }),
@@ -361,7 +411,7 @@ export class Relay {
       await handshake.client.close("answered by the node", { graceful: true });
       return null;
     }
-    const stream = this.#openStream(head.host, relayPort, clientAddress, false);
+    const stream = this.#openStream(handshake, head.host, false);
     if (typeof stream === "string") {
       return this.#refuse(
         handshake,
@@ -373,11 +423,12 @@ export class Relay {
         },
       );
     }
-    return await this.#sendPrelude(stream, outcome.bytes, handshake.client);
+    return await this.#sendPrelude(stream, outcome.bytes, handshake);
   }
 
   /** Opens a stream on the chosen route, or names the refusal. */
-  #openStream(hostname: string, relayPort: RelayPort, clientAddress: string, isTls: boolean) {
+  #openStream(handshake: ClientHandshake, hostname: string, isTls: boolean) {
+    const { port: relayPort, address: clientAddress } = handshake;
     const route = this.#deps.router.route(hostname);
     // Every backend (or peer) of a served name being at its stream limit is not the same as no backend at all.
     if (route === undefined) {
@@ -386,14 +437,21 @@ export class Relay {
     const info: StreamOpenInfo = { hostname, port: relayPort.port, clientAddress, isTls };
     const stream = route.upstream.openStream(info);
     if (stream === null) return "backend_unavailable";
+    handshake.routedTo = route.kind;
     this.#deps.log.debug("routed", { client: clientAddress, host: hostname, to: route.upstream.label });
     return stream;
   }
 
   /** Forwards the sniffed bytes, unchanged, as the stream's first data. */
-  async #sendPrelude(stream: Duplex, prelude: Uint8Array, client: SocketDuplex): Promise<Duplex | null> {
+  async #sendPrelude(
+    stream: Duplex,
+    prelude: Uint8Array,
+    handshake: ClientHandshake,
+  ): Promise<Duplex | null> {
+    const client = handshake.client;
     try {
       await stream.write(prelude);
+      this.#deps.observer?.routed(handshake.port.port, handshake.routedTo ?? "local", prelude.length);
       return stream;
     } catch (error) {
       await stream.close("prelude not delivered");
@@ -415,7 +473,10 @@ export class Relay {
       await client.close(this.#aborted ? "node shutting down" : "handshake shed");
       return null;
     }
-    this.#deps.refusals.event(kind, `connection refused: ${kind.replaceAll("_", " ")}`, fields);
+    this.#deps.refusals.event(kind, `connection refused: ${kind.replaceAll("_", " ")}`, {
+      ...fields,
+      port: String(handshake.port.port),
+    });
     if (answer !== null) {
       try {
         await client.write(answer);

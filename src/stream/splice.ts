@@ -42,6 +42,16 @@ export class Splice {
     return this.#bytesAToB + this.#bytesBToA;
   }
 
+  /** Bytes moved so far from `a` to `b` (read at scrape time, for metrics). */
+  get bytesAToB(): number {
+    return this.#bytesAToB;
+  }
+
+  /** Bytes moved so far from `b` to `a`. */
+  get bytesBToA(): number {
+    return this.#bytesBToA;
+  }
+
   /** Whether one direction has already ended while the other is still open. */
   get halfClosed(): boolean {
     return this.#endedDirections === 1;
@@ -189,6 +199,11 @@ export class SpliceSet<T = undefined> {
   /** What was remembered of each open splice. */
   values(): T[] {
     return [...this.#open.values()];
+  }
+
+  /** Each open splice with what was remembered of it. */
+  entries(): IterableIterator<[Splice, T]> {
+    return this.#open.entries();
   }
 
   /** Keeps `splice` until it is done, watched for its timeouts; resolves with how it ended. */

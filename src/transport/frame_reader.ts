@@ -42,6 +42,11 @@ export const BULK_READ_BUFFER_BYTES = 128 * 1024;
 export class FrameReader {
   /** Largest message accepted; see `WebSocketConnection.setMaxMessageBytes`. */
   maxMessageBytes: number;
+  /**
+   * Set once this side has sent its close: data frames are skipped unread (nothing is kept of them, not even
+   * for a moment) while the reader waits for the peer's close.
+   */
+  discarding = false;
   readonly #role: WebSocketRole;
   #buffer: Uint8Array;
   #start = 0;
@@ -114,6 +119,10 @@ export class FrameReader {
         // Room for the whole frame and a read's worth after it.
         if (this.#buffer.length < total) this.#moveTo(new Uint8Array(total + BULK_READ_BUFFER_BYTES));
         return { kind: "more" };
+      }
+      if (this.discarding && opcode < OPCODE_CLOSE) {
+        this.#start += total;
+        continue;
       }
       const payloadStart = this.#start + headerBytes;
       if (maskKey !== null) maskInPlace(this.#buffer, payloadStart, payloadBytes, maskKey);

@@ -208,6 +208,17 @@ export class WebSocketConnection implements MessageSocket {
     );
   }
 
+  /**
+   * Closes and lets go of the socket as soon as the close frame is written, without waiting for the peer's
+   * answer: for refusing a peer that has not proven itself, which must not keep anything of ours meanwhile
+   * (RFC 6455 §7.1.1: a server closes the TCP connection first). Same codes as {@linkcode close}.
+   */
+  closeAndDrop(code: number, reason = ""): void {
+    if (this.#readyState === CONNECTING || this.#readyState === CLOSED) return this.close(code, reason);
+    if (!this.#closeSent) this.close(code, reason);
+    void this.#flushed().then(() => this.#finish(code, reason, false));
+  }
+
   /** Whether a close started while connecting: the opening handshake must then be given up. */
   protected get closedWhileConnecting(): boolean {
     return this.#readyState === CLOSING && this.#conn === null;
@@ -339,6 +350,7 @@ export class WebSocketConnection implements MessageSocket {
 
   #sendClose(code: number, reasonBytes: Uint8Array): void {
     this.#closeSent = true;
+    if (this.#reader !== null) this.#reader.discarding = true;
     const payload = new Uint8Array(2 + reasonBytes.length);
     payload[0] = code >> 8;
     payload[1] = code & 0xff;

@@ -222,6 +222,10 @@ Deno.test("--help of the program and of every subcommand exits 0 with its usage 
     [["token", "--help"], "Usage: nexus token --secret-file FILE --hostname NAME"],
     [["check", "--help"], "Usage: nexus check --config FILE\n"],
     [["version", "--help"], "Usage: nexus version\n"],
+    [["help", "serve"], "Usage: nexus serve --config FILE\n"],
+    [["help", "agent"], "Usage: nexus agent --config FILE\n"],
+    [["help", "token"], "Usage: nexus token --secret-file FILE --hostname NAME"],
+    [["help", "check"], "Usage: nexus check --config FILE\n"],
   ];
   for (const [args, start] of cases) {
     const run = await nexus(args);
@@ -244,6 +248,8 @@ Deno.test("bad usage exits 2 with a one-line error, then the usage, on stderr", 
     ],
     [["frobnicate"], 'nexus: unknown command "frobnicate"', `Nexus Proxy ${denoJson.version}: `],
     [[], "nexus: a command is required", `Nexus Proxy ${denoJson.version}: `],
+    [["help", "frobnicate"], 'nexus: unknown command "frobnicate"', `Nexus Proxy ${denoJson.version}: `],
+    [["help", "serve", "agent"], 'nexus: unexpected argument "agent"', `Nexus Proxy ${denoJson.version}: `],
     [
       ["check", "--config", "a.yaml", "b.yaml"],
       "nexus: Unexpected argument 'b.yaml'. This command does not take positional arguments",

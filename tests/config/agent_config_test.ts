@@ -69,6 +69,9 @@ Deno.test("an agent config with every key reads into exactly these values", asyn
     "drainTimeoutSeconds: 0",
     "idleTimeoutSeconds: 604800",
     "logLevel: warn",
+    "logFormat: json",
+    "admin:",
+    '  listenAddress: "localhost:0"',
     "limits:",
     "  maxStreams: 1",
     "  connectTimeoutSeconds: 300",
@@ -93,6 +96,8 @@ Deno.test("an agent config with every key reads into exactly these values", asyn
     drainTimeoutSeconds: 0,
     idleTimeoutSeconds: 604_800,
     logLevel: "warn",
+    logFormat: "json",
+    admin: { hostname: "localhost", port: 0 },
     limits: {
       maxStreams: 1,
       connectTimeoutSeconds: 300,
@@ -118,6 +123,7 @@ Deno.test("an agent config with only the required keys gets every default", asyn
     drainTimeoutSeconds: 30,
     idleTimeoutSeconds: 0,
     logLevel: "info",
+    logFormat: "text",
     limits: {
       maxStreams: 10_000,
       connectTimeoutSeconds: 10,
@@ -240,6 +246,19 @@ Deno.test("each agent key's mistakes are reported at their line and column, with
     ["logLevel unknown", withLine(0, [REQUIRED[0]], ["logLevel: loud"]), [
       'agent.yaml:7:11: logLevel: expected one of debug, info, warn, error, got "loud"',
     ]],
+    ["logFormat unknown", withLine(0, [REQUIRED[0]], ["logFormat: JSON"]), [
+      'agent.yaml:7:12: logFormat: expected one of text, json, got "JSON"',
+    ]],
+    [
+      "an admin listener on a public IPv6 address without a token",
+      withLine(0, [REQUIRED[0]], [
+        'admin: { listenAddress: "[2001:db8::1]:9100" }',
+      ]),
+      [
+        "agent.yaml:7:25: admin.listenAddress: 2001:db8::1 is reachable from other machines: set tokenFile or " +
+        "tokenEnv, so that only who holds the token reads metrics and status, or listen on 127.0.0.1",
+      ],
+    ],
     [
       "every limit out of range, and a misspelt one",
       withLine(0, [REQUIRED[0]], [
@@ -326,6 +345,9 @@ const KEYS = [
   "reconnect",
   "initialDelaySeconds",
   "logLevel",
+  "logFormat",
+  "admin",
+  "listenAddress",
 ];
 
 Deno.test("property: arbitrary text never throws anything but a ConfigError", async () => {

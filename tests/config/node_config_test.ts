@@ -63,6 +63,10 @@ Deno.test("a config with every key reads into exactly these typed values", async
     "idleTimeoutSeconds: 0",
     "drainTimeoutSeconds: 3600",
     "logLevel: debug",
+    "logFormat: json",
+    "admin:",
+    '  listenAddress: "[::]:9100"',
+    "  tokenFile: backends.secret",
     "limits:",
     "  maxConnections: 1",
     "  maxConnectionsPerIp: 10000000",
@@ -103,6 +107,8 @@ Deno.test("a config with every key reads into exactly these typed values", async
       drainTimeoutSeconds: 3600,
       idleTimeoutSeconds: 0,
       logLevel: "debug",
+      logFormat: "json",
+      admin: { hostname: "::", port: 9100, token: TEST_JWT_SECRET },
       limits: {
         maxConnections: 1,
         maxConnectionsPerIp: 10_000_000,
@@ -147,6 +153,7 @@ Deno.test("a config with only the required keys gets every default", async () =>
       drainTimeoutSeconds: 30,
       idleTimeoutSeconds: 300,
       logLevel: "info",
+      logFormat: "text",
       limits: {
         maxConnections: 20_000,
         maxConnectionsPerIp: 1_000,
@@ -270,6 +277,48 @@ Deno.test("each key's mistakes are reported at their line and column, with what 
     ["logLevel unknown", withLine(0, REQUIRED[0], ["logLevel: verbose"]), [
       'node.yaml:6:11: logLevel: expected one of debug, info, warn, error, got "verbose"',
     ]],
+    ["logFormat unknown", withLine(0, REQUIRED[0], ["logFormat: yaml"]), [
+      'node.yaml:6:12: logFormat: expected one of text, json, got "yaml"',
+    ]],
+    [
+      "an admin listener on every address without a token",
+      withLine(0, REQUIRED[0], [
+        "admin:",
+        '  listenAddress: ":9100"',
+      ]),
+      [
+        "node.yaml:7:18: admin.listenAddress: 0.0.0.0 is reachable from other machines: set tokenFile or " +
+        "tokenEnv, so that only who holds the token reads metrics and status, or listen on 127.0.0.1",
+      ],
+    ],
+    [
+      "an admin listener on a public address, its token variable unset",
+      withLine(0, REQUIRED[0], [
+        "admin:",
+        '  listenAddress: "192.0.2.10:9100"',
+        "  tokenEnv: NEXUS_NODE_CONFIG_TEST_UNSET",
+      ]),
+      [
+        "node.yaml:8:13: admin.tokenEnv: environment variable NEXUS_NODE_CONFIG_TEST_UNSET is not set",
+      ],
+    ],
+    [
+      "an admin block without an address, its token too short",
+      withLine(0, REQUIRED[0], [
+        "admin:",
+        '  token: "short"',
+        "  tokenfile: x",
+      ]),
+      [
+        "node.yaml:7:3: admin.listenAddress: required key is missing",
+        "node.yaml:7:10: admin.token: the secret must be at least 16 characters long",
+        "node.yaml:8:3: admin.tokenfile: unknown key; did you mean `tokenFile`?",
+      ],
+    ],
+    ["an admin address that is not host:port", withLine(0, REQUIRED[0], ["admin: { listenAddress: 9100 }"]), [
+      'node.yaml:6:25: admin.listenAddress: expected host:port, e.g. 127.0.0.1:9100, got "9100", which YAML ' +
+      "reads as a number; quote it to make it a string",
+    ]],
     ["limits not a mapping", withLine(0, REQUIRED[0], ["limits: 5"]), [
       'node.yaml:6:9: limits: expected a mapping, got "5"',
     ]],
@@ -380,6 +429,10 @@ const KEYS = [
   "idleTimeoutSeconds",
   "drainTimeoutSeconds",
   "logLevel",
+  "logFormat",
+  "admin",
+  "listenAddress",
+  "tokenFile",
   "limits",
   "handshakeTimeouts",
   "maxConnections",

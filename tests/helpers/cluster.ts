@@ -9,6 +9,7 @@ import { Agent, type AgentSettings } from "../../src/agent/agent.ts";
 import { type Target, TargetMap, type TargetRule } from "../../src/agent/targets.ts";
 import { secretTokenSource, type TokenSource } from "../../src/agent/token_source.ts";
 import type { HubAcmeSettings } from "../../src/acme/hub_certificate.ts";
+import type { AdminSettings } from "../../src/config/admin_keys.ts";
 import type { NodeConfig, NodeLimits } from "../../src/config/node_config.ts";
 import { createLogger } from "../../src/log/logger.ts";
 import { Node } from "../../src/node.ts";
@@ -33,6 +34,10 @@ export interface TestNodeOptions {
   readonly hubAcme?: HubAcmeSettings;
   /** Wait until the hub listens (default true; with `hubAcme` it may never, when no certificate can be had). */
   readonly waitForHub?: boolean;
+  /** An admin listener (`admin` block). */
+  readonly admin?: AdminSettings;
+  /** Trust no private CA for peers (`null`); default: the test CA. */
+  readonly peerCaPem?: null;
 }
 
 /** A running test node. */
@@ -57,6 +62,7 @@ export async function startTestNode(options: TestNodeOptions = {}): Promise<Test
       keyPem: options.hubAcme ? "" : certs.hub.keyPem,
     },
     ...(options.hubAcme ? { hubAcme: options.hubAcme } : {}),
+    ...(options.admin ? { admin: options.admin } : {}),
     relay: {
       bindAddress: "127.0.0.1",
       ports: options.relayPorts ?? [{ port: 0, protocol: "tls" }, { port: 0, protocol: "http" }],
@@ -64,10 +70,11 @@ export async function startTestNode(options: TestNodeOptions = {}): Promise<Test
     backendsJwtSecret: TEST_JWT_SECRET,
     ...(options.peerSecret === null ? {} : { peerSecret: options.peerSecret ?? TEST_PEER_SECRET }),
     peers: options.peers ?? [],
-    peerCaPem: certs.ca.certPem,
+    ...(options.peerCaPem === null ? {} : { peerCaPem: certs.ca.certPem }),
     idleTimeoutSeconds: options.idleTimeoutSeconds ?? 0,
     drainTimeoutSeconds: 0,
     logLevel: (Deno.env.get("NEXUS_TEST_LOG_LEVEL") as NodeConfig["logLevel"] | undefined) ?? "error",
+    logFormat: "text",
     limits: {
       maxConnections: 100_000,
       maxConnectionsPerIp: 100_000,

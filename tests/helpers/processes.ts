@@ -268,6 +268,12 @@ export async function spawnNode(
   }
 }
 
+/** The port of a child's admin listener, from its `admin listening` log line. */
+export async function adminPortOf(process: WatchedProcess): Promise<number> {
+  const line = await process.waitForLine(/admin listening/);
+  return Number(/address=[^ ]*:(\d+)/.exec(line)?.[1]);
+}
+
 /** Starts `nexus agent --config FILE`; waits for its first hub session unless `waitConnected` is false. */
 export async function spawnAgent(
   configPath: string,

@@ -281,7 +281,7 @@ Deno.test("executableKind reads the OS and architecture from ELF, Mach-O and PE 
   );
 });
 
-Deno.test("without a runtime the script skips every target in one line each and exits 0", async () => {
+Deno.test("without a runtime the script skips every target in one line each and exits 1: nothing was built", async () => {
   const temp = await Deno.makeTempDir({ prefix: "nexus_compile_test_" });
   try {
     // An empty DENO_DIR holds no cached runtime, and no DENORT_BIN* variable is passed.
@@ -294,7 +294,7 @@ Deno.test("without a runtime the script skips every target in one line each and 
       "nothing built: no denort runtime was available for any target; see the lines above",
       "",
     ]);
-    equal(run.code, 0);
+    equal(run.code, 1, "a release script must not take an empty dist/ for success");
     deepEqual([...Deno.readDirSync(join(temp, "dist"))], [], "nothing is written, not even SHA256SUMS");
   } finally {
     await Deno.remove(temp, { recursive: true });
