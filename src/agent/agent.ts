@@ -17,6 +17,7 @@ import { type HubMessage, type HubMessageType, parseHubMessage } from "../protoc
 import { SocketDuplex } from "../stream/socket_duplex.ts";
 import { Splice, SpliceSweeper } from "../stream/splice.ts";
 import { countFreeDescriptors, RESERVED_DESCRIPTORS } from "../system/descriptors.ts";
+import { dialTarget } from "./dial_target.ts";
 import type { TargetMap } from "./targets.ts";
 import type { TokenSource } from "./token_source.ts";
 
@@ -245,11 +246,7 @@ export class Agent {
     }
     let conn: Deno.TcpConn;
     try {
-      conn = await Deno.connect({
-        hostname: target.host,
-        port: target.port,
-        signal: AbortSignal.timeout(this.#settings.connectTimeoutMs),
-      });
+      conn = await dialTarget(target, info, this.#settings.connectTimeoutMs);
     } catch (error) {
       this.#log.warn("stream refused: cannot reach the local service", {
         host: info.hostname,
@@ -258,11 +255,6 @@ export class Agent {
       });
       await stream.close("dial failed", { code: "dial_failed" });
       return;
-    }
-    try {
-      conn.setNoDelay(true);
-    } catch {
-      // Only latency.
     }
     const splice = new Splice(stream, new SocketDuplex(conn, `service ${target.host}:${target.port}`));
     this.#splices.set(splice, info);
