@@ -14,7 +14,7 @@ import type { MuxStream } from "../mux/stream.ts";
 import { WebSocketClient } from "../transport/websocket_client.ts";
 import type { StreamOpenInfo } from "../protocol/frames.ts";
 import { type HubMessage, type HubMessageType, parseHubMessage } from "../protocol/hub_messages.ts";
-import { SocketDuplex } from "../stream/socket_duplex.ts";
+import type { Duplex } from "../stream/duplex.ts";
 import { Splice, SpliceSweeper } from "../stream/splice.ts";
 import { countFreeDescriptors, RESERVED_DESCRIPTORS } from "../system/descriptors.ts";
 import { dialTarget } from "./dial_target.ts";
@@ -244,9 +244,9 @@ export class Agent {
       await stream.close("no target", { code: "dial_failed" });
       return;
     }
-    let conn: Deno.TcpConn;
+    let service: Duplex;
     try {
-      conn = await dialTarget(target, info, this.#settings.connectTimeoutMs);
+      service = await dialTarget(target, info, this.#settings.connectTimeoutMs);
     } catch (error) {
       this.#log.warn("stream refused: cannot reach the local service", {
         host: info.hostname,
@@ -256,7 +256,7 @@ export class Agent {
       await stream.close("dial failed", { code: "dial_failed" });
       return;
     }
-    const splice = new Splice(stream, new SocketDuplex(conn, `service ${target.host}:${target.port}`));
+    const splice = new Splice(stream, service);
     this.#splices.set(splice, info);
     this.#sweeper.watch(splice);
     const result = await splice.done;

@@ -1,27 +1,26 @@
 /**
  * Dialling a stream's local target, and, for a target that asks for it, telling the service who the client
- * is: a PROXY protocol header written before any byte of the stream, built from what the node said in the
+ * is: a PROXY protocol header in front of the stream's first byte, built from what the node said in the
  * stream's `connect` event (the client's address, and the address the client reached).
  *
  * @module
  */
 
 import type { StreamOpenInfo } from "../protocol/frames.ts";
+import type { Duplex } from "../stream/duplex.ts";
+import { SocketDuplex } from "../stream/socket_duplex.ts";
 import { encodeProxyHeader, type ProxyAddresses, type ProxyHeader } from "../proxy_protocol/proxy_header.ts";
 import { formatIpAddress, type IpAddress, mapToIpv6, unmapIpv4 } from "../transport/ip_address.ts";
 import { parseSocketAddress } from "../transport/net_address.ts";
 import type { Target } from "./targets.ts";
 
 /**
- * Connects to `target` within `timeoutMs` and, when the target has `proxyProtocol`, writes the header for
- * `info` before returning; Nagle's algorithm is off. Throws when the service cannot be reached or the header
- * cannot be written (the connection is closed then).
+ * Connects to `target` within `timeoutMs` (Nagle's algorithm off), as a duplex for the stream's splice. When
+ * the target has `proxyProtocol`, the header for `info` goes in front of the first bytes the stream sends
+ * (TLS and HTTP clients speak first, and the node sends their first bytes with the stream's opening), so
+ * header and ClientHello leave in one write, one TCP segment. Throws when the service cannot be reached.
  */
-export async function dialTarget(
-  target: Target,
-  info: StreamOpenInfo,
-  timeoutMs: number,
-): Promise<Deno.TcpConn> {
+export async function dialTarget(target: Target, info: StreamOpenInfo, timeoutMs: number): Promise<Duplex> {
   const conn = await Deno.connect({
     hostname: target.host,
     port: target.port,
@@ -32,15 +31,48 @@ export async function dialTarget(
   } catch {
     // Only latency.
   }
-  if (target.proxyProtocol === undefined) return conn;
-  try {
-    const header = encodeProxyHeader(proxyHeaderFor(info), target.proxyProtocol);
-    for (let written = 0; written < header.length;) written += await conn.write(header.subarray(written));
-  } catch (error) {
-    conn.close();
-    throw error;
+  const socket = new SocketDuplex(conn, `service ${target.host}:${target.port}`);
+  if (target.proxyProtocol === undefined) return socket;
+  return new HeaderFirstDuplex(socket, encodeProxyHeader(proxyHeaderFor(info), target.proxyProtocol));
+}
+
+/** A duplex whose first bytes written are `header`, joined to the first write (or alone before its end). */
+class HeaderFirstDuplex implements Duplex {
+  readonly label: string;
+  readonly canHalfClose: boolean;
+  readonly #inner: Duplex;
+  #header: Uint8Array | null;
+
+  constructor(inner: Duplex, header: Uint8Array) {
+    this.label = inner.label;
+    this.canHalfClose = inner.canHalfClose;
+    this.#inner = inner;
+    this.#header = header;
   }
-  return conn;
+
+  read(): Promise<Uint8Array | null> {
+    return this.#inner.read();
+  }
+
+  write(chunk: Uint8Array): Promise<void> {
+    const header = this.#header;
+    if (header === null) return this.#inner.write(chunk);
+    this.#header = null;
+    const joined = new Uint8Array(header.length + chunk.length);
+    joined.set(header);
+    joined.set(chunk, header.length);
+    return this.#inner.write(joined);
+  }
+
+  async closeWrite(): Promise<void> {
+    // A stream that ends before its first byte still tells the service who it was.
+    if (this.#header !== null) await this.write(new Uint8Array());
+    await this.#inner.closeWrite();
+  }
+
+  close(reason: string, options?: { graceful?: boolean }): Promise<void> {
+    return this.#inner.close(reason, options);
+  }
 }
 
 /**

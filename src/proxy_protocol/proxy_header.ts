@@ -68,7 +68,8 @@ const V2_FIXED_BYTES = 16;
 /** The longest header of either version accepted here. */
 export const MAX_PROXY_HEADER_BYTES = V2_FIXED_BYTES + MAX_V2_BLOCK_BYTES;
 
-const V1_SIGNATURE = new TextEncoder().encode("PROXY ");
+const encoder = new TextEncoder();
+const V1_SIGNATURE = encoder.encode("PROXY ");
 /** `\r\n\r\n\0\r\nQUIT\n` (spec §2.2). */
 const V2_SIGNATURE = Uint8Array.of(0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a);
 const V2_VERSION = 0x20;
@@ -142,9 +143,9 @@ export function encodeProxyHeader(header: ProxyHeader, version: ProxyVersion): U
   const addresses = header.command === "proxy" ? header.addresses : null;
   const ends = addresses === null ? null : endpointsOf(addresses);
   if (version === 1) {
-    if (ends === null) return new TextEncoder().encode("PROXY UNKNOWN\r\n");
+    if (ends === null) return encoder.encode("PROXY UNKNOWN\r\n");
     const [source, destination] = ends;
-    return new TextEncoder().encode(
+    return encoder.encode(
       `PROXY ${addresses!.family.toUpperCase()} ${formatIpAddress(source)} ${formatIpAddress(destination)} ` +
         `${addresses!.source.port} ${addresses!.destination.port}\r\n`,
     );

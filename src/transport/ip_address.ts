@@ -12,7 +12,8 @@ export interface IpAddress {
   readonly bytes: Uint8Array;
 }
 
-const IPV4_OCTET = /^(?:0|[1-9][0-9]{0,2})$/;
+const DOT = 0x2e;
+const ZERO = 0x30;
 const HEX_GROUP = /^[0-9a-fA-F]{1,4}$/;
 
 /**
@@ -94,11 +95,30 @@ export function mapToIpv6(address: IpAddress): IpAddress {
   return { family: 6, bytes };
 }
 
+/** Dotted decimal, by hand: addresses are parsed per connection, and this is several times faster than split. */
 function parseIpv4(text: string): Uint8Array | null {
-  const parts = text.split(".");
-  if (parts.length !== 4 || !parts.every((part) => IPV4_OCTET.test(part))) return null;
-  const octets = parts.map(Number);
-  return octets.every((octet) => octet <= 255) ? Uint8Array.from(octets) : null;
+  const out = new Uint8Array(4);
+  let part = 0;
+  let value = 0;
+  let digits = 0;
+  for (let i = 0; i <= text.length; i++) {
+    // The end of the text ends the last octet as a dot would.
+    const c = i < text.length ? text.charCodeAt(i) : DOT;
+    if (c === DOT) {
+      if (digits === 0 || part > 3) return null;
+      out[part++] = value;
+      value = 0;
+      digits = 0;
+    } else if (c >= ZERO && c <= ZERO + 9) {
+      if (digits > 0 && value === 0) return null; // a leading zero
+      value = value * 10 + (c - ZERO);
+      digits += 1;
+      if (value > 255) return null;
+    } else {
+      return null;
+    }
+  }
+  return part === 4 ? out : null;
 }
 
 function parseIpv6(text: string): Uint8Array | null {
