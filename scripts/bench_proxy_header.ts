@@ -8,7 +8,7 @@
  * (full handshake with the service, then close) for `--seconds`, one name per run. Runs are interleaved
  * (plain, v1, v2, then v1, v2, plain, ...) for `--rounds` rounds, so drift on a noisy machine spreads over all
  * three; the report gives each variant's median of connections per second and of node and agent CPU per
- * connection (from `/proc/<pid>/stat`). Before measuring, one request per proxied name checks that nginx saw
+ * connection (from `/proc/<pid>/stat`), and the median of each round's ratio to its run without a header. Before measuring, one request per proxied name checks that nginx saw
  * the client's address from the header.
  *
  * Options: --rounds N (default 7), --seconds S (default 3). Every connection must finish within 10 s and
@@ -274,22 +274,26 @@ async function main(): Promise<void> {
       );
     }
   }
+  // Besides the medians, each proxied run against the run without a header of the same round: on a shared
+  // machine the load drifts from minute to minute, and a round's three runs see about the same load.
   const base = results.get("plain")!;
-  const baseRate = median(base.map((r) => r.connectionsPerSecond));
+  const pairedChange = (runs: readonly RunResult[], metric: (r: RunResult) => number) =>
+    `${((median(runs.map((r, round) => metric(r) / metric(base[round]))) - 1) * 100).toFixed(1)}%`;
   console.log(
-    `\nmedians of ${rounds} interleaved runs of ${seconds} s, ${CONCURRENCY} connections at a time:`,
+    `\nmedians of ${rounds} interleaved runs of ${seconds} s, ${CONCURRENCY} connections at a time ` +
+      "(changes: median of each round's ratio to its run without a header):",
   );
-  console.log("| variant | conn/s | vs no header | node CPU µs/conn | agent CPU µs/conn |");
-  console.log("| ------- | -----: | -----------: | ---------------: | ----------------: |");
+  console.log("| variant | conn/s | change | node CPU µs/conn | change | agent CPU µs/conn | change |");
+  console.log("| ------- | -----: | -----: | ---------------: | -----: | ----------------: | -----: |");
   for (const [variant, runs] of results) {
-    const rate = median(runs.map((r) => r.connectionsPerSecond));
-    console.log(
-      `| ${variant === "plain" ? "no header" : `PROXY ${variant}`} | ${rate.toFixed(0)} | ${
-        ((rate / baseRate - 1) * 100).toFixed(1)
-      }% | ${median(runs.map((r) => r.nodeCpuMicrosPerConnection)).toFixed(0)} | ${
-        median(runs.map((r) => r.agentCpuMicrosPerConnection)).toFixed(0)
-      } |`,
-    );
+    const rate = (r: RunResult) => r.connectionsPerSecond;
+    const nodeCpu = (r: RunResult) => r.nodeCpuMicrosPerConnection;
+    const agentCpu = (r: RunResult) => r.agentCpuMicrosPerConnection;
+    const cells = [rate, nodeCpu, agentCpu].flatMap((metric) => [
+      median(runs.map(metric)).toFixed(0),
+      variant === "plain" ? "" : pairedChange(runs, metric),
+    ]);
+    console.log(`| ${variant === "plain" ? "no header" : `PROXY ${variant}`} | ${cells.join(" | ")} |`);
   }
   for (const child of [agent, node, nginx]) {
     child.kill("SIGTERM");

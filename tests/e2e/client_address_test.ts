@@ -74,6 +74,11 @@ async function assertEveryServiceSeesTheClient(
         `${exchange.local} ${destination(protocol)}`,
         `${hostname} over ${protocol}: the client's address and port, then the relay address it reached`,
       );
+      assert.equal(
+        exchange.headers.get("x-remote"),
+        exchange.local,
+        `${hostname}: the service's own client address`,
+      );
     }
   }
 }

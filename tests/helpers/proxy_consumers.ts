@@ -39,7 +39,8 @@ export interface ProxyConsumer {
 
 /**
  * Starts nginx answering `<$proxy_protocol_addr>:<$proxy_protocol_port> <server addr>:<server port>` (the
- * header's source and destination) on both listeners; the TLS one serves the test service certificate.
+ * header's source and destination) on both listeners, with its own `$remote_addr:$remote_port` (set from the
+ * header by the realip module) in an `X-Remote` header; the TLS one serves the test service certificate.
  */
 export async function startNginxConsumer(): Promise<ProxyConsumer> {
   const dir = await Deno.makeTempDir({ prefix: "nexus-nginx-" });
@@ -68,6 +69,10 @@ export async function startNginxConsumer(): Promise<ProxyConsumer> {
       `    listen 127.0.0.1:${tlsPort} ssl proxy_protocol;`,
       `    ssl_certificate ${dir}/service.crt;`,
       `    ssl_certificate_key ${dir}/service.key;`,
+      // The README's advice: with it, nginx's own $remote_addr (its logs, its access rules) is the client.
+      "    set_real_ip_from 127.0.0.1;",
+      "    real_ip_header proxy_protocol;",
+      '    add_header X-Remote "$remote_addr:$remote_port" always;',
       "    default_type text/plain;",
       `    location / { return 200 "${answer}"; }`,
       "  }",
@@ -79,7 +84,10 @@ export async function startNginxConsumer(): Promise<ProxyConsumer> {
   return await consumerStarted("nginx", process, dir, httpPort, tlsPort);
 }
 
-/** Starts HAProxy answering `%[src]:%[src_port] %[dst]:%[dst_port]` on both listeners (`accept-proxy`). */
+/**
+ * Starts HAProxy answering `%[src]:%[src_port] %[dst]:%[dst_port]` on both listeners (`accept-proxy`), and the
+ * source again in an `X-Remote` header.
+ */
 export async function startHaproxyConsumer(): Promise<ProxyConsumer> {
   const dir = await Deno.makeTempDir({ prefix: "nexus-haproxy-" });
   const certs = await testCertificates();
@@ -87,7 +95,8 @@ export async function startHaproxyConsumer(): Promise<ProxyConsumer> {
   const httpPort = freePort();
   const tlsPort = freePort();
   const answer =
-    'http-request return status 200 content-type text/plain lf-string "%[src]:%[src_port] %[dst]:%[dst_port]"';
+    'http-request return status 200 content-type text/plain lf-string "%[src]:%[src_port] %[dst]:%[dst_port]" ' +
+    'hdr X-Remote "%[src]:%[src_port]"';
   await Deno.writeTextFile(
     `${dir}/haproxy.cfg`,
     [
@@ -205,6 +214,8 @@ export interface ClientExchange {
   /** The client socket's own `ip:port`, as the service should report it. */
   readonly local: string;
   readonly status: number;
+  /** Response header values by lower-case name. */
+  readonly headers: ReadonlyMap<string, string>;
   readonly body: string;
 }
 
@@ -235,9 +246,15 @@ export async function requestFrom(
     stream.write(`GET / HTTP/1.1\r\nHost: ${options.hostname}\r\nConnection: close\r\n\r\n`);
   }).finally(() => stream.destroy());
   const [head, ...rest] = response.split("\r\n\r\n");
+  const [statusLine, ...headerLines] = head.split("\r\n");
+  const headers = new Map(headerLines.map((line) => {
+    const colon = line.indexOf(":");
+    return [line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim()] as const;
+  }));
   return {
     local,
-    status: Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0),
+    status: Number(/^HTTP\/1\.[01] (\d{3})/.exec(statusLine)?.[1] ?? 0),
+    headers,
     body: rest.join("\r\n\r\n"),
   };
 }
