@@ -54,24 +54,23 @@ function nextClientAddress(): string {
 }
 
 /**
- * For every name and both protocols: a request from a fresh loopback address to `relayPort(protocol)`; the
- * consumer must answer with exactly the client socket's address and `destination(protocol)`.
+ * For every name and both protocols: a request from a fresh loopback address to `relayPorts[protocol]`; the
+ * consumer must answer with exactly the client socket's address, then the address the client reached.
  */
 async function assertEveryServiceSeesTheClient(
   names: readonly string[],
-  relayPort: (protocol: "tls" | "http") => number,
-  destination: (protocol: "tls" | "http") => string,
+  relayPorts: Readonly<Record<"tls" | "http", number>>,
 ): Promise<void> {
   for (const hostname of names) {
     for (const protocol of ["tls", "http"] as const) {
-      const exchange = await requestFrom(nextClientAddress(), relayPort(protocol), {
+      const exchange = await requestFrom(nextClientAddress(), relayPorts[protocol], {
         hostname,
         tls: protocol === "tls",
       });
       assert.equal(exchange.status, 200, `${hostname} over ${protocol}: ${exchange.body}`);
       assert.equal(
         exchange.body.trim(),
-        `${exchange.local} ${destination(protocol)}`,
+        `${exchange.local} 127.0.0.1:${relayPorts[protocol]}`,
         `${hostname} over ${protocol}: the client's address and port, then the relay address it reached`,
       );
       assert.equal(
@@ -83,50 +82,66 @@ async function assertEveryServiceSeesTheClient(
   }
 }
 
-async function startConsumers(teardown: Teardown): Promise<ProxyConsumer[]> {
-  const nginx = await startNginxConsumer();
-  teardown.add({ close: () => nginx.stop() });
-  const haproxy = await startHaproxyConsumer();
-  teardown.add({ close: () => haproxy.stop() });
-  return [nginx, haproxy];
+/** What every test here runs on: nginx and HAProxy behind an agent on node `agentNode`, serving `names`. */
+interface Consumers {
+  readonly names: string[];
+  readonly agentNode: TestNode;
+  readonly teardown: Teardown;
 }
+
+/** Starts the consumers, the agent's node (with `relayPorts`, if given) and the agent; runs `body`; tears down. */
+async function withConsumersBehindAgent(
+  agentNodeOptions: { relayPorts?: RelayPort[] },
+  body: (consumers: Consumers) => Promise<void>,
+): Promise<void> {
+  const teardown = new Teardown();
+  try {
+    const nginx = await startNginxConsumer();
+    teardown.add({ close: () => nginx.stop() });
+    const haproxy = await startHaproxyConsumer();
+    teardown.add({ close: () => haproxy.stop() });
+    const { names, targets } = targetsFor([nginx, haproxy]);
+    const agentNode = teardown.add(await startTestNode(agentNodeOptions));
+    teardown.add(await startTestAgent({ hubUrls: [agentNode.hubUrl], hostnames: names, targets }));
+    await body({ names, agentNode, teardown });
+  } finally {
+    await teardown.run();
+  }
+}
+
+/** Node A, with no backend of its own, linked to the agent's node; once it has learnt the names. */
+async function tunnellingNode(
+  { names, agentNode, teardown }: Consumers,
+  relayPorts?: RelayPort[],
+): Promise<TestNode> {
+  const a = teardown.add(
+    await startTestNode({ peers: [agentNode.meshUrl], ...(relayPorts ? { relayPorts } : {}) }),
+  );
+  await waitFor(() => sameList(peerRouteKeys(a), names), "A to learn the agent's node's names");
+  return a;
+}
+
+const relayPortsOf = (node: TestNode) => ({ tls: node.tlsPort, http: node.httpPort });
 
 Deno.test({
   name:
     "nginx and HAProxy behind the agent see the client's address and port and the relay address, v1 and v2, TLS and HTTP",
   ignore: MISSING !== null,
-  async fn() {
-    const teardown = new Teardown();
-    try {
-      const { names, targets } = targetsFor(await startConsumers(teardown));
-      const node = teardown.add(await startTestNode());
-      teardown.add(await startTestAgent({ hubUrls: [node.hubUrl], hostnames: names, targets }));
-      const port = (protocol: "tls" | "http") => (protocol === "tls" ? node.tlsPort : node.httpPort);
-      await assertEveryServiceSeesTheClient(names, port, (protocol) => `127.0.0.1:${port(protocol)}`);
-    } finally {
-      await teardown.run();
-    }
-  },
+  fn: () =>
+    withConsumersBehindAgent({}, async ({ names, agentNode }) => {
+      await assertEveryServiceSeesTheClient(names, relayPortsOf(agentNode));
+    }),
 });
 
 Deno.test({
   name: "through a mesh tunnel, the service behind node C sees the client of node A and A's relay address",
   ignore: MISSING !== null,
-  async fn() {
-    const teardown = new Teardown();
-    try {
-      const { names, targets } = targetsFor(await startConsumers(teardown));
-      const c = teardown.add(await startTestNode());
-      teardown.add(await startTestAgent({ hubUrls: [c.hubUrl], hostnames: names, targets }));
-      const a = teardown.add(await startTestNode({ peers: [c.meshUrl] }));
-      await waitFor(() => sameList(peerRouteKeys(a), names), "A to learn C's names");
-      const port = (protocol: "tls" | "http") => (protocol === "tls" ? a.tlsPort : a.httpPort);
-      await assertEveryServiceSeesTheClient(names, port, (protocol) => `127.0.0.1:${port(protocol)}`);
-      assert.equal(a.node.router.route(names[0])?.kind, "peer", "A has no backend of its own: it tunnelled");
-    } finally {
-      await teardown.run();
-    }
-  },
+  fn: () =>
+    withConsumersBehindAgent({}, async (consumers) => {
+      const a = await tunnellingNode(consumers);
+      await assertEveryServiceSeesTheClient(consumers.names, relayPortsOf(a));
+      assert.equal(a.node.router.route(consumers.names[0])?.kind, "peer", "A has no backend of its own");
+    }),
 });
 
 /** Relay ports that trust 127.0.0.1 (where the load balancer connects from) to send PROXY headers. */
@@ -138,53 +153,41 @@ function trustingLoopback(): RelayPort[] {
   ];
 }
 
+/** HAProxy in front of `node`'s relay ports, sending PROXY headers of the given versions. */
+async function balancerInFront(node: TestNode, teardown: Teardown, versions: { tls: 1 | 2; http: 1 | 2 }) {
+  const lb = await startHaproxyBalancer({
+    tls: { nodePort: node.tlsPort, version: versions.tls },
+    http: { nodePort: node.httpPort, version: versions.http },
+  });
+  teardown.add({ close: () => lb.stop() });
+  return { tls: lb.ports.tls, http: lb.ports.http };
+}
+
 Deno.test({
   name:
-    "behind HAProxy sending PROXY v2 (and v1) to a trusted relay port, the service sees the client of HAProxy, directly and through a tunnel",
+    "behind HAProxy sending PROXY v2 to a trusted port of the agent's own node, the service sees HAProxy's client",
   ignore: MISSING !== null,
-  async fn() {
-    const teardown = new Teardown();
-    try {
-      const { names, targets } = targetsFor(await startConsumers(teardown));
-      const c = teardown.add(await startTestNode());
-      teardown.add(await startTestAgent({ hubUrls: [c.hubUrl], hostnames: names, targets }));
-      // A: the agent's own node is C; A tunnels. C itself is behind the load balancer too.
-      const a = teardown.add(await startTestNode({ peers: [c.meshUrl], relayPorts: trustingLoopback() }));
-      await waitFor(() => sameList(peerRouteKeys(a), names), "A to learn C's names");
-      const lb = await startHaproxyBalancer({
-        tls: { nodePort: a.tlsPort, version: 2 },
-        http: { nodePort: a.httpPort, version: 1 },
-      });
-      teardown.add({ close: () => lb.stop() });
+  fn: () =>
+    withConsumersBehindAgent({ relayPorts: trustingLoopback() }, async ({ names, agentNode, teardown }) => {
       // The client reached the load balancer: its address is the destination the service must see.
-      const port = (protocol: "tls" | "http") => lb.ports[protocol];
-      await assertEveryServiceSeesTheClient(names, port, (protocol) => `127.0.0.1:${port(protocol)}`);
-      assert.equal(a.node.refusals.total("proxy_header_missing"), 0);
-    } finally {
-      await teardown.run();
-    }
-  },
+      await assertEveryServiceSeesTheClient(
+        names,
+        await balancerInFront(agentNode, teardown, { tls: 2, http: 2 }),
+      );
+    }),
 });
 
 Deno.test({
   name:
-    "behind HAProxy sending PROXY v2 to a trusted port of the agent's own node, the service sees the client",
+    "behind HAProxy sending PROXY v2 (and v1) to a trusted port of node A, the service behind C sees HAProxy's client",
   ignore: MISSING !== null,
-  async fn() {
-    const teardown = new Teardown();
-    try {
-      const { names, targets } = targetsFor(await startConsumers(teardown));
-      const node: TestNode = teardown.add(await startTestNode({ relayPorts: trustingLoopback() }));
-      teardown.add(await startTestAgent({ hubUrls: [node.hubUrl], hostnames: names, targets }));
-      const lb = await startHaproxyBalancer({
-        tls: { nodePort: node.tlsPort, version: 2 },
-        http: { nodePort: node.httpPort, version: 2 },
-      });
-      teardown.add({ close: () => lb.stop() });
-      const port = (protocol: "tls" | "http") => lb.ports[protocol];
-      await assertEveryServiceSeesTheClient(names, port, (protocol) => `127.0.0.1:${port(protocol)}`);
-    } finally {
-      await teardown.run();
-    }
-  },
+  fn: () =>
+    withConsumersBehindAgent({}, async (consumers) => {
+      const a = await tunnellingNode(consumers, trustingLoopback());
+      await assertEveryServiceSeesTheClient(
+        consumers.names,
+        await balancerInFront(a, consumers.teardown, { tls: 2, http: 1 }),
+      );
+      assert.equal(a.node.refusals.total("proxy_header_missing"), 0);
+    }),
 });

@@ -13,6 +13,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { testCertificates } from "./certs.ts";
 import { WatchedProcess } from "./processes.ts";
+import { concat } from "./raw.ts";
 import { freePort } from "../mesh/mesh_fixtures.ts";
 
 export const NGINX = "/usr/sbin/nginx";
@@ -242,7 +243,7 @@ export async function requestFrom(
     const chunks: Uint8Array[] = [];
     stream.on("data", (chunk: Uint8Array) => chunks.push(chunk));
     stream.once("error", reject);
-    stream.once("end", () => resolve(new TextDecoder().decode(concatBytes(chunks))));
+    stream.once("end", () => resolve(new TextDecoder().decode(concat(...chunks))));
     stream.write(`GET / HTTP/1.1\r\nHost: ${options.hostname}\r\nConnection: close\r\n\r\n`);
   }).finally(() => stream.destroy());
   const [head, ...rest] = response.split("\r\n\r\n");
@@ -257,14 +258,4 @@ export async function requestFrom(
     headers,
     body: rest.join("\r\n\r\n"),
   };
-}
-
-function concatBytes(chunks: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
 }
