@@ -16,9 +16,10 @@ import { MUX_SUBPROTOCOL, MuxSession } from "../mux/session.ts";
 import type { MuxStream } from "../mux/stream.ts";
 import type { StreamOpenInfo } from "../protocol/frames.ts";
 import { type HubMessage, type HubMessageType, parseHubMessage } from "../protocol/hub_messages.ts";
-import { SocketDuplex } from "../stream/socket_duplex.ts";
+import type { Duplex } from "../stream/duplex.ts";
 import { Splice, SpliceSet, SpliceSweeper } from "../stream/splice.ts";
 import { countFreeDescriptors, RESERVED_DESCRIPTORS } from "../system/descriptors.ts";
+import { dialTarget } from "./dial_target.ts";
 import type { TargetMap } from "./targets.ts";
 import type { TokenSource } from "./token_source.ts";
 
@@ -362,13 +363,9 @@ export class Agent {
       await stream.close("no target", { code: "dial_failed" });
       return;
     }
-    let conn: Deno.TcpConn;
+    let service: Duplex;
     try {
-      conn = await Deno.connect({
-        hostname: target.host,
-        port: target.port,
-        signal: AbortSignal.timeout(this.#settings.connectTimeoutMs),
-      });
+      service = await dialTarget(target, info, this.#settings.connectTimeoutMs);
     } catch (error) {
       this.#countDialFailure(`${target.host}:${target.port}`);
       this.#log.warn("stream refused: cannot reach the local service", {
@@ -379,12 +376,7 @@ export class Agent {
       await stream.close("dial failed", { code: "dial_failed" });
       return;
     }
-    try {
-      conn.setNoDelay(true);
-    } catch {
-      // Only latency.
-    }
-    const splice = new Splice(stream, new SocketDuplex(conn, `service ${target.host}:${target.port}`));
+    const splice = new Splice(stream, service);
     const result = await this.#splices.add(splice, info);
     this.#bytesToServices += result.bytesAToB;
     this.#bytesFromServices += result.bytesBToA;

@@ -7,11 +7,14 @@
  */
 
 import { parseHostnameClaim, wildcardSuffixOf } from "../hostnames/hostname.ts";
+import type { ProxyVersion } from "../proxy_protocol/proxy_header.ts";
 
 /** A local service address. */
 export interface Target {
   readonly host: string;
   readonly port: number;
+  /** Prepend a PROXY protocol header of this version, carrying the client's address (unset: none). */
+  readonly proxyProtocol?: ProxyVersion;
 }
 
 /** Targets for one name: TLS streams and plain-HTTP streams may go to different local ports. */

@@ -108,9 +108,12 @@ export function readAgentConfig(text: string, fileName: string, configDir: strin
 /** Stands for a target rule that was invalid and has been reported. */
 const REPORTED_RULE: TargetRule = { tls: { host: "", port: 0 }, http: { host: "", port: 0 } };
 
-/** `"host:port"` for both protocols, or `{ tls: "host:port", http: "host:port" }`. */
+/**
+ * A target for both protocols (`"host:port"` or `{ address, proxyProtocol }`), or `{ tls, http }` with a
+ * target for each.
+ */
 function readTargetRule(value: ValueReader): TargetRule | undefined {
-  if (value.isScalar()) {
+  if (value.isScalar() || (value.isMap() && value.asMap().has("address"))) {
     const target = readTarget(value);
     return target === undefined ? undefined : { tls: target, http: target };
   }
@@ -118,16 +121,34 @@ function readTargetRule(value: ValueReader): TargetRule | undefined {
   const tls = map.value("tls");
   const http = map.value("http");
   if (tls === undefined && http === undefined) {
-    map.problem("tls", "give tls, http or both");
+    map.problem("tls", "give tls, http or both (or address for both)");
     return undefined;
   }
-  const rule: { tls?: Target; http?: Target } = {};
-  if (tls !== undefined) rule.tls = readTarget(tls);
-  if (http !== undefined) rule.http = readTarget(http);
-  return rule;
+  const tlsTarget = tls === undefined ? undefined : readTarget(tls);
+  const httpTarget = http === undefined ? undefined : readTarget(http);
+  // A target already reported makes the rule reported: the names it was meant to serve are not reported again.
+  if ((tls !== undefined && tlsTarget === undefined) || (http !== undefined && httpTarget === undefined)) {
+    return undefined;
+  }
+  return { ...(tlsTarget ? { tls: tlsTarget } : {}), ...(httpTarget ? { http: httpTarget } : {}) };
 }
 
+/** `"host:port"`, or `{ address: "host:port", proxyProtocol: v1 | v2 }`. */
 function readTarget(value: ValueReader): Target | undefined {
+  if (value.isScalar()) return readTargetAddress(value);
+  const map = value.asMap();
+  const address = map.value("address");
+  const version = map.string("proxyProtocol", { pattern: /^v[12]$/, patternHint: "v1 or v2" });
+  if (address === undefined) {
+    map.problem("address", "give the target's address as host:port");
+    return undefined;
+  }
+  const target = readTargetAddress(address);
+  if (target === undefined || version === undefined) return target;
+  return { ...target, proxyProtocol: version === "v1" ? 1 : 2 };
+}
+
+function readTargetAddress(value: ValueReader): Target | undefined {
   const text = value.asString({ nonEmpty: true });
   if (text === undefined) return undefined;
   const target = parseTarget(text);

@@ -10,6 +10,7 @@ import type { HubAcmeSettings } from "../acme/hub_certificate.ts";
 import { stateRoot } from "../acme/state_dir.ts";
 import { normalizeHostname } from "../hostnames/hostname.ts";
 import { INITIAL_STREAM_CREDITS, MAX_DATA_PAYLOAD_BYTES } from "../protocol/frames.ts";
+import { AddressBlocks, parseAddressBlock } from "../relay/address_blocks.ts";
 import type { RelayPort, RelayProtocol } from "../relay/relay.ts";
 import { type AdminKeys, readAdminKeys } from "./admin_keys.ts";
 import {
@@ -224,7 +225,7 @@ function checkWritable(map: MapReader, stateDir: string): void {
   );
 }
 
-/** `443` (TLS), `80` (HTTP), or `{ port: 8080, protocol: http }`. */
+/** `443` (TLS), `80` (HTTP), or `{ port: 8080, protocol: http, trustedProxies: ["10.0.0.0/8"] }`. */
 function readRelayPort(value: ValueReader): RelayPort | undefined {
   if (value.isScalar()) {
     const port = value.asInteger({ min: 1, max: 65_535 });
@@ -233,11 +234,23 @@ function readRelayPort(value: ValueReader): RelayPort | undefined {
   const map = value.asMap();
   const port = map.integer("port", { min: 0, max: 65_535, required: true });
   const protocol = map.string("protocol", { default: port === 80 ? "http" : "tls" });
+  const trusted = map.list("trustedProxies", (item) => {
+    const text = item.asString({ nonEmpty: true });
+    if (text === undefined) return undefined;
+    const block = parseAddressBlock(text);
+    if (typeof block !== "string") return block;
+    item.problem(block);
+    return undefined;
+  }, { nonEmpty: true });
   if (protocol !== "tls" && protocol !== "http") {
     map.problem("protocol", `expected tls or http, got "${protocol}"`);
     return undefined;
   }
-  return { port, protocol: protocol as RelayProtocol };
+  return {
+    port,
+    protocol: protocol as RelayProtocol,
+    ...(trusted === undefined ? {} : { trustedProxies: new AddressBlocks(trusted) }),
+  };
 }
 
 function checkDistinctPorts(root: MapReader, ports: readonly RelayPort[], hubPort: number | undefined): void {

@@ -75,6 +75,12 @@ export interface StreamOpenInfo {
   readonly clientAddress: string;
   /** Whether the client speaks TLS (SNI-routed) rather than plain HTTP. */
   readonly isTls: boolean;
+  /**
+   * The address the client connected to, as `ip:port`: the relay's own socket address, or what a trusted
+   * upstream's PROXY header said (for tunnels: at the origin node). Our extension, the wire's `relay_addr`,
+   * which the original's parties ignore; absent from them.
+   */
+  readonly relayAddress?: string;
 }
 
 /** A decoded control message. Stream ids are canonical lower-case UUID text. */
@@ -190,6 +196,8 @@ function toWire(message: ControlMessage): Record<string, unknown> {
         hostname: message.info.hostname,
         ...(message.info.isTls ? { is_tls: true } : {}),
         ...(message.credits ? { credits: message.credits } : {}),
+        // Last, so the original's fields are written exactly as the original writes them.
+        ...(message.info.relayAddress ? { relay_addr: message.info.relayAddress } : {}),
       };
     case "close":
       return {
@@ -393,7 +401,14 @@ function decodeConnect(
   fields: Record<string, unknown>,
   credits: number | undefined,
 ): DecodedFrame {
-  const { hostname, conn_port: port, client_ip: clientAddress, is_tls: isTls, transport } = fields;
+  const {
+    hostname,
+    conn_port: port,
+    client_ip: clientAddress,
+    is_tls: isTls,
+    transport,
+    relay_addr: relayAddress,
+  } = fields;
   if (transport !== undefined && transport !== "tcp") {
     return {
       kind: "invalid",
@@ -412,11 +427,15 @@ function decodeConnect(
   if (isTls !== undefined && typeof isTls !== "boolean") {
     return { kind: "invalid", reason: "connect: is_tls is not a boolean" };
   }
+  if (relayAddress !== undefined && (typeof relayAddress !== "string" || relayAddress.length > 64)) {
+    return { kind: "invalid", reason: "connect: relay_addr is not an address" };
+  }
   const info: StreamOpenInfo = {
     hostname,
     port: port as number,
     clientAddress: clientAddress ?? "",
     isTls: isTls === true,
+    ...(relayAddress ? { relayAddress } : {}),
   };
   return { kind: "control", message: { type: "open", id, info, ...(credits ? { credits } : {}) } };
 }

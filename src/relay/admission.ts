@@ -29,7 +29,18 @@
  * takes to finish its handshake.
  *
  * The victim's owner is told through its `shed` callback and must end that connection; its handshake slot is
- * taken back at once, its connection slot when it releases its ticket. Every operation is O(log n) in the
+ * taken back at once, its connection slot when it releases its ticket.
+ *
+ * A connection whose source is not known at accept (a trusted upstream's, until its PROXY header names the
+ * client) is admitted with `null` as its address: it counts as a source of its own, so it is subject to
+ * `maxConnections` and the pool but to no per-source limit, and the upstream's many clients are never shed
+ * as one heavy source. Once the client is known, {@linkcode AdmissionTicket.rekey} moves the connection to
+ * that client's source, as if it were admitted from there now:
+ *
+ * 3. The client's source at `maxConnectionsPerIp`: refused (the connection stays where it was, to be closed).
+ * 4. Otherwise it counts there; a handshake in progress joins that source's queue at its newest end, and when
+ *    the source already holds `maxHandshakesPerIp` its oldest is shed to make room. The pool's size does not
+ *    change, so nothing else is shed. Every operation is O(log n) in the
  * number of sources holding handshakes (a heap of sources by handshakes held, and a queue per source), none
  * looks at all connections.
  *
@@ -85,13 +96,19 @@ export interface AdmissionTicket {
   handshakeDone(): void;
   /** The connection closed. Idempotent; also ends the handshake phase. */
   release(): void;
+  /**
+   * The connection turned out to come from `ip` (a trusted upstream's PROXY header said so): it counts as
+   * that source's from now on, or the per-source limit refuses it and nothing changes (rules 3 and 4). May
+   * shed that source's oldest handshake. Nothing once released.
+   */
+  rekey(ip: string): AdmissionRefusal | null;
 }
 
 /** One connection's place in the handshake pool, in its source's queue from oldest to newest. */
 interface Handshake {
-  readonly source: Source;
-  /** Admission order: lower is older. */
-  readonly seq: number;
+  source: Source;
+  /** Order of entering its source's queue: lower is older. */
+  seq: number;
   readonly shed: () => void;
   older: Handshake | null;
   newer: Handshake | null;
@@ -116,6 +133,7 @@ export class Admission {
   #connections = 0;
   #handshakes = 0;
   #nextSeq = 0;
+  #unattributed = 0;
 
   constructor(limits: AdmissionLimits) {
     this.#limits = limits;
@@ -138,11 +156,13 @@ export class Admission {
 
   /**
    * Admits a connection from `ip`, shedding another connection's handshake if the pool has no room for it
-   * (see the module's rules), or says which connection limit refuses it.
+   * (see the module's rules), or says which connection limit refuses it. `null`: the source is not known
+   * yet; the connection is a source of its own until {@linkcode AdmissionTicket.rekey}.
    */
-  admit(ip: string, options: AdmitOptions): AdmissionTicket | AdmissionRefusal {
+  admit(ip: string | null, options: AdmitOptions): AdmissionTicket | AdmissionRefusal {
     if (this.#connections >= this.#limits.maxConnections) return "max_connections";
-    const prefix = sourcePrefix(ip);
+    // Never an address's prefix (those are addresses or end in /64), so it is no one else's source.
+    const prefix = ip === null ? `unattributed #${this.#unattributed++}` : sourcePrefix(ip);
     const held = this.#sources.get(prefix);
     if (held !== undefined && held.connections >= this.#limits.maxConnectionsPerIp) {
       return "max_connections_per_ip";
@@ -153,16 +173,12 @@ export class Admission {
       // Its owner may release it right here, which can remove its source: look the newcomer's up afterwards.
       victim.shed();
     }
-    let source = this.#sources.get(prefix);
-    if (source === undefined) {
-      source = { prefix, connections: 0, handshakes: 0, oldest: null, newest: null, heapIndex: -1 };
-      this.#sources.set(prefix, source);
-    }
+    const source = this.#sourceOf(prefix);
     source.connections += 1;
     this.#connections += 1;
     const handshake: Handshake = {
       source,
-      seq: this.#nextSeq++,
+      seq: 0,
       shed: options.shed,
       older: null,
       newer: null,
@@ -179,10 +195,50 @@ export class Admission {
         released = true;
         if (handshake.inPool) this.#leave(handshake);
         this.#connections -= 1;
-        source.connections -= 1;
-        if (source.connections === 0) this.#sources.delete(source.prefix);
+        this.#dropConnection(handshake.source);
       },
+      rekey: (ip) => (released ? null : this.#rekey(handshake, sourcePrefix(ip))),
     };
+  }
+
+  /** Rules 3 and 4: `handshake`'s connection moves to the source `prefix`, or is refused there. */
+  #rekey(handshake: Handshake, prefix: string): AdmissionRefusal | null {
+    const from = handshake.source;
+    if (from.prefix === prefix) return null;
+    const held = this.#sources.get(prefix);
+    if (held !== undefined && held.connections >= this.#limits.maxConnectionsPerIp) {
+      return "max_connections_per_ip";
+    }
+    const inPool = handshake.inPool;
+    if (inPool) this.#leave(handshake);
+    if (inPool && held !== undefined && held.handshakes >= this.#limits.maxHandshakesPerIp) {
+      const victim = held.oldest!;
+      this.#leave(victim);
+      // Its owner may release it right here, which can remove its source: look it up afterwards.
+      victim.shed();
+    }
+    const to = this.#sourceOf(prefix);
+    to.connections += 1;
+    handshake.source = to;
+    this.#dropConnection(from);
+    if (inPool) this.#enter(handshake);
+    return null;
+  }
+
+  /** The source of `prefix`, made when it holds nothing yet. */
+  #sourceOf(prefix: string): Source {
+    let source = this.#sources.get(prefix);
+    if (source === undefined) {
+      source = { prefix, connections: 0, handshakes: 0, oldest: null, newest: null, heapIndex: -1 };
+      this.#sources.set(prefix, source);
+    }
+    return source;
+  }
+
+  /** One connection of `source` less; a source without connections is forgotten. */
+  #dropConnection(source: Source): void {
+    source.connections -= 1;
+    if (source.connections === 0) this.#sources.delete(source.prefix);
   }
 
   /** The handshake to shed so a newcomer from `source` fits, or null when there is room. */
@@ -199,6 +255,7 @@ export class Admission {
   #enter(handshake: Handshake): void {
     const source = handshake.source;
     handshake.inPool = true;
+    handshake.seq = this.#nextSeq++;
     handshake.older = source.newest;
     if (source.newest === null) source.oldest = handshake;
     else source.newest.newer = handshake;

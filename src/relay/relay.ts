@@ -19,8 +19,10 @@ import { SocketDuplex } from "../stream/socket_duplex.ts";
 import { Splice, type SpliceResult, SpliceSet, type SpliceSweeper } from "../stream/splice.ts";
 import { acceptLoop } from "../transport/accept_loop.ts";
 import { formatAddress } from "../transport/net_address.ts";
-import type { Admission } from "./admission.ts";
-import { sniff, type SniffDeadlines } from "./sniff.ts";
+import type { AddressBlocks } from "./address_blocks.ts";
+import type { Admission, AdmissionTicket } from "./admission.ts";
+import { readInboundProxy } from "./inbound_proxy.ts";
+import { HandshakeDeadline, sniff, type SniffDeadlines } from "./sniff.ts";
 
 /** How a relay port reads its clients: TLS routed by SNI, or plain HTTP routed by `Host`. */
 export type RelayProtocol = "tls" | "http";
@@ -29,6 +31,8 @@ export type RelayProtocol = "tls" | "http";
 export interface RelayPort {
   readonly port: number;
   readonly protocol: RelayProtocol;
+  /** Upstreams whose connections must start with a PROXY header naming the client; others must send none. */
+  readonly trustedProxies?: AddressBlocks;
 }
 
 /** Everything the relay needs, wired by the node. */
@@ -78,10 +82,16 @@ interface ClientHandshake {
   readonly conn: Deno.TcpConn;
   readonly client: SocketDuplex;
   readonly port: RelayPort;
-  /** `ip:port`, for the log. */
+  /** The client's `ip:port` (from a trusted upstream's PROXY header, else the socket's peer). */
   readonly address: string;
+  /** The `ip:port` the client connected to. */
+  readonly relayAddress: string;
   /** Aborted when the admission shed this handshake to make room for another (the connection is closed). */
   readonly shed: AbortSignal;
+  /** One deadline for the whole handshake, PROXY header included. */
+  readonly deadline: HandshakeDeadline;
+  /** Bytes read past a PROXY header, where the ClientHello or request head starts. */
+  readonly carried?: Uint8Array;
   /** Where it was routed, once it was. */
   routedTo?: RouteKind;
 }
@@ -258,7 +268,9 @@ export class Relay {
     const acceptedMs = Date.now();
     const acceptedAt = performance.now();
     const shed = new AbortController();
-    const ticket = this.#deps.admission.admit(remote.hostname, {
+    // A trusted upstream's connection is a source of its own until its PROXY header names the client.
+    const trusted = relayPort.trustedProxies?.contains(remote.hostname) ?? false;
+    const ticket = this.#deps.admission.admit(trusted ? null : remote.hostname, {
       shed: () => {
         // Synchronous, from another connection's admission: say why, then end this one where it waits.
         shed.abort();
@@ -283,14 +295,16 @@ export class Relay {
       closeQuietly(conn);
       return;
     }
-    const handshake: ClientHandshake = {
+    const client = new SocketDuplex(conn, `client ${clientAddress}`);
+    const accepted: ClientHandshake = {
       conn,
-      client: new SocketDuplex(conn, `client ${clientAddress}`),
+      client,
       port: relayPort,
       address: clientAddress,
+      relayAddress: formatAddress(conn.localAddr as Deno.NetAddr),
       shed: shed.signal,
+      deadline: new HandshakeDeadline(this.#deps.deadlines, acceptedMs),
     };
-    const client = handshake.client;
     this.#handshaking.add(conn);
     try {
       try {
@@ -298,7 +312,12 @@ export class Relay {
       } catch {
         // Not fatal: only latency.
       }
-      const routed = relayPort.protocol === "tls"
+      const handshake = relayPort.trustedProxies === undefined
+        ? accepted
+        : await this.#readProxyHeader(accepted, trusted, ticket);
+      const routed = handshake === null
+        ? null
+        : relayPort.protocol === "tls"
         ? await this.#routeTls(handshake)
         : await this.#routeHttp(handshake);
       this.#handshaking.delete(conn);
@@ -311,7 +330,7 @@ export class Relay {
         await client.close(why);
         return;
       }
-      const to = handshake.routedTo ?? "local";
+      const to = handshake?.routedTo ?? "local";
       const result = await this.#clients.add(new Splice(client, routed), to);
       this.#deps.observer?.closed(relayPort.port, to, result);
       this.#deps.log.debug("connection closed", {
@@ -326,13 +345,43 @@ export class Relay {
     }
   }
 
+  /**
+   * The inbound PROXY step of a port with `trustedProxies`: the handshake as seen from its real client, its
+   * connection re-keyed to that client's source when it came from a trusted upstream, or null when it was
+   * refused (counted, logged and closed).
+   */
+  async #readProxyHeader(
+    accepted: ClientHandshake,
+    trusted: boolean,
+    ticket: AdmissionTicket,
+  ): Promise<ClientHandshake | null> {
+    const upstream = { upstream: accepted.address, trusted: String(trusted) };
+    const ends = await readInboundProxy(accepted.conn, trusted, accepted.deadline);
+    if ("kind" in ends) return this.#refuse(accepted, null, ends.kind, { ...upstream, ...ends.fields });
+    const handshake: ClientHandshake = {
+      ...accepted,
+      address: ends.clientAddress,
+      relayAddress: ends.relayAddress,
+      carried: ends.carried,
+    };
+    if (!trusted) return handshake;
+    // From here the node's per-IP limits count this connection as its client's (see admission.ts, rules 3-4).
+    const refusal = ticket.rekey(ends.clientIp);
+    if (refusal === null) return handshake;
+    return this.#refuse(handshake, null, refusal, {
+      ...upstream,
+      client: ends.clientAddress,
+      limit: refusal,
+    });
+  }
+
   async #routeTls(handshake: ClientHandshake) {
     const { conn, address: clientAddress } = handshake;
     const outcome = await sniff<ClientHelloResult>(
       conn,
       (bytes, atEof) => parseClientHello(bytes, { atEof }),
       MAX_CLIENT_HELLO_BYTES,
-      this.#deps.deadlines,
+      { deadline: handshake.deadline, carried: handshake.carried },
     );
     const refuse = (kind: string, alert: TlsAlertDescription | null, fields: Record<string, string>) =>
       this.#refuse(handshake, alert === null ? null : tlsAlert(alert), kind, {
@@ -366,7 +415,7 @@ export class Relay {
         detail: "ECH offered and no backend claims exactly this public name",
       });
     }
-    const stream = this.#openStream(handshake, hostname, true);
+    const stream = this.#openStream(hostname, handshake, true);
     if (typeof stream === "string") return refuse(stream, "unrecognized_name", { sni: hostname });
     return await this.#sendPrelude(stream, outcome.bytes, handshake);
   }
@@ -377,7 +426,7 @@ export class Relay {
       conn,
       (bytes, atEof) => parseRequestHead(bytes, { atEof }),
       MAX_REQUEST_HEAD_BYTES,
-      this.#deps.deadlines,
+      { deadline: handshake.deadline, carried: handshake.carried },
     );
     const fields = { client: clientAddress };
     if (outcome.kind === "failed") {
@@ -411,7 +460,7 @@ export class Relay {
       await handshake.client.close("answered by the node", { graceful: true });
       return null;
     }
-    const stream = this.#openStream(handshake, head.host, false);
+    const stream = this.#openStream(head.host, handshake, false);
     if (typeof stream === "string") {
       return this.#refuse(
         handshake,
@@ -427,14 +476,14 @@ export class Relay {
   }
 
   /** Opens a stream on the chosen route, or names the refusal. */
-  #openStream(handshake: ClientHandshake, hostname: string, isTls: boolean) {
-    const { port: relayPort, address: clientAddress } = handshake;
+  #openStream(hostname: string, handshake: ClientHandshake, isTls: boolean) {
     const route = this.#deps.router.route(hostname);
     // Every backend (or peer) of a served name being at its stream limit is not the same as no backend at all.
     if (route === undefined) {
       return this.#deps.router.serves(hostname) ? "max_streams_per_backend" : "no_backend";
     }
-    const info: StreamOpenInfo = { hostname, port: relayPort.port, clientAddress, isTls };
+    const { address: clientAddress, relayAddress } = handshake;
+    const info: StreamOpenInfo = { hostname, port: handshake.port.port, clientAddress, isTls, relayAddress };
     const stream = route.upstream.openStream(info);
     if (stream === null) return "backend_unavailable";
     handshake.routedTo = route.kind;

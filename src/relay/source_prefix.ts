@@ -6,8 +6,7 @@
  * @module
  */
 
-const IPV4_PATTERN = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
-const HEX_GROUP = /^[0-9a-f]{1,4}$/;
+import { parseIpAddress } from "../transport/ip_address.ts";
 
 /**
  * The source an address counts as: an IPv4 address as it is, an IPv6 address as its /64 in canonical form
@@ -24,47 +23,22 @@ const HEX_GROUP = /^[0-9a-f]{1,4}$/;
  * assert.equal(sourcePrefix("::ffff:192.0.2.7"), "192.0.2.7");
  * ```
  */
-export function sourcePrefix(address: string): string {
-  if (IPV4_PATTERN.test(address)) return address;
-  const groups = parseIpv6(address);
-  if (groups === null) return address;
-  const embedsIpv4 = (groups[0] === 0 && groups[1] === 0 && groups[2] === 0 && groups[3] === 0 &&
-    groups[4] === 0 && groups[5] === 0xffff) ||
-    (groups[0] === 0x64 && groups[1] === 0xff9b && groups[2] === 0 && groups[3] === 0 && groups[4] === 0 &&
-      groups[5] === 0);
-  if (embedsIpv4) {
-    return `${groups[6] >> 8}.${groups[6] & 0xff}.${groups[7] >> 8}.${groups[7] & 0xff}`;
-  }
-  return `${groups.slice(0, 4).map((group) => group.toString(16)).join(":")}::/64`;
+export function sourcePrefix(text: string): string {
+  const address = parseIpAddress(withoutBracketsAndZone(text));
+  if (address === null) return text;
+  const b = address.bytes;
+  if (address.family === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+  const group = (i: number) => (b[2 * i] << 8) | b[2 * i + 1];
+  const embedsIpv4 = [0, 0, 0, 0, 0, 0xffff].every((g, i) => group(i) === g) ||
+    [0x64, 0xff9b, 0, 0, 0, 0].every((g, i) => group(i) === g);
+  if (embedsIpv4) return `${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
+  return `${[0, 1, 2, 3].map((i) => group(i).toString(16)).join(":")}::/64`;
 }
 
-/** The eight 16-bit groups of an IPv6 address (a zone `%eth0` and brackets ignored), or null. */
-function parseIpv6(text: string): number[] | null {
-  let address = text.toLowerCase();
+/** `[2001:db8::1]` and `fe80::1%eth0` as the bare address. */
+function withoutBracketsAndZone(text: string): string {
+  let address = text;
   if (address.startsWith("[") && address.endsWith("]")) address = address.slice(1, -1);
   const zone = address.indexOf("%");
-  if (zone >= 0) address = address.slice(0, zone);
-  // A dotted IPv4 tail (`::ffff:192.0.2.7`) stands for the last two groups.
-  const tail = /^(.*:)(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/.exec(address);
-  let tailGroups: number[] = [];
-  if (tail !== null) {
-    const octets = IPV4_PATTERN.exec(tail[2])!.slice(1).map(Number);
-    if (octets.some((octet) => octet > 255)) return null;
-    tailGroups = [(octets[0] << 8) | octets[1], (octets[2] << 8) | octets[3]];
-    address = tail[1].endsWith("::") ? tail[1] : tail[1].slice(0, -1);
-  }
-  const halves = address.split("::");
-  if (halves.length > 2) return null;
-  const parse = (half: string): number[] | null => {
-    if (half === "") return [];
-    const parts = half.split(":");
-    if (!parts.every((part) => HEX_GROUP.test(part))) return null;
-    return parts.map((part) => parseInt(part, 16));
-  };
-  const head = parse(halves[0]);
-  const rest = halves.length === 2 ? parse(halves[1]) : [];
-  if (head === null || rest === null) return null;
-  const given = head.length + rest.length + tailGroups.length;
-  if (halves.length === 2 ? given > 7 : given !== 8) return null;
-  return [...head, ...new Array<number>(8 - given).fill(0), ...rest, ...tailGroups];
+  return zone >= 0 ? address.slice(0, zone) : address;
 }

@@ -112,6 +112,29 @@ Deno.test("an agent config with every key reads into exactly these values", asyn
   assert.deepEqual(targets.resolve("elsewhere.example.org", false), { host: "localhost", port: 1 });
 });
 
+Deno.test("targets may ask for a PROXY header, for both protocols or for each one", async () => {
+  const { targets } = await read([
+    ...REQUIRED.slice(0, TARGET_LINE),
+    "  app.example.com:",
+    '    tls: { address: "127.0.0.1:8443", proxyProtocol: v2 }',
+    '    http: "127.0.0.1:8080"',
+    '  "*.example.com": { address: "127.0.0.1:9443", proxyProtocol: v1 }',
+    '  default: { address: "127.0.0.1:9444" }',
+  ]);
+  assert.deepEqual(targets.resolve("app.example.com", true), {
+    host: "127.0.0.1",
+    port: 8443,
+    proxyProtocol: 2,
+  });
+  assert.deepEqual(targets.resolve("app.example.com", false), { host: "127.0.0.1", port: 8080 });
+  assert.deepEqual(targets.resolve("x.example.com", false), {
+    host: "127.0.0.1",
+    port: 9443,
+    proxyProtocol: 1,
+  });
+  assert.deepEqual(targets.resolve("other.test", true), { host: "127.0.0.1", port: 9444 });
+});
+
 Deno.test("an agent config with only the required keys gets every default", async () => {
   const { targets, ...rest } = await read(REQUIRED);
   assert.deepEqual(rest, {
@@ -208,7 +231,7 @@ Deno.test("each agent key's mistakes are reported at their line and column, with
       'agent.yaml:6:20: targets."app.example.com": port 0 in "127.0.0.1:0" is out of range 1-65535',
     ]],
     ["a target rule with neither tls nor http", withLine(TARGET_LINE, ["  app.example.com: {}"]), [
-      'agent.yaml:6:20: targets."app.example.com".tls: give tls, http or both',
+      'agent.yaml:6:20: targets."app.example.com".tls: give tls, http or both (or address for both)',
     ]],
     ["a bad http target", withLine(TARGET_LINE, ['  app.example.com: { tls: ":8443", http: "x" }']), [
       'agent.yaml:6:42: targets."app.example.com".http: "x" is not host:port',
@@ -219,6 +242,21 @@ Deno.test("each agent key's mistakes are reported at their line and column, with
       [
         'agent.yaml:6:36: targets."app.example.com".udp: unknown key',
       ],
+    ],
+    [
+      "proxyProtocol that is not v1 or v2",
+      withLine(TARGET_LINE, ['  app.example.com: { address: ":8443", proxyProtocol: v3 }']),
+      ['agent.yaml:6:55: targets."app.example.com".proxyProtocol: expected v1 or v2, got "v3"'],
+    ],
+    [
+      "proxyProtocol without an address",
+      withLine(TARGET_LINE, ["  app.example.com: { tls: { proxyProtocol: v2 } }"]),
+      ['agent.yaml:6:27: targets."app.example.com".tls.address: give the target\'s address as host:port'],
+    ],
+    [
+      "address beside tls",
+      withLine(TARGET_LINE, ['  app.example.com: { address: ":8443", tls: ":8444" }']),
+      ['agent.yaml:6:40: targets."app.example.com".tls: unknown key'],
     ],
     ["a target key that is no name", withLine(TARGET_LINE, ['  "bad name": "127.0.0.1:1"']), [
       "agent.yaml:6:3: targets: no target serves the claimed hostname app.example.com",

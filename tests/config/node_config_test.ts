@@ -137,6 +137,34 @@ Deno.test("a config with every key reads into exactly these typed values", async
   }
 });
 
+Deno.test("a relay port's trustedProxies are CIDR blocks or single addresses, IPv4 and IPv6", async () => {
+  const dir = await configDir();
+  const config = readNodeConfig(
+    withLine(3, null, [
+      "relayPorts:",
+      '  - { port: 443, trustedProxies: ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "::ffff:198.51.100.0/120"] }',
+      "  - 80",
+    ]).join("\n"),
+    "node.yaml",
+    dir.path,
+  );
+  const [trusting, plain] = config.relay.ports;
+  assert.equal(plain.trustedProxies, undefined, "a port without the key trusts no one to send a header");
+  const trusted = trusting.trustedProxies!;
+  const inside = [
+    "10.0.0.1",
+    "10.255.255.255",
+    "::ffff:10.1.2.3",
+    "192.0.2.7",
+    "2001:db8:ffff::1",
+    "198.51.100.9",
+  ];
+  for (const ip of inside) assert.ok(trusted.contains(ip), ip);
+  for (const ip of ["11.0.0.0", "192.0.2.8", "2001:db9::1", "198.51.101.0", "::1", "localhost"]) {
+    assert.ok(!trusted.contains(ip), ip);
+  }
+});
+
 Deno.test("a config with only the required keys gets every default", async () => {
   const dir = await configDir();
   const certs = await testCertificates();
@@ -221,6 +249,21 @@ Deno.test("each key's mistakes are reported at their line and column, with what 
     ["relayPorts entry with a bad protocol", withLine(3, "relayPorts: [{ port: 8080, protocol: udp }]"), [
       'node.yaml:4:38: relayPorts[0].protocol: expected tls or http, got "udp"',
     ]],
+    [
+      "trustedProxies with a host name, bits past the prefix, a long prefix, and empty",
+      withLine(3, null, [
+        "relayPorts:",
+        '  - { port: 443, trustedProxies: ["lb.example.com", "10.1.0.0/8", "10.0.0.0/33", "::/129"] }',
+        "  - { port: 444, trustedProxies: [] }",
+      ]),
+      [
+        'node.yaml:6:35: relayPorts[0].trustedProxies[0]: "lb.example.com" is not an IP address or a CIDR block such as 10.0.0.0/8',
+        "node.yaml:6:53: relayPorts[0].trustedProxies[1]: 10.1.0.0/8 has bits set past its /8: the block is 10.0.0.0/8",
+        'node.yaml:6:67: relayPorts[0].trustedProxies[2]: "10.0.0.0/33" has a prefix length that is not 0-32',
+        'node.yaml:6:82: relayPorts[0].trustedProxies[3]: "::/129" has a prefix length that is not 0-128',
+        "node.yaml:7:34: relayPorts[1].trustedProxies: expected a non-empty list, got an empty one",
+      ],
+    ],
     ["relayPorts entry with an unknown key", withLine(3, "relayPorts: [{ port: 8080, proxy: true }]"), [
       "node.yaml:4:28: relayPorts[0].proxy: unknown key",
     ]],

@@ -495,13 +495,15 @@ Deno.test("a correct two-stage handshake without a subprotocol registers; relaye
             port: node.tlsPort,
             clientAddress: `127.0.0.1:${clientPort}`,
             isTls: true,
+            relayAddress: `127.0.0.1:${node.tlsPort}`,
           });
           assert.equal(credits, 64);
-          // §2.4: the original's field names and order, exactly.
+          // §2.4: the original's field names and order, exactly; our relay_addr after them, which it ignores.
           assert.equal(
             wire,
             `{"event":"connect","client_id":"${id}","conn_port":${node.tlsPort},` +
-              `"client_ip":"127.0.0.1:${clientPort}","transport":"tcp","hostname":"${NAME}","is_tls":true,"credits":64}`,
+              `"client_ip":"127.0.0.1:${clientPort}","transport":"tcp","hostname":"${NAME}","is_tls":true,"credits":64,` +
+              `"relay_addr":"127.0.0.1:${node.tlsPort}"}`,
           );
 
           // The backend ends the stream: the relayed client reads the end.

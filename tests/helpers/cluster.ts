@@ -13,6 +13,7 @@ import type { AdminSettings } from "../../src/config/admin_keys.ts";
 import type { NodeConfig, NodeLimits } from "../../src/config/node_config.ts";
 import { createLogger } from "../../src/log/logger.ts";
 import { Node } from "../../src/node.ts";
+import { AddressBlocks, parseAddressBlock } from "../../src/relay/address_blocks.ts";
 import type { RelayPort } from "../../src/relay/relay.ts";
 import { testCertificates } from "./certs.ts";
 
@@ -115,6 +116,15 @@ export async function startTestNode(options: TestNodeOptions = {}): Promise<Test
     httpPort: ports.find((p) => p.protocol === "http")?.port ?? 0,
     close: () => node.shutdown(0),
   };
+}
+
+/** The address blocks of a relay port's `trustedProxies`, from their CIDR text (which must be valid). */
+export function trustedBlocks(...blocks: readonly string[]): AddressBlocks {
+  return new AddressBlocks(blocks.map((text) => {
+    const block = parseAddressBlock(text);
+    if (typeof block === "string") throw new RangeError(block);
+    return block;
+  }));
 }
 
 /** Options of {@linkcode startTestAgent}. */

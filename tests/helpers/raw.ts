@@ -6,6 +6,7 @@
  * @module
  */
 
+import net from "node:net";
 import { echo, readAll, serveConnections, type TestService, writeAll } from "./services.ts";
 
 /** The parts, one after the other. */
@@ -57,6 +58,41 @@ export async function rawExchange(
   } finally {
     conn.close();
   }
+}
+
+/**
+ * {@linkcode rawExchange} from a chosen local address (any 127.x.y.z is this host's; `Deno.connect` cannot
+ * choose one), through `node:net`: writes `chunks` one write each, optionally half-closes, and reads until
+ * the far side closes or resets. Returns every byte read.
+ */
+export async function rawExchangeFrom(
+  localAddress: string,
+  port: number,
+  chunks: readonly Uint8Array[],
+  options: { halfClose?: boolean } = {},
+): Promise<Uint8Array> {
+  const socket = net.connect({ host: "127.0.0.1", port, localAddress, noDelay: true });
+  const received: Uint8Array[] = [];
+  const ended = new Promise<void>((resolve) => {
+    socket.on("data", (chunk: Uint8Array) => received.push(chunk));
+    // A refused client may see a reset instead of an end: what was read is the answer either way.
+    socket.once("error", () => resolve());
+    socket.once("close", () => resolve());
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      socket.once("connect", resolve);
+      socket.once("error", reject);
+    });
+    for (const chunk of chunks) {
+      await new Promise<void>((resolve) => socket.write(chunk, () => resolve()));
+    }
+    if (options.halfClose) socket.end();
+    await ended;
+  } finally {
+    socket.destroy();
+  }
+  return concat(...received);
 }
 
 /** A running recorder. */

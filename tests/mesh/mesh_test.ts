@@ -51,6 +51,8 @@ Deno.test("a client at A reaches the echo service behind B's agent: 8 MiB each w
       port: a.tlsPort,
       clientAddress: `127.0.0.1:${client.port}`,
       isTls: true,
+      // What the client reached is A, not B: the tunnel carries A's view.
+      relayAddress: `127.0.0.1:${a.tlsPort}`,
     }]);
     assert.equal(a.node.router.route(APP)?.kind, "peer");
     const sent = patternBytes(8 * MiB, 11);

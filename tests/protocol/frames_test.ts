@@ -74,6 +74,13 @@ Deno.test("control frames use the original's event names, field names and field 
     `{"event":"connect","client_id":"${ID}","conn_port":443,"client_ip":"203.0.113.7:52144",` +
       `"transport":"tcp","hostname":"app.example.com"}`,
   );
+  // Our extension comes after every field of the original, which stay exactly as the original writes them.
+  assert.equal(
+    wireJson({ type: "open", id: ID, info: { ...info, relayAddress: "198.51.100.1:443" }, credits: 64 }),
+    `{"event":"connect","client_id":"${ID}","conn_port":443,"client_ip":"203.0.113.7:52144",` +
+      `"transport":"tcp","hostname":"app.example.com","is_tls":true,"credits":64,` +
+      `"relay_addr":"198.51.100.1:443"}`,
+  );
   assert.equal(wireJson({ type: "close", id: ID }), `{"event":"disconnect","client_id":"${ID}"}`);
   assert.equal(
     wireJson({ type: "close", id: ID, reason: "buffer_full" }),
@@ -218,6 +225,14 @@ Deno.test("each malformed frame gets its exact verdict", () => {
       {
         kind: "invalid",
         reason: "connect: client_ip is not an address",
+      },
+    ],
+    [
+      "numeric relay_addr",
+      control({ event: "connect", client_id: ID, conn_port: 1, hostname: "a.b", relay_addr: 443 }),
+      {
+        kind: "invalid",
+        reason: "connect: relay_addr is not an address",
       },
     ],
     [
@@ -375,6 +390,7 @@ Deno.test("property: arbitrary bytes never make decodeFrame throw, and give one 
           transport: anyValue,
           hostname: anyValue,
           is_tls: anyValue,
+          relay_addr: anyValue,
           reason: anyValue,
           credits: anyValue,
           version: anyValue,
@@ -403,6 +419,7 @@ Deno.test("property: a decoded control message re-encodes to a frame that decode
         hostname: fc.string({ maxLength: 300 }),
         client_ip: fc.option(fc.string({ maxLength: 70 }), { nil: undefined }),
         is_tls: fc.option(fc.boolean(), { nil: undefined }),
+        relay_addr: fc.option(fc.string({ maxLength: 70 }), { nil: undefined }),
         credits: fc.option(fc.integer({ min: -2, max: 2 ** 22 }), { nil: undefined }),
         reason: fc.option(fc.string({ maxLength: 20 }), { nil: undefined }),
         version: fc.integer({ min: -1, max: 1_000 }),

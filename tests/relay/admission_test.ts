@@ -1,8 +1,8 @@
 /**
  * The admission's limits and the sharing of its handshake pool, driven against a reference model that
  * recomputes every decision from the whole list of connections: what is refused, which handshake is shed
- * for whom, and the counters, over random sequences of admissions, handshake ends and releases from random
- * addresses under random limits.
+ * for whom, and the counters, over random sequences of admissions (from addresses, or not yet attributed),
+ * re-keyings to a client's address, handshake ends and releases, under random limits.
  */
 
 import assert from "node:assert/strict";
@@ -139,6 +139,59 @@ Deno.test("a shed ticket's handshakeDone and release are harmless, also when cal
   assert.equal(admission.handshakes, 1);
 });
 
+Deno.test("a trusted upstream's connections, not yet attributed, are sources of their own: none is shed for another", () => {
+  const { admission, shed, admit } = harness({
+    maxConnections: LARGE,
+    maxConnectionsPerIp: 1,
+    maxHandshakes: 4,
+    maxHandshakesPerIp: 1,
+  });
+  const unattributed = (name: string) => {
+    const ticket = admission.admit(null, { shed: () => shed.push(name) });
+    assert.notEqual(typeof ticket, "string", "no per-source limit applies before the client is known");
+    return ticket as AdmissionTicket;
+  };
+  for (const name of ["u1", "u2", "u3"]) unattributed(name);
+  assert.deepEqual(shed, []);
+  assert.equal(admission.sources, 3);
+  admit("192.0.2.1", "direct");
+  unattributed("u4");
+  assert.deepEqual(shed, ["u1"], "a full pool where every source holds one: the oldest of all goes");
+});
+
+Deno.test("rekey moves a connection to its client's source, under that source's limits", () => {
+  const { admission, shed, admit } = harness({
+    maxConnections: LARGE,
+    maxConnectionsPerIp: 2,
+    maxHandshakes: LARGE,
+    maxHandshakesPerIp: 1,
+  });
+  const viaUpstream = (name: string) =>
+    admission.admit(null, { shed: () => shed.push(name) }) as AdmissionTicket;
+  admit("192.0.2.1", "direct a");
+  const first = viaUpstream("proxied a1");
+  // The client already holds a handshake, its share: its oldest goes, as for a newcomer from there.
+  assert.equal(first.rekey("192.0.2.1"), null);
+  assert.deepEqual(shed, ["direct a"]);
+  assert.equal(admission.handshakes, 1);
+  // Two connections of that client now: a third is refused, and stays where it was.
+  const third = viaUpstream("proxied a2");
+  assert.equal(third.rekey("::ffff:192.0.2.1"), "max_connections_per_ip");
+  assert.equal(admission.sources, 2);
+  third.release();
+  // Another client of the same upstream is its own source.
+  const other = viaUpstream("proxied b");
+  assert.equal(other.rekey("198.51.100.7"), null);
+  assert.deepEqual(shed, ["direct a"]);
+  assert.equal(admission.sources, 2);
+  assert.equal(admission.connections, 3);
+  first.release();
+  other.release();
+  assert.equal(first.rekey("203.0.113.1"), null, "a released ticket moves nowhere");
+  assert.equal(admission.connections, 1);
+  assert.equal(admission.sources, 1);
+});
+
 Deno.test("20,000 connections from 2,000 sources: counts stay exact and the pool stays full while newcomers arrive", () => {
   const admission = new Admission({
     maxConnections: 20_000,
@@ -183,9 +236,9 @@ const ADDRESSES: ReadonlyArray<[string, string]> = [
 
 interface ModelConnection {
   readonly name: number;
-  readonly source: string;
-  /** Admission order. */
-  readonly seq: number;
+  source: string;
+  /** Order of entering its source's handshake queue. */
+  seq: number;
   /** Whether its owner releases it from within the shed callback, as an owner may. */
   readonly releasesWhenShed: boolean;
   inHandshake: boolean;
@@ -196,6 +249,10 @@ interface ModelConnection {
 type Operation =
   /** `address` picks from {@linkcode ADDRESSES} by the run's weights (see `pickAddress`). */
   | { readonly kind: "admit"; readonly address: number; readonly releasesWhenShed: boolean }
+  /** A trusted upstream's connection, its client not known yet. */
+  | { readonly kind: "admitUnattributed"; readonly releasesWhenShed: boolean }
+  /** Its PROXY header names the client: any ticket, released or shed or not. */
+  | { readonly kind: "rekey"; readonly ticket: number; readonly address: number }
   | { readonly kind: "handshakeDone"; readonly ticket: number }
   | { readonly kind: "release"; readonly ticket: number };
 
@@ -207,6 +264,14 @@ const operationArbitrary: fc.Arbitrary<Operation> = fc.oneof(
       address: fc.nat(),
       releasesWhenShed: fc.boolean(),
     }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({ kind: fc.constant("admitUnattributed" as const), releasesWhenShed: fc.boolean() }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({ kind: fc.constant("rekey" as const), ticket: fc.nat(), address: fc.nat() }),
   },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant("handshakeDone" as const), ticket: fc.nat() }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant("release" as const), ticket: fc.nat() }) },
@@ -281,6 +346,21 @@ function countBySource(connections: readonly ModelConnection[]): Map<string, num
   return counts;
 }
 
+/** What the rules say should happen when `moving` turns out to come from `source` (rules 3 and 4). */
+function modelRekey(
+  limits: AdmissionLimits,
+  connections: readonly ModelConnection[],
+  moving: ModelConnection,
+  source: string,
+): { refused: string } | { victim: ModelConnection | null } {
+  if (moving.released || moving.source === source) return { victim: null };
+  const there = connections.filter((c) => !c.released && c.source === source);
+  if (there.length >= limits.maxConnectionsPerIp) return { refused: "max_connections_per_ip" };
+  const handshakes = there.filter((c) => c.inHandshake);
+  if (!moving.inHandshake || handshakes.length < limits.maxHandshakesPerIp) return { victim: null };
+  return { victim: handshakes.reduce((oldest, c) => (c.seq < oldest.seq ? c : oldest)) };
+}
+
 /** One run: the admission and the model side by side, each step checked against the other. */
 class ModelRun {
   readonly admission: Admission;
@@ -288,13 +368,16 @@ class ModelRun {
   readonly #limits: AdmissionLimits;
   readonly #tickets: AdmissionTicket[] = [];
   readonly #shedCalls: number[] = [];
+  /** Entering a handshake queue, as the admission counts it. */
+  #seq = 0;
 
   constructor(limits: AdmissionLimits) {
     this.#limits = limits;
     this.admission = new Admission(limits);
   }
 
-  admit(ip: string, source: string, releasesWhenShed: boolean): void {
+  /** `ip` null: not attributed yet, a source of its own (`source` must then be unique to it). */
+  admit(ip: string | null, source: string, releasesWhenShed: boolean): void {
     const expected = modelDecision(this.#limits, this.model, source);
     const heldBefore = countBySource(this.model.filter((c) => !c.released && c.inHandshake));
     const name = this.model.length;
@@ -317,21 +400,45 @@ class ModelRun {
       // Fairness: a handshake goes only to its own source's newcomer or to one from a lighter source.
       const own = heldBefore.get(source) ?? 0;
       assert.ok(victim.source === source || heldBefore.get(victim.source)! > own);
-      victim.inHandshake = false;
-      victim.shed = true;
-      if (victim.releasesWhenShed) victim.released = true;
+      this.#shedInModel(victim);
     }
     this.#tickets.push(result as AdmissionTicket);
     this.model.push({
       name,
       source,
-      seq: name,
+      seq: this.#seq++,
       releasesWhenShed,
       inHandshake: true,
       released: false,
       shed: false,
     });
     this.#check();
+  }
+
+  rekey(target: ModelConnection, ip: string, source: string): void {
+    const expected = modelRekey(this.#limits, this.model, target, source);
+    const shedBefore = this.#shedCalls.length;
+    const result = this.#tickets[target.name].rekey(ip);
+    if ("refused" in expected) {
+      assert.equal(result, expected.refused);
+      assert.equal(this.#shedCalls.length, shedBefore, "a refusal sheds nothing");
+      return this.#check();
+    }
+    assert.equal(result, null);
+    const victim = expected.victim;
+    assert.deepEqual(this.#shedCalls.slice(shedBefore), victim === null ? [] : [victim.name]);
+    if (victim !== null) this.#shedInModel(victim);
+    if (!target.released && target.source !== source) {
+      target.source = source;
+      if (target.inHandshake) target.seq = this.#seq++;
+    }
+    this.#check();
+  }
+
+  #shedInModel(victim: ModelConnection): void {
+    victim.inHandshake = false;
+    victim.shed = true;
+    if (victim.releasesWhenShed) victim.released = true;
   }
 
   handshakeDone(target: ModelConnection): void {
@@ -384,9 +491,14 @@ Deno.test("property: the admission decides as the reference model does, and its 
           if (operation.kind === "admit") {
             const [ip, source] = pickAddress(weights, operation.address);
             run.admit(ip, source, operation.releasesWhenShed);
+          } else if (operation.kind === "admitUnattributed") {
+            run.admit(null, `unattributed ${run.model.length}`, operation.releasesWhenShed);
           } else if (run.model.length > 0) {
             const target = run.model[operation.ticket % run.model.length];
-            if (operation.kind === "handshakeDone") run.handshakeDone(target);
+            if (operation.kind === "rekey") {
+              const [ip, source] = pickAddress(weights, operation.address);
+              run.rekey(target, ip, source);
+            } else if (operation.kind === "handshakeDone") run.handshakeDone(target);
             else run.release(target);
           }
         }
