@@ -21,6 +21,7 @@ import {
   newStreamId,
   type StreamOpenInfo,
 } from "../protocol/frames.ts";
+import { AnnouncementAssembler, announcementParts } from "../protocol/announcement.ts";
 import { type Dialect, ORIGINAL, ORIGINAL_CREDITS } from "./dialect.ts";
 import type { BufferBudget } from "./flow_control.ts";
 import type { MessageSocket } from "../transport/message_socket.ts";
@@ -113,6 +114,8 @@ export class MuxSession {
   /** The frames of this turn, sent as one message at its end, for dialects that batch (null: one per frame). */
   readonly #batch: FrameBatch | null;
   #flushQueued = false;
+  /** Joins the parts of the peer's announcements (mesh). */
+  readonly #announcements = new AnnouncementAssembler();
 
   /** Takes over an open WebSocket whose handshake is complete; sets its message and close handlers. */
   constructor(ws: MessageSocket, options: MuxSessionOptions) {
@@ -226,9 +229,9 @@ export class MuxSession {
     return stream;
   }
 
-  /** Tells a peer node which names this node serves (mesh). */
+  /** Tells a peer node which names this node serves (mesh), in as many frames as the names need. */
   announce(version: number, routes: readonly string[]): void {
-    this.#send(encodeControlFrame({ type: "announce", version, routes }));
+    for (const part of announcementParts(version, routes)) this.#send(encodeControlFrame(part));
   }
 
   /** Sends a text message (handshake and re-authentication tokens). */
@@ -451,9 +454,14 @@ export class MuxSession {
         this.#draining = true;
         this.#options.onDrain?.();
         return;
-      case "announce":
-        if (this.#options.onAnnounce) this.#options.onAnnounce(message.version, message.routes);
+      case "announce": {
+        const progress = this.#announcements.accept(message);
+        if (progress.kind === "complete") this.#options.onAnnounce?.(progress.version, progress.routes);
+        else if (progress.kind === "refused") {
+          this.#options.log.warn("announcement ignored", { session: this.label, why: progress.reason });
+        }
         return;
+      }
     }
   }
 

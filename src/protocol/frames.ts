@@ -96,7 +96,13 @@ export type ControlMessage =
   | { readonly type: "pong" }
   /** The sender is shutting down: no new streams on this session either way; open ones go on (our extension). */
   | { readonly type: "drain" }
-  | { readonly type: "announce"; readonly version: number; readonly routes: readonly string[] };
+  /** The names the sender serves, full state; `more`: further parts of this version follow (announcement.ts). */
+  | {
+    readonly type: "announce";
+    readonly version: number;
+    readonly routes: readonly string[];
+    readonly more?: boolean;
+  };
 
 /** A decoded binary message. Views point into the message; nothing is copied. */
 export type DecodedFrame =
@@ -224,7 +230,12 @@ function toWire(message: ControlMessage): Record<string, unknown> {
     case "drain":
       return { event: message.type };
     case "announce":
-      return { event: "announce", version: message.version, routes: message.routes };
+      return {
+        event: "announce",
+        version: message.version,
+        routes: message.routes,
+        ...(message.more ? { more: true } : {}),
+      };
   }
 }
 
@@ -441,14 +452,18 @@ function decodeConnect(
 }
 
 function decodeAnnounce(fields: Record<string, unknown>): DecodedFrame {
-  const { version, routes } = fields;
+  const { version, routes, more } = fields;
   if (!Number.isSafeInteger(version) || (version as number) < 0) {
     return { kind: "invalid", reason: "announce: version is not a non-negative integer" };
   }
   if (!Array.isArray(routes) || routes.length > 100_000 || !routes.every((r) => typeof r === "string")) {
     return { kind: "invalid", reason: "announce: routes is not a list of names" };
   }
-  return { kind: "control", message: { type: "announce", version: version as number, routes } };
+  if (more !== undefined && typeof more !== "boolean") {
+    return { kind: "invalid", reason: "announce: more is not a boolean" };
+  }
+  const message = { type: "announce", version: version as number, routes } as const;
+  return { kind: "control", message: more === true ? { ...message, more } : message };
 }
 
 /** `undefined` when absent, `null` when present but not a non-negative integer; clamped to MAX_CREDIT_GRANT. */

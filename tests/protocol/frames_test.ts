@@ -105,6 +105,10 @@ Deno.test("control frames use the original's event names, field names and field 
     wireJson({ type: "announce", version: 3, routes: ["a.example.com", "*.b.example.com"] }),
     `{"event":"announce","version":3,"routes":["a.example.com","*.b.example.com"]}`,
   );
+  assert.equal(
+    wireJson({ type: "announce", version: 3, routes: ["a.example.com"], more: true }),
+    `{"event":"announce","version":3,"routes":["a.example.com"],"more":true}`,
+  );
 });
 
 Deno.test("a data frame is 0x01, the 16 raw id bytes in text order, then the payload (§2.1, §2.2)", () => {
@@ -251,6 +255,10 @@ Deno.test("each malformed frame gets its exact verdict", () => {
       kind: "invalid",
       reason: "announce: routes is not a list of names",
     }],
+    ["more not a boolean", control({ event: "announce", version: 1, routes: [], more: 1 }), {
+      kind: "invalid",
+      reason: "announce: more is not a boolean",
+    }],
   ];
   for (const [name, bytes, expected] of cases) assert.deepEqual(decodeFrame(bytes), expected, name);
 });
@@ -315,6 +323,12 @@ const controlMessage: fc.Arbitrary<ControlMessage> = fc.oneof(
     type: fc.constant("announce" as const),
     version: fc.nat({ max: Number.MAX_SAFE_INTEGER }),
     routes: fc.array(fc.string({ maxLength: 40 }), { maxLength: 50 }),
+  }),
+  fc.record({
+    type: fc.constant("announce" as const),
+    version: fc.nat({ max: Number.MAX_SAFE_INTEGER }),
+    routes: fc.array(fc.string({ maxLength: 40 }), { maxLength: 50 }),
+    more: fc.constant(true),
   }),
 );
 
