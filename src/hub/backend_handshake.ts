@@ -7,7 +7,6 @@
  * @module
  */
 
-import { encodeBase64Url } from "../protocol/base64url.ts";
 import { type BackendTokenClaims, sameHostnames, verifyBackendToken } from "../protocol/backend_token.ts";
 import { WebSocketInbox } from "../transport/inbox.ts";
 import type { MessageSocket } from "../transport/message_socket.ts";
@@ -23,7 +22,7 @@ export type HandshakeOutcome =
 
 /** A fresh challenge nonce: 32 random bytes, base64url without padding (§1.2). */
 function newNonce(): string {
-  return encodeBase64Url(crypto.getRandomValues(new Uint8Array(32)));
+  return crypto.getRandomValues(new Uint8Array(32)).toBase64({ alphabet: "base64url", omitPadding: true });
 }
 
 /** Runs the handshake on a freshly upgraded WebSocket. Never throws. */
