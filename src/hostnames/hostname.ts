@@ -1,7 +1,7 @@
 /**
  * Hostname normalisation shared by the SNI and Host routing, the backends' claims and the route table.
  *
- * Rules (protocol document §5.4): trim ASCII space and tab, drop one trailing dot, lower-case. Names on the
+ * Rules (docs/protocol.md §8.1): trim ASCII space and tab, drop one trailing dot, lower-case. Names on the
  * wire are ASCII (A-labels): anything else, and IP literals, are refused rather than guessed at, so a route key
  * is always a plain ASCII DNS name.
  *

@@ -1,5 +1,5 @@
 /**
- * A mesh announcement in parts (protocol document §4.4): a node's full list of route keys can be far longer
+ * A mesh announcement in parts (docs/protocol.md §6.3): a node's full list of route keys can be far longer
  * than one control frame may be (32 KiB, which {@linkcode decodeFrame} enforces), so the sender splits it into
  * `announce` frames of the same version, every one but the last marked `more`, and the receiver joins them
  * before it replaces the sender's routes. Frames of one link arrive in order, so parts need no index.

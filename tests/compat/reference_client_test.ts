@@ -1,6 +1,6 @@
 /**
- * The original's standalone backend client, `nexus-proxy-backend-client` v0.2.6 (protocol document: **C**, the
- * P1.1 wire), run unchanged as a child process against our hub. Built by `scripts/reference_client.ts`; when
+ * The original's standalone backend client, `nexus-proxy-backend-client` v0.2.6 (docs/protocol.md
+ * §7.2), run unchanged as a child process against our hub. Built by `scripts/reference_client.ts`; when
  * `go` or the module cannot be had, every test here is skipped and the reason printed once.
  *
  * The client verifies the hub's certificate against the system roots; it gets the test CA through
@@ -37,7 +37,7 @@ if (!BUILD.ok) console.log(`tests/compat/reference_client_test.ts: skipped: ${BU
 const MiB = 1024 * 1024;
 const BACKEND_NAME = "reference-client";
 
-/** One `backends:` entry of the client's config (§6.2). */
+/** One `backends:` entry of the client's config (its config.example.yaml). */
 interface ClientBackend {
   readonly hostnames: readonly string[];
   readonly hubUrl: string;
@@ -411,7 +411,7 @@ compatTest(
     const { service: source, progress } = sourceService(size, 31, certs.service);
     const echoService = serveConnections(echo, certs.service);
     await withClient({
-      // The client ignores credits (§3.1): everything it sends must fit the per-stream budget.
+      // The client ignores credits (§7.2): everything it sends must fit the per-stream budget.
       node: { limits: { legacyStreamBufferBytes: 32 * MiB } },
       services: [source, echoService],
       backend: (node) => ({

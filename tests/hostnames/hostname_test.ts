@@ -1,14 +1,14 @@
 /**
- * Hostname normalisation (protocol document §5.4): only ASCII space and tab around a name are trimmed (the OWS of
- * RFC 9110 §5.6.3); every other space, and every non-ASCII character, makes the name invalid, so a name that is
- * not exactly what a backend claimed can never route as if it were.
+ * Hostname normalisation (docs/protocol.md §8.1): only ASCII space and tab around a name are trimmed (the OWS
+ * of RFC 9110 §5.6.3); every other space, and every non-ASCII character, makes the name invalid, so a name
+ * that is not exactly what a backend claimed can never route as if it were.
  */
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { normalizeHostname, parseHostnameClaim, trimOws } from "../../src/hostnames/hostname.ts";
 
-/** Every character String.prototype.trim() strips (ECMA-262 WhiteSpace and LineTerminator) except SP and HTAB. */
+/** What String.prototype.trim() strips (ECMA-262 WhiteSpace and LineTerminator) besides SP and HTAB. */
 const NON_OWS_SPACES = [
   "\n",
   "\v",

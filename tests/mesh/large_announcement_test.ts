@@ -1,7 +1,7 @@
 /**
- * An announcement too big for one frame (§4.4): 5,000 names are far more than the 32 KiB control frame a peer
- * accepts, so the announcing node splits them into parts, each under the cap, and the peer applies them as one
- * full-state announcement once the last part is in.
+ * An announcement too big for one frame (docs/protocol.md §6.3): 5,000 names are far more than the 32 KiB
+ * control frame a peer accepts, so the announcing node splits them into parts, each under the cap, and the
+ * peer applies them as one full-state announcement once the last part is in.
  */
 
 import assert from "node:assert/strict";

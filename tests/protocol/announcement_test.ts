@@ -1,7 +1,7 @@
 /**
- * Announcements in parts (§4.4): the sender's parts each fit the frame cap, are as few as fit, and carry the
- * routes in order; the receiver joins them exactly as a model says, over abandoned and oversized
- * announcements alike, and never applies part of one as if it were whole.
+ * Announcements in parts (docs/protocol.md §6.3): the sender's parts each fit the frame cap, are as few as
+ * fit, and carry the routes in order; the receiver joins them exactly as a model says, over abandoned and
+ * oversized announcements alike, and never applies part of one as if it were whole.
  */
 
 import assert from "node:assert/strict";

@@ -1,6 +1,7 @@
 /**
- * Backend tokens (§1.3): the exact verdict for each kind of bad token, and over arbitrary strings and arbitrary
- * claim payloads signed with the right key, never a throw and never `ok` with claims that break the rules.
+ * Backend tokens (docs/protocol.md §4.3): the exact verdict for each kind of bad token, and over arbitrary
+ * strings and arbitrary claim payloads signed with the right key, never a throw and never `ok` with claims
+ * that break the rules.
  */
 
 import assert from "node:assert/strict";
@@ -229,7 +230,7 @@ Deno.test("each bad token gets its exact reason; permanent ones say authenticati
   }
 });
 
-Deno.test("a weight of zero or less reads as 1, unclaimed (§1.3); a long subject is cut to 100 characters", async () => {
+Deno.test("a weight of zero or less reads as 1, unclaimed (§4.3); a long subject is cut to 100 characters", async () => {
   const verdict = await verifyBackendToken(
     await rawToken({ ...good(), weight: -4, sub: "x".repeat(300) }),
     SECRET,

@@ -57,7 +57,7 @@ function wireJson(message: ControlMessage): string {
 // ---------------------------------------------------------------------------------------------------------
 // Exact wire form
 
-Deno.test("control frames use the original's event names, field names and field order (§2.4)", () => {
+Deno.test("control frames use the original's event names, field names and field order (§3.1)", () => {
   const info: StreamOpenInfo = {
     hostname: "app.example.com",
     port: 443,
@@ -139,12 +139,12 @@ Deno.test("what the original's client sends decodes, with its extra fields ignor
     kind: "control",
     message: { type: "pause", id: ID },
   });
-  // Credits 0 mean "no credits" (§3.3): a plain resume.
+  // Credits 0 mean "no credits" (§5.2): a plain resume.
   assert.deepEqual(decodeFrame(control({ event: "resume_stream", client_id: ID, credits: 0 })), {
     kind: "control",
     message: { type: "resume", id: ID },
   });
-  // Unknown events are ignored, not refused (§2.4).
+  // Unknown events are ignored, not refused (§3.1).
   assert.deepEqual(decodeFrame(control({ event: "outbound_connect", client_id: ID })), {
     kind: "ignored",
     reason: 'unsupported event "outbound_connect"',
@@ -263,7 +263,7 @@ Deno.test("each malformed frame gets its exact verdict", () => {
   for (const [name, bytes, expected] of cases) assert.deepEqual(decodeFrame(bytes), expected, name);
 });
 
-Deno.test("a grant above 2^20 is clamped, never trusted (§3.3)", () => {
+Deno.test("a grant above 2^20 is clamped, never trusted (§2.5)", () => {
   assert.deepEqual(decodeFrame(control({ event: "resume_stream", client_id: ID, credits: 2 ** 40 })), {
     kind: "control",
     message: { type: "resume", id: ID, credits: MAX_CREDIT_GRANT },
