@@ -126,7 +126,7 @@ export class Agent {
 
   /**
    * What the node said about each stream being served right now: the name and the original client's address
-   * (for a client that reached another node of the mesh too), for status output and tests.
+   * (for a client that reached another node of the mesh too). For tests: `/status` shows no client addresses.
    */
   get streamInfos(): StreamOpenInfo[] {
     return this.#splices.values();

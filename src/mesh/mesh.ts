@@ -111,11 +111,6 @@ export class Mesh {
     return this.#links;
   }
 
-  /** Each configured peer URL and where its link stands, for status output and tests. */
-  get peerStates(): ReadonlyMap<string, PeerDialState> {
-    return this.#peerStates;
-  }
-
   /** Every configured peer and every node that dialled in, for status output. */
   peers(): PeerStatus[] {
     const outbound = this.#settings.peerUrls.map((url): PeerStatus => {

@@ -127,7 +127,7 @@ export interface ReceiveLimits {
  * Frames the original's safety valves may send beyond the window: a kick-start batch and a stall probe (§7.3).
  * A receiver that counts credits tolerates that much before it calls the stream overflowing.
  */
-export const CREDIT_OVERSEND_SLACK_FRAMES = CREDIT_REPLENISH_BATCH + 1;
+const CREDIT_OVERSEND_SLACK_FRAMES = CREDIT_REPLENISH_BATCH + 1;
 
 /**
  * What a receiver that granted `windowFrames` credits holds at most for one stream, and the batches it returns

@@ -172,7 +172,7 @@ export class MuxSession {
     return this.#streams.size;
   }
 
-  /** `pause_stream`s the peer has sent so far (the original client's only brake, §7.2), for status and tests. */
+  /** `pause_stream`s the peer has sent so far (the original client's only brake, §7.2), shown in `/status`. */
   get pausesReceived(): number {
     return this.#pausesReceived;
   }

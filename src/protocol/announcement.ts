@@ -10,7 +10,7 @@
 import { type ControlMessage, encodeControlFrame, MAX_MESSAGE_BYTES } from "./frames.ts";
 
 /** Most route keys one announcement may carry, over all its parts; more and the announcement is refused. */
-export const MAX_ANNOUNCED_ROUTES = 100_000;
+const MAX_ANNOUNCED_ROUTES = 100_000;
 
 type AnnounceMessage = Extract<ControlMessage, { type: "announce" }>;
 
