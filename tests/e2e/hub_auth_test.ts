@@ -15,7 +15,7 @@ import {
   waitFor,
 } from "../helpers/cluster.ts";
 import { testCertificates } from "../helpers/certs.ts";
-import { rawExchange, readExactly } from "../helpers/raw.ts";
+import { rawExchange, readExactly, UNRECOGNIZED_NAME_ALERT } from "../helpers/raw.ts";
 import { writeAll } from "../helpers/services.ts";
 import { signBackendToken } from "../../src/protocol/backend_token.ts";
 import {
@@ -29,8 +29,6 @@ import { buildClientHello } from "../sni/client_hello_builder.ts";
 
 const NAME = "auth.test.nexus";
 const POLICY_VIOLATION = 1008;
-/** RFC 8446 §6: fatal unrecognized_name (112), what a client of an unroutable name gets. */
-const UNRECOGNIZED_NAME_ALERT = Uint8Array.of(0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70);
 /** The hub's wait for each token, lowered from the original's 10 s so the deadline cases are quick. */
 const TOKEN_WAIT_SECONDS = 1;
 const MESSAGE_WAIT_MS = 5_000;

@@ -5,9 +5,9 @@
  */
 
 import assert from "node:assert/strict";
-import { startTestAgent, startTestNode, waitFor } from "../helpers/cluster.ts";
+import { startTestAgent, startTestNode, Teardown, waitFor } from "../helpers/cluster.ts";
 import { encodeControlFrame, MAX_MESSAGE_BYTES } from "../../src/protocol/frames.ts";
-import { namedService, peerRouteKeys, Teardown, whoServes } from "./mesh_fixtures.ts";
+import { namedService, peerRouteKeys, whoServes } from "./mesh_fixtures.ts";
 
 const NAMES = Array.from({ length: 5_000 }, (_, i) => `n${String(i).padStart(4, "0")}.test.nexus`);
 /** Names per agent: a backend's token must fit the hub's first message, 32 KiB. */

@@ -9,6 +9,7 @@ import {
   connectTls,
   startTestAgent,
   startTestNode,
+  Teardown,
   TEST_PEER_SECRET,
   type TestNode,
   waitFor,
@@ -30,7 +31,6 @@ import {
   sourceRequest,
   sourceSeed,
   sourceService,
-  Teardown,
   whoServes,
 } from "./mesh_fixtures.ts";
 
