@@ -21,7 +21,7 @@ import { Node } from "../src/node.ts";
 import { createCertificateAuthority, issueCertificate } from "./dev_certs.ts";
 
 /** The name the demo service answers to. */
-export const DEMO_HOSTNAME = "app.demo.test";
+const DEMO_HOSTNAME = "app.demo.test";
 
 /** The ports of a demo: the node's relay and hub ports, and the sample service's TLS and plain-HTTP ports. */
 export interface DemoPorts {
@@ -93,7 +93,7 @@ drainTimeoutSeconds: 1
 }
 
 /** The sample HTTPS service's page. */
-export function demoPage(request: Request): Response {
+function demoPage(request: Request): Response {
   const url = new URL(request.url);
   return new Response(
     `Hello from the demo service behind Nexus Proxy.\n` +
@@ -103,7 +103,7 @@ export function demoPage(request: Request): Response {
 }
 
 /** The sample service's plain-HTTP side, where ACME HTTP-01 challenges would arrive. */
-export function challengePage(request: Request): Response {
+function challengePage(request: Request): Response {
   return new Response(`plain HTTP reached the service: ${new URL(request.url).pathname}\n`);
 }
 
@@ -143,7 +143,7 @@ export interface Demo {
 }
 
 /** Starts the demo in this process; a port of 0 picks a free one. */
-export async function startDemo(ports: { tls: number; http: number; hub: number }): Promise<Demo> {
+async function startDemo(ports: { tls: number; http: number; hub: number }): Promise<Demo> {
   const dir = await Deno.makeTempDir({ prefix: "nexus-demo-" });
   const chosen: DemoPorts = {
     tls: ports.tls || freePort(),

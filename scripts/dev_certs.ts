@@ -1,7 +1,6 @@
 /**
  * Throw-away certificates for local trials, the demo and the tests: a private CA and the leaf certificates it
- * signs, made with WebCrypto (ECDSA P-256, SHA-256) and a small DER encoder, so neither openssl nor a
- * dependency is needed.
+ * signs, ECDSA P-256 with SHA-256, built with `@peculiar/x509` over WebCrypto, so openssl is not needed.
  *
  * Why a CA plus leaves and never one self-signed certificate: rustls (Deno's TLS) refuses a certificate with
  * `CA:TRUE` as an end-entity, and a self-signed one without it cannot be a trust anchor.
@@ -18,9 +17,12 @@
  * @module
  */
 
+import "reflect-metadata"; // @peculiar/x509 resolves its parsers through tsyringe, which needs it first.
+import * as x509 from "@peculiar/x509";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { parseHostnameClaim } from "../src/hostnames/hostname.ts";
+import { parseIpAddress } from "../src/transport/ip_address.ts";
 
 /**
  * A private certificate authority: its PEMs, and what {@linkcode issueCertificate} needs to sign with it.
@@ -108,9 +110,6 @@ export interface IssueCertificateOptions {
   validDays?: number;
 }
 
-/** Bytes over a plain ArrayBuffer, as WebCrypto accepts them. */
-type Bytes = Uint8Array<ArrayBuffer>;
-
 const DEFAULT_CA_COMMON_NAME = "Nexus Proxy development CA";
 const DEFAULT_LEAF_COMMON_NAME = "Nexus Proxy development certificate";
 const DEFAULT_CA_VALID_DAYS = 365;
@@ -124,24 +123,6 @@ const SERIAL_LENGTH = 16;
 
 const EC_KEY: EcKeyImportParams = { name: "ECDSA", namedCurve: "P-256" };
 const SIGNATURE: EcdsaParams = { name: "ECDSA", hash: "SHA-256" };
-
-const OID = {
-  commonName: "2.5.4.3",
-  ecdsaWithSha256: "1.2.840.10045.4.3.2",
-  subjectKeyIdentifier: "2.5.29.14",
-  keyUsage: "2.5.29.15",
-  subjectAltName: "2.5.29.17",
-  basicConstraints: "2.5.29.19",
-  authorityKeyIdentifier: "2.5.29.35",
-  extKeyUsage: "2.5.29.37",
-  serverAuth: "1.3.6.1.5.5.7.3.1",
-  clientAuth: "1.3.6.1.5.5.7.3.2",
-} as const;
-
-// KeyUsage bits (RFC 5280 §4.2.1.3), numbered from the most significant bit of the first byte.
-const KEY_USAGE_DIGITAL_SIGNATURE = 0;
-const KEY_USAGE_KEY_CERT_SIGN = 5;
-const KEY_USAGE_CRL_SIGN = 6;
 
 /**
  * Creates a private CA: a self-signed v3 certificate (`CA:TRUE`, path length 0, keyCertSign and cRLSign) and
@@ -163,30 +144,26 @@ export async function createCertificateAuthority(
     options.commonName ?? `${DEFAULT_CA_COMMON_NAME} ${crypto.getRandomValues(new Uint8Array(4)).toHex()}`,
   );
   const validity = validityFromNow(options.validDays ?? DEFAULT_CA_VALID_DAYS);
-  const keys = await generateKeyPair();
-  const spki = new Uint8Array(await crypto.subtle.exportKey("spki", keys.publicKey));
-  const keyIdentifier = await keyIdentifierOf(spki);
-  const subjectDer = encodeName(commonName);
-  const extensions = [
-    extension(OID.basicConstraints, true, sequence(booleanTrue(), smallInteger(0))),
-    extension(OID.keyUsage, true, keyUsage(KEY_USAGE_KEY_CERT_SIGN, KEY_USAGE_CRL_SIGN)),
-    extension(OID.subjectKeyIdentifier, false, octetString(keyIdentifier)),
-  ];
-  const certDer = await signCertificate({
-    issuerDer: subjectDer,
-    subjectDer,
-    spki,
-    extensions,
-    validity,
-    signingKey: keys.privateKey,
+  const keys = await crypto.subtle.generateKey(EC_KEY, true, ["sign", "verify"]);
+  const certificate = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: randomSerial(),
+    name: [{ CN: [commonName] }],
+    notBefore: validity.notBefore,
+    notAfter: validity.notAfter,
+    signingAlgorithm: SIGNATURE,
+    keys,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
   });
   const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", keys.privateKey));
   return {
-    certPem: toPem("CERTIFICATE", certDer),
+    certPem: toPem("CERTIFICATE", new Uint8Array(certificate.rawData)),
     keyPem: toPem("PRIVATE KEY", pkcs8),
     privateKey: await importSigningKey(pkcs8, false),
-    subjectDer,
-    keyIdentifier,
+    ...await namesOf(certificate),
     notAfter: validity.notAfter,
   };
 }
@@ -212,9 +189,8 @@ export async function loadCertificateAuthority(
   certPem: string,
   keyPem: string,
 ): Promise<CertificateAuthority> {
-  const certDer = fromPem(certPem, "CERTIFICATE");
-  const parsed = parseCertificate(certDer);
-  if (!parsed.isCa) {
+  const certificate = new x509.X509Certificate(fromPem(certPem, "CERTIFICATE"));
+  if (certificate.getExtension(x509.BasicConstraintsExtension)?.ca !== true) {
     throw new TypeError("The CA certificate is not a CA: expected basicConstraints with CA:TRUE");
   }
   if (/-----BEGIN EC PRIVATE KEY-----/.test(keyPem)) {
@@ -230,22 +206,19 @@ export async function loadCertificateAuthority(
   } catch (error) {
     throw new TypeError(`The CA key cannot be used: expected an ECDSA P-256 key (${errorMessage(error)})`);
   }
-  const jwk = await crypto.subtle.exportKey("jwk", checkKey);
-  const publicPoint = concat(
-    [0x04],
-    Uint8Array.fromBase64(jwk.x ?? "", { alphabet: "base64url" }),
-    Uint8Array.fromBase64(jwk.y ?? "", { alphabet: "base64url" }),
-  );
-  if (!equalBytes(publicPoint, parsed.publicKey)) {
+  // The key's public half, as SPKI, must be the certificate's.
+  const { kty, crv, x, y } = await crypto.subtle.exportKey("jwk", checkKey);
+  const publicKey = await crypto.subtle.importKey("jwk", { kty, crv, x, y }, EC_KEY, true, ["verify"]);
+  const spki = new Uint8Array(await crypto.subtle.exportKey("spki", publicKey));
+  if (!equalBytes(spki, new Uint8Array(certificate.publicKey.rawData))) {
     throw new TypeError("The CA key does not match the CA certificate's public key");
   }
   return {
     certPem,
     keyPem,
     privateKey: await importSigningKey(pkcs8, false),
-    subjectDer: parsed.subjectDer,
-    keyIdentifier: parsed.subjectKeyIdentifier ?? await sha1(parsed.publicKey),
-    notAfter: parsed.notAfter,
+    ...await namesOf(certificate),
+    notAfter: certificate.notAfter,
   };
 }
 
@@ -282,71 +255,56 @@ export async function issueCertificate(
     );
   }
   // A leaf outliving its CA would only fail later, with a less obvious error.
-  const validity = { ...fromNow, notAfter: fromNow.notAfter > ca.notAfter ? ca.notAfter : fromNow.notAfter };
-  const keys = await generateKeyPair();
-  const spki = new Uint8Array(await crypto.subtle.exportKey("spki", keys.publicKey));
-  const extensions = [
-    extension(OID.basicConstraints, true, sequence()),
-    extension(OID.keyUsage, true, keyUsage(KEY_USAGE_DIGITAL_SIGNATURE)),
-    extension(
-      OID.extKeyUsage,
-      false,
-      sequence(objectIdentifier(OID.serverAuth), objectIdentifier(OID.clientAuth)),
-    ),
-    extension(OID.subjectAltName, false, sequence(...names.generalNames)),
-    extension(OID.authorityKeyIdentifier, false, sequence(tlv(0x80, ca.keyIdentifier))),
-    extension(OID.subjectKeyIdentifier, false, octetString(await keyIdentifierOf(spki))),
-  ];
-  const certDer = await signCertificate({
-    issuerDer: ca.subjectDer,
-    subjectDer: encodeName(commonName),
-    spki,
-    extensions,
-    validity,
+  const notAfter = fromNow.notAfter > ca.notAfter ? ca.notAfter : fromNow.notAfter;
+  const keys = await crypto.subtle.generateKey(EC_KEY, true, ["sign", "verify"]);
+  const certificate = await x509.X509CertificateGenerator.create({
+    serialNumber: randomSerial(),
+    subject: [{ CN: [commonName] }],
+    // The CA's subject as it is encoded in its certificate, so the leaf's issuer matches it byte for byte.
+    issuer: new x509.Name(ca.subjectDer),
+    notBefore: fromNow.notBefore,
+    notAfter,
+    signingAlgorithm: SIGNATURE,
+    publicKey: keys.publicKey,
     signingKey: ca.privateKey,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([
+        x509.ExtendedKeyUsage.serverAuth,
+        x509.ExtendedKeyUsage.clientAuth,
+      ]),
+      new x509.SubjectAlternativeNameExtension(names.generalNames),
+      new x509.AuthorityKeyIdentifierExtension(ca.keyIdentifier.toHex()),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
   });
   const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", keys.privateKey));
-  return { certPem: toPem("CERTIFICATE", certDer), keyPem: toPem("PRIVATE KEY", pkcs8) };
+  return {
+    certPem: toPem("CERTIFICATE", new Uint8Array(certificate.rawData)),
+    keyPem: toPem("PRIVATE KEY", pkcs8),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Certificate assembly (RFC 5280 §4.1)
+// Checks and conversions
 
-interface Validity {
-  readonly now: Date;
-  readonly notBefore: Date;
-  readonly notAfter: Date;
+/**
+ * What leaves copy from their CA: its subject as encoded, and its subjectKeyIdentifier (openssl's CAs have one,
+ * and chain builders match on it), or one computed from its key the same way when it has none.
+ */
+async function namesOf(
+  certificate: x509.X509Certificate,
+): Promise<Pick<CertificateAuthority, "subjectDer" | "keyIdentifier">> {
+  const keyId = certificate.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId ??
+    (await x509.SubjectKeyIdentifierExtension.create(certificate.publicKey)).keyId;
+  return {
+    subjectDer: new Uint8Array(certificate.subjectName.toArrayBuffer()),
+    keyIdentifier: Uint8Array.fromHex(keyId),
+  };
 }
 
-interface CertificateToSign {
-  readonly issuerDer: Bytes;
-  readonly subjectDer: Bytes;
-  readonly spki: Bytes;
-  readonly extensions: Bytes[];
-  readonly validity: Validity;
-  readonly signingKey: CryptoKey;
-}
-
-async function signCertificate(input: CertificateToSign): Promise<Bytes> {
-  const signatureAlgorithm = sequence(objectIdentifier(OID.ecdsaWithSha256)); // no parameters (RFC 5758 §3.2)
-  const tbs = sequence(
-    explicit(0, smallInteger(2)), // v3
-    integer(randomSerial()),
-    signatureAlgorithm,
-    input.issuerDer,
-    sequence(time(input.validity.notBefore), time(input.validity.notAfter)),
-    input.subjectDer,
-    input.spki,
-    explicit(3, sequence(...input.extensions)),
-  );
-  const rawSignature = new Uint8Array(await crypto.subtle.sign(SIGNATURE, input.signingKey, tbs));
-  // WebCrypto gives r || s; X.509 wants ECDSA-Sig-Value, a SEQUENCE of two INTEGERs (RFC 3279 §2.2.3).
-  const half = rawSignature.length / 2;
-  const signature = sequence(integer(rawSignature.subarray(0, half)), integer(rawSignature.subarray(half)));
-  return sequence(tbs, signatureAlgorithm, bitString(signature));
-}
-
-function validityFromNow(validDays: number): Validity {
+function validityFromNow(validDays: number): { now: Date; notBefore: Date; notAfter: Date } {
   if (!Number.isInteger(validDays) || validDays < 1) {
     throw new RangeError(`Invalid validDays ${validDays}: expected a whole number of days, at least 1`);
   }
@@ -359,15 +317,11 @@ function validityFromNow(validDays: number): Validity {
   };
 }
 
-function randomSerial(): Bytes {
+/** A random serial number as hex: positive (top bit clear) and exactly SERIAL_LENGTH bytes in DER. */
+function randomSerial(): string {
   const serial = crypto.getRandomValues(new Uint8Array(SERIAL_LENGTH));
-  // Positive (top bit clear) and exactly SERIAL_LENGTH bytes in DER (second-highest bit set).
   serial[0] = (serial[0] & 0x7f) | 0x40;
-  return serial;
-}
-
-function encodeName(commonName: string): Bytes {
-  return sequence(set(sequence(objectIdentifier(OID.commonName), utf8String(commonName))));
+  return serial.toHex();
 }
 
 function checkCommonName(commonName: string): string {
@@ -379,24 +333,9 @@ function checkCommonName(commonName: string): string {
   return commonName;
 }
 
-function extension(oid: string, critical: boolean, value: Bytes): Bytes {
-  // `critical` is DEFAULT FALSE, so DER leaves it out when false.
-  return critical
-    ? sequence(objectIdentifier(oid), booleanTrue(), octetString(value))
-    : sequence(objectIdentifier(oid), octetString(value));
-}
-
-function keyUsage(...bits: number[]): Bytes {
-  const highest = Math.max(...bits);
-  const bytes = new Uint8Array(Math.floor(highest / 8) + 1);
-  for (const bit of bits) bytes[bit >> 3] |= 0x80 >> (bit & 7);
-  // DER drops trailing zero bits: the unused-bits count says how many of the last byte are padding.
-  return bitString(bytes, 7 - (highest & 7));
-}
-
 /** subjectAltName entries, checked, plus their texts for messages and the default common name. */
 interface SubjectAltNames {
-  readonly generalNames: Bytes[];
+  readonly generalNames: x509.JsonGeneralName[];
   readonly labels: string[];
 }
 
@@ -404,327 +343,60 @@ function parseSubjectAltNames(dnsNames: readonly string[], ipAddresses: readonly
   if (dnsNames.length + ipAddresses.length === 0) {
     throw new TypeError("No names given: expected at least one DNS name or IP address");
   }
-  const generalNames: Bytes[] = [];
+  const generalNames: x509.JsonGeneralName[] = [];
   const labels: string[] = [];
   for (const raw of dnsNames) {
-    if (parseIpAddress(raw.trim()) !== null) {
+    if (ipAddressText(raw) !== null) {
       throw new TypeError(`Invalid DNS name "${raw}": it is an IP address; pass it in ipAddresses (--ip)`);
     }
     const claim = parseHostnameClaim(raw);
     if (claim.kind === "invalid") throw new TypeError(`Invalid DNS name: ${claim.reason}`);
     const name = claim.kind === "exact" ? claim.name : `*.${claim.suffix}`;
-    generalNames.push(tlv(0x82, new TextEncoder().encode(name))); // [2] dNSName, IA5String
+    generalNames.push({ type: "dns", value: name });
     labels.push(name);
   }
   for (const raw of ipAddresses) {
-    const bytes = parseIpAddress(raw.trim());
-    if (bytes === null) {
+    const text = ipAddressText(raw);
+    if (text === null) {
       throw new TypeError(`Invalid IP address "${raw}": expected IPv4 (127.0.0.1) or IPv6 (::1)`);
     }
-    generalNames.push(tlv(0x87, bytes)); // [7] iPAddress, 4 or 16 octets
+    generalNames.push({ type: "ip", value: text });
     labels.push(raw.trim());
   }
   return { generalNames, labels };
 }
 
-function parseIpAddress(raw: string): Bytes | null {
-  const text = raw.startsWith("[") && raw.endsWith("]") ? raw.slice(1, -1) : raw;
-  return text.includes(":") ? parseIpv6(text) : parseIpv4(text);
+/**
+ * An address (IPv6 in brackets too) as the x509 encoder reads it: dotted IPv4, or IPv6 as eight hex groups,
+ * so `::ffff:192.0.2.1` stays 16 bytes instead of being taken for IPv4. Null when it is not an address.
+ */
+function ipAddressText(raw: string): string | null {
+  const trimmed = raw.trim();
+  const address = parseIpAddress(
+    trimmed.startsWith("[") && trimmed.endsWith("]") ? trimmed.slice(1, -1) : trimmed,
+  );
+  if (address === null) return null;
+  const b = address.bytes;
+  if (address.family === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+  return Array.from({ length: 8 }, (_, i) => ((b[2 * i] << 8) | b[2 * i + 1]).toString(16)).join(":");
 }
 
-function parseIpv4(text: string): Bytes | null {
-  const parts = text.split(".");
-  if (parts.length !== 4) return null;
-  const bytes = new Uint8Array(4);
-  for (const [index, part] of parts.entries()) {
-    // No leading zeros: "010" is octal to some parsers and decimal to others.
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(part) || Number(part) > 255) return null;
-    bytes[index] = Number(part);
-  }
-  return bytes;
-}
-
-function parseIpv6(text: string): Bytes | null {
-  const halves = text.split("::");
-  if (halves.length > 2) return null;
-  const head = parseIpv6Groups(halves[0], halves.length === 1);
-  const tail = halves.length === 2 ? parseIpv6Groups(halves[1], true) : [];
-  if (head === null || tail === null) return null;
-  const groupCount = head.length + tail.length;
-  if (halves.length === 1 ? groupCount !== 8 : groupCount > 7) return null;
-  const groups = [...head, ...new Array<number>(8 - groupCount).fill(0), ...tail];
-  const bytes = new Uint8Array(16);
-  for (const [index, group] of groups.entries()) {
-    bytes[index * 2] = group >> 8;
-    bytes[index * 2 + 1] = group & 0xff;
-  }
-  return bytes;
-}
-
-function parseIpv6Groups(text: string, mayEndInIpv4: boolean): number[] | null {
-  if (text === "") return [];
-  const parts = text.split(":");
-  const groups: number[] = [];
-  for (const [index, part] of parts.entries()) {
-    if (mayEndInIpv4 && index === parts.length - 1 && part.includes(".")) {
-      const ipv4 = parseIpv4(part);
-      if (ipv4 === null) return null;
-      groups.push((ipv4[0] << 8) | ipv4[1], (ipv4[2] << 8) | ipv4[3]);
-    } else if (/^[0-9a-f]{1,4}$/i.test(part)) {
-      groups.push(parseInt(part, 16));
-    } else {
-      return null;
-    }
-  }
-  return groups;
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Keys
-
-async function generateKeyPair(): Promise<CryptoKeyPair> {
-  return await crypto.subtle.generateKey(EC_KEY, true, ["sign", "verify"]);
-}
-
-async function importSigningKey(pkcs8: Bytes, extractable: boolean): Promise<CryptoKey> {
+async function importSigningKey(pkcs8: Uint8Array<ArrayBuffer>, extractable: boolean): Promise<CryptoKey> {
   return await crypto.subtle.importKey("pkcs8", pkcs8, EC_KEY, extractable, ["sign"]);
 }
 
-/** The key identifier of RFC 5280 §4.2.1.2 method (1): SHA-1 of the subjectPublicKey bits, as openssl does. */
-async function keyIdentifierOf(spki: Bytes): Promise<Bytes> {
-  return await sha1(subjectPublicKeyBits(spki));
-}
-
-async function sha1(bytes: Bytes): Promise<Bytes> {
-  return new Uint8Array(await crypto.subtle.digest("SHA-1", bytes));
-}
-
-function subjectPublicKeyBits(spki: Bytes): Bytes {
-  const [, publicKey] = children(spki, readNode(spki, 0));
-  // Skip the BIT STRING's unused-bits byte.
-  return spki.subarray(publicKey.contentStart + 1, publicKey.end);
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Reading a CA certificate back: just the fields a CA needs to sign.
-
-interface ParsedCertificate {
-  readonly subjectDer: Bytes;
-  readonly publicKey: Bytes;
-  readonly subjectKeyIdentifier: Bytes | undefined;
-  readonly notAfter: Date;
-  readonly isCa: boolean;
-}
-
-function parseCertificate(der: Bytes): ParsedCertificate {
-  try {
-    const [tbs] = children(der, readNode(der, 0));
-    const fields = children(der, tbs);
-    const rest = fields[0].tag === 0xa0 ? fields.slice(1) : fields; // [0] version is optional (v1)
-    const [, , , validity, subject, spki, ...optional] = rest;
-    if (spki === undefined) throw new Error("too few TBSCertificate fields");
-    const [, notAfter] = children(der, validity);
-    let subjectKeyIdentifier: Bytes | undefined;
-    let isCa = false;
-    const extensionsWrapper = optional.find((node) => node.tag === 0xa3);
-    const extensions = extensionsWrapper === undefined
-      ? []
-      : children(der, children(der, extensionsWrapper)[0]);
-    for (const ext of extensions) {
-      const parts = children(der, ext);
-      const oid = decodeObjectIdentifier(der.subarray(parts[0].contentStart, parts[0].end));
-      const valueNode = parts[parts.length - 1];
-      const value = der.subarray(valueNode.contentStart, valueNode.end);
-      if (oid === OID.subjectKeyIdentifier) {
-        const keyId = readNode(value, 0);
-        subjectKeyIdentifier = value.slice(keyId.contentStart, keyId.end);
-      } else if (oid === OID.basicConstraints) {
-        const [first] = children(value, readNode(value, 0));
-        isCa = first !== undefined && first.tag === 0x01 && value[first.contentStart] !== 0;
-      }
-    }
-    const spkiDer = der.subarray(spki.start, spki.end);
-    return {
-      subjectDer: der.slice(subject.start, subject.end),
-      publicKey: subjectPublicKeyBits(spkiDer).slice(),
-      subjectKeyIdentifier,
-      notAfter: decodeTime(der, notAfter),
-      isCa,
-    };
-  } catch (error) {
-    throw new TypeError(`The CA certificate is not a valid X.509 certificate (${errorMessage(error)})`);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// DER (X.690), the small subset X.509 needs
-
-function tlv(tag: number, ...contents: Bytes[]): Bytes {
-  const content = concat(...contents);
-  const length = content.length;
-  let header: number[];
-  if (length < 0x80) {
-    header = [tag, length];
-  } else {
-    const lengthBytes: number[] = [];
-    for (let rest = length; rest > 0; rest = Math.floor(rest / 256)) lengthBytes.unshift(rest & 0xff);
-    header = [tag, 0x80 | lengthBytes.length, ...lengthBytes];
-  }
-  return concat(header, content);
-}
-
-function sequence(...items: Bytes[]): Bytes {
-  return tlv(0x30, ...items);
-}
-
-function set(...items: Bytes[]): Bytes {
-  return tlv(0x31, ...items);
-}
-
-function explicit(tagNumber: number, content: Bytes): Bytes {
-  return tlv(0xa0 | tagNumber, content);
-}
-
-function booleanTrue(): Bytes {
-  return tlv(0x01, new Uint8Array([0xff]));
-}
-
-/** An INTEGER from an unsigned big-endian magnitude. */
-function integer(magnitude: Bytes): Bytes {
-  let start = 0;
-  while (start < magnitude.length - 1 && magnitude[start] === 0) start++;
-  const trimmed = magnitude.subarray(start);
-  // A leading 0x00 keeps a magnitude with its top bit set positive.
-  return (trimmed[0] & 0x80) !== 0 ? tlv(0x02, new Uint8Array([0]), trimmed) : tlv(0x02, trimmed);
-}
-
-function smallInteger(value: number): Bytes {
-  return integer(new Uint8Array([value]));
-}
-
-function bitString(bytes: Bytes, unusedBits = 0): Bytes {
-  return tlv(0x03, new Uint8Array([unusedBits]), bytes);
-}
-
-function octetString(bytes: Bytes): Bytes {
-  return tlv(0x04, bytes);
-}
-
-function utf8String(text: string): Bytes {
-  return tlv(0x0c, new TextEncoder().encode(text));
-}
-
-function objectIdentifier(dotted: string): Bytes {
-  const arcs = dotted.split(".").map(Number);
-  const bytes: number[] = [];
-  for (const arc of [arcs[0] * 40 + arcs[1], ...arcs.slice(2)]) {
-    const base128 = [arc & 0x7f];
-    for (let rest = arc >>> 7; rest > 0; rest >>>= 7) base128.unshift((rest & 0x7f) | 0x80);
-    bytes.push(...base128);
-  }
-  return tlv(0x06, new Uint8Array(bytes));
-}
-
-/** UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 §4.1.2.5). */
-function time(date: Date): Bytes {
-  const year = date.getUTCFullYear();
-  const pad = (value: number) => String(value).padStart(2, "0");
-  const rest = pad(date.getUTCMonth() + 1) + pad(date.getUTCDate()) + pad(date.getUTCHours()) +
-    pad(date.getUTCMinutes()) + pad(date.getUTCSeconds()) + "Z";
-  return year < 2050
-    ? tlv(0x17, new TextEncoder().encode(pad(year % 100) + rest))
-    : tlv(0x18, new TextEncoder().encode(String(year) + rest));
-}
-
-interface DerNode {
-  readonly tag: number;
-  /** Offset of the tag byte. */
-  readonly start: number;
-  readonly contentStart: number;
-  /** Offset just past the content. */
-  readonly end: number;
-}
-
-function readNode(bytes: Bytes, offset: number): DerNode {
-  if (offset + 2 > bytes.length) throw new Error(`truncated DER at offset ${offset}`);
-  const tag = bytes[offset];
-  if ((tag & 0x1f) === 0x1f) throw new Error(`unsupported multi-byte DER tag at offset ${offset}`);
-  let length = bytes[offset + 1];
-  let contentStart = offset + 2;
-  if (length & 0x80) {
-    const lengthBytes = length & 0x7f;
-    if (lengthBytes === 0 || lengthBytes > 4) throw new Error(`unsupported DER length at offset ${offset}`);
-    length = 0;
-    for (let index = 0; index < lengthBytes; index++) length = length * 256 + bytes[contentStart + index];
-    contentStart += lengthBytes;
-  }
-  const end = contentStart + length;
-  if (end > bytes.length) throw new Error(`truncated DER at offset ${offset}`);
-  return { tag, start: offset, contentStart, end };
-}
-
-function children(bytes: Bytes, parent: DerNode): DerNode[] {
-  const nodes: DerNode[] = [];
-  for (let offset = parent.contentStart; offset < parent.end;) {
-    const node = readNode(bytes, offset);
-    if (node.end > parent.end) throw new Error(`DER element overruns its parent at offset ${offset}`);
-    nodes.push(node);
-    offset = node.end;
-  }
-  return nodes;
-}
-
-function decodeObjectIdentifier(content: Bytes): string {
-  const arcs: number[] = [];
-  let value = 0;
-  for (const byte of content) {
-    value = value * 128 + (byte & 0x7f);
-    if ((byte & 0x80) === 0) {
-      arcs.push(value);
-      value = 0;
-    }
-  }
-  const first = Math.min(Math.floor(arcs[0] / 40), 2);
-  return [first, arcs[0] - first * 40, ...arcs.slice(1)].join(".");
-}
-
-function decodeTime(bytes: Bytes, node: DerNode): Date {
-  const text = new TextDecoder().decode(bytes.subarray(node.contentStart, node.end));
-  const match = node.tag === 0x17
-    ? /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(text)
-    : /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(text);
-  if (match === null) throw new Error(`unsupported certificate time "${text}"`);
-  const [year, month, day, hours, minutes, seconds] = match.slice(1).map(Number);
-  // UTCTime years 50-99 are 19xx (RFC 5280 §4.1.2.5.1).
-  const fullYear = node.tag === 0x17 ? (year < 50 ? 2000 + year : 1900 + year) : year;
-  return new Date(Date.UTC(fullYear, month - 1, day, hours, minutes, seconds));
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// PEM and bytes
-
-function toPem(label: string, der: Bytes): string {
+function toPem(label: string, der: Uint8Array): string {
   const lines = der.toBase64().match(/.{1,64}/g) ?? [];
   return `-----BEGIN ${label}-----\n${lines.join("\n")}\n-----END ${label}-----\n`;
 }
 
-function fromPem(pem: string, label: string): Bytes {
+function fromPem(pem: string, label: string): Uint8Array<ArrayBuffer> {
   const match = new RegExp(`-----BEGIN ${label}-----([A-Za-z0-9+/=\\s]+)-----END ${label}-----`).exec(pem);
   if (match === null) throw new TypeError(`Invalid PEM: expected a "${label}" block`);
   return Uint8Array.fromBase64(match[1].replace(/\s+/g, ""));
 }
 
-function concat(...parts: ArrayLike<number>[]): Bytes {
-  const out = new Uint8Array(parts.reduce((total, part) => total + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
-
-function equalBytes(a: Bytes, b: Bytes): boolean {
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, index) => byte === b[index]);
 }
 

@@ -1,6 +1,6 @@
 /**
- * Builds the original's standalone backend client, `AtDexters-Lab/nexus-proxy-backend-client` v0.2.6 (the
- * client the protocol document calls **C**), so the compatibility tests can run the real thing against our hub.
+ * Builds the original's standalone backend client, `AtDexters-Lab/nexus-proxy-backend-client` v0.2.6
+ * (docs/protocol.md §7.2), so the compatibility tests can run the real thing against our hub.
  *
  * `go install …@v0.2.6` does not work (the module proxy refuses the version list), so the module is fetched
  * with `go mod download -json` and its `cmd/client` built from the downloaded directory. The binary is cached in
@@ -20,7 +20,7 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-/** The module and the tag the protocol document describes (§0: P1.1, commit 9cd435d). */
+/** The module and the tag of the client docs/protocol.md §7.2 describes (v0.2.6, commit 9cd435d). */
 export const REFERENCE_CLIENT_MODULE = "github.com/AtDexters-Lab/nexus-proxy-backend-client";
 /** The last tag of the standalone client. */
 export const REFERENCE_CLIENT_VERSION = "v0.2.6";

@@ -222,7 +222,7 @@ export class Node implements HubCertificateSink {
     });
   }
 
-  /** The state of the hub's ACME certificate (`null` with certificate files), for status and tests. */
+  /** The state of the hub's ACME certificate (`null` with certificate files), shown in `/status`. */
   get hubCertificate(): HubCertificateStatus | null {
     return this.#acme?.status ?? null;
   }

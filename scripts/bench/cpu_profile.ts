@@ -38,7 +38,7 @@ export interface SelfTime {
 }
 
 /** The profile's busy time and its functions by self time, highest first. */
-export function selfTimes(profile: CpuProfile): { busyMs: number; functions: SelfTime[] } {
+function selfTimes(profile: CpuProfile): { busyMs: number; functions: SelfTime[] } {
   const byId = new Map(profile.nodes.map((node) => [node.id, node]));
   const microsById = new Map<number, number>();
   const samples = profile.samples ?? [];

@@ -10,7 +10,7 @@
 export type TargetName = "direct" | "haproxy" | "nexus";
 
 /** Display names, in table order. */
-export const TARGET_LABELS: Record<TargetName, string> = {
+const TARGET_LABELS: Record<TargetName, string> = {
   direct: "Direct",
   haproxy: "HAProxy",
   nexus: "Nexus",
@@ -89,7 +89,7 @@ function formatComparison(figure: Figure, of: TargetName, against: TargetName): 
 }
 
 /** Whether a figure meets its goal: true, false, or null when it cannot be told (HAProxy missing). */
-export function goalMet(figure: Figure): boolean | null {
+function goalMet(figure: Figure): boolean | null {
   const goal = figure.goal;
   const nexus = figure.values.nexus;
   if (goal === undefined || nexus === undefined) return null;
@@ -116,7 +116,7 @@ function describeGoal(goal: Goal, unit: string): string {
 }
 
 /** The results table. */
-export function resultsTable(figures: readonly Figure[]): string {
+function resultsTable(figures: readonly Figure[]): string {
   const lines = [
     "| Figure | Unit | Direct | HAProxy | Nexus | Nexus vs direct | Nexus vs HAProxy | HAProxy vs direct | Target |",
     "| :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: | :--- |",
@@ -154,7 +154,7 @@ const HISTORY_COLUMNS: ReadonlyArray<{ key: string; heading: string }> = [
 ];
 
 /** The log of runs: Nexus's figure with its ratio to HAProxy (or HAProxy's figure) in each cell. */
-export function historyTable(entries: readonly HistoryEntry[]): string {
+function historyTable(entries: readonly HistoryEntry[]): string {
   const lines = [
     `| Run | Commit | Date | ${HISTORY_COLUMNS.map((c) => c.heading).join(" | ")} |`,
     `| :--- | :--- | :--- | ${HISTORY_COLUMNS.map(() => "---:").join(" | ")} |`,

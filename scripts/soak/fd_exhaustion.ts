@@ -31,7 +31,7 @@ import { START_SECONDS } from "./streams.ts";
 import { HOSTNAME, startSystem } from "./system.ts";
 
 /** The node's open-file limit unless `--open-files` says otherwise. */
-export const DEFAULT_OPEN_FILES = 3_000;
+const DEFAULT_OPEN_FILES = 3_000;
 /** Connections per source address, below the default `maxConnectionsPerIp`. */
 const PER_ADDRESS = 900;
 const BATCH = 50;

@@ -16,9 +16,9 @@ import { START_SECONDS } from "./streams.ts";
 import { startSystem } from "./system.ts";
 
 /** Flood connections unless `--connections` says otherwise. */
-export const DEFAULT_FLOOD_CONNECTIONS = 2_000;
+const DEFAULT_FLOOD_CONNECTIONS = 2_000;
 /** How long the flood is held unless `--duration` says otherwise; the figures are taken at a third and at the end. */
-export const DEFAULT_FLOOD_SECONDS = 30;
+const DEFAULT_FLOOD_SECONDS = 30;
 /** The node's default `handshakeTimeouts.firstByteSeconds`: a silent connection should be closed by then. */
 const FIRST_BYTE_SECONDS = 15;
 /** The share of control requests that must succeed during the flood. */

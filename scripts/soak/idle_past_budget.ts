@@ -19,7 +19,7 @@ import { holdEchoStreams, holdSeconds, runStream, STALL_SECONDS, START_SECONDS }
 import { type DescriptorSettling, settleDescriptors, startSystem, type System } from "./system.ts";
 
 /** Idle connections held unless `--connections` says otherwise. */
-export const DEFAULT_IDLE_CONNECTIONS = 2_000;
+const DEFAULT_IDLE_CONNECTIONS = 2_000;
 
 const MiB = 1024 * 1024;
 /** The streams opened while the idle connections are held: each moves its bytes, checked by SHA-256. */

@@ -17,9 +17,9 @@ import { START_SECONDS } from "./streams.ts";
 import { HOSTNAME, startSystem } from "./system.ts";
 
 /** Slow connections unless `--connections` says otherwise. */
-export const DEFAULT_SLOW_CONNECTIONS = 1_100;
+const DEFAULT_SLOW_CONNECTIONS = 1_100;
 /** How long the slow clients go on unless `--duration` says otherwise: past the 30 s handshake total. */
-export const DEFAULT_SLOW_SECONDS = 40;
+const DEFAULT_SLOW_SECONDS = 40;
 const SOURCE_ADDRESSES = loopbackAddresses(2, 4);
 const BYTE_INTERVAL_MS = 4_000;
 const RECONNECT_DELAY_MS = 1_000;

@@ -203,7 +203,7 @@ export const START_SECONDS = 60;
  * Runs the streams soak and reports; never throws for stream failures (they are the findings), only when a
  * phase fails or misses its deadline.
  */
-export async function runSoak(
+async function runSoak(
   options: SoakOptions,
   phases: Phases,
   log: (line: string) => void = () => {},

@@ -8,7 +8,6 @@
  * @module
  */
 
-import { encodeBase64Url } from "../protocol/base64url.ts";
 import { type AccountKey, signRequest } from "./jws.ts";
 import {
   type AcmeAuthorization,
@@ -151,7 +150,9 @@ export class AcmeClient {
 
   /** Sends the CSR (DER) of a `ready` order (§7.4). */
   async finalize(url: string, csrDer: Uint8Array): Promise<AcmeOrder> {
-    return parseOrder((await this.#post(url, { csr: encodeBase64Url(csrDer) })).body);
+    return parseOrder(
+      (await this.#post(url, { csr: csrDer.toBase64({ alphabet: "base64url", omitPadding: true }) })).body,
+    );
   }
 
   /** Downloads the certificate chain (§7.4.2), PEM, leaf first. */

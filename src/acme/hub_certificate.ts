@@ -86,7 +86,7 @@ export class HubCertificate {
     return this.#settings.hostname;
   }
 
-  /** For status output and tests. */
+  /** What `/status` shows of the certificate. */
   get status(): HubCertificateStatus {
     const notAfterMs = this.#schedule.validity?.notAfterMs;
     return {

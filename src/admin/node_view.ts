@@ -10,6 +10,7 @@
  * @module
  */
 
+import type { HubCertificateStatus } from "../acme/hub_certificate.ts";
 import type { RouteKind } from "../balancer/router.ts";
 import type { NodeConfig } from "../config/node_config.ts";
 import { claimKey } from "../hostnames/hostname.ts";
@@ -266,6 +267,7 @@ export class NodeView implements AdminView {
           streams: backend.session.streamCount,
           protocol: backend.session.dialect.name,
           draining: backend.session.draining,
+          pausesReceived: backend.session.pausesReceived,
           connectedAt: new Date(backend.connectedAtMs).toISOString(),
         });
       }
@@ -295,6 +297,7 @@ export class NodeView implements AdminView {
       ready: this.readiness() === null,
       notReady: this.readiness(),
       draining: node.draining,
+      hubCertificate: node.hubCertificate,
       listeners: {
         relay: node.relay.ports.map((port) => ({ port: port.port, protocol: port.protocol })),
         hub: node.hubListening ? `${node.hubAddress.hostname}:${node.hubAddress.port}` : null,
@@ -351,6 +354,8 @@ export interface BackendStatus {
   readonly streams: number;
   readonly protocol: string;
   readonly draining: boolean;
+  /** `pause_stream`s the backend sent: the original client's brake, so a backend that could not keep up. */
+  readonly pausesReceived: number;
   readonly connectedAt: string;
 }
 
@@ -365,6 +370,8 @@ export interface NodeStatus {
   readonly ready: boolean;
   readonly notReady: string | null;
   readonly draining: boolean;
+  /** The hub's ACME certificate, null when the hub serves certificate files. */
+  readonly hubCertificate: HubCertificateStatus | null;
   readonly listeners: {
     readonly relay: ReadonlyArray<{ port: number; protocol: string }>;
     readonly hub: string | null;

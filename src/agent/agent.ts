@@ -69,7 +69,7 @@ export interface AgentByteCounts {
   readonly fromServices: number;
 }
 
-/** How long to wait for each handshake step (the original client waits 15 s for the challenge, §1.2). */
+/** How long to wait for each handshake step (the original client waits 15 s for the challenge, §4.2). */
 const HANDSHAKE_STEP_MS = 15_000;
 /** How long a stopping agent waits for each hub to answer its close (and so to have read everything). */
 const SESSION_CLOSE_WAIT_MS = 5_000;
@@ -126,7 +126,7 @@ export class Agent {
 
   /**
    * What the node said about each stream being served right now: the name and the original client's address
-   * (for a client that reached another node of the mesh too), for status output and tests.
+   * (for a client that reached another node of the mesh too). For tests: `/status` shows no client addresses.
    */
   get streamInfos(): StreamOpenInfo[] {
     return this.#splices.values();
@@ -292,7 +292,7 @@ export class Agent {
     if (typeof challenge === "string") return abandon(challenge);
     ws.send(await this.#settings.tokens.token("attest", challenge.nonce));
     if (dialect === NEXUS_MUX) {
-      // Our hub acknowledges; the original sends nothing and a rejection shows only as a close (§1.2).
+      // Our hub acknowledges; the original sends nothing and a rejection shows only as a close (§4.2).
       const accepted = expectHubMessage(await inbox.next(HANDSHAKE_STEP_MS), "handshake_accepted");
       if (typeof accepted === "string") return abandon(accepted);
     }
@@ -316,7 +316,7 @@ export class Agent {
     return session;
   }
 
-  /** Re-authentication, which an original Go node may ask for (§1.5). */
+  /** Re-authentication, which an original Go node may ask for (§4.6). */
   async #onText(session: MuxSession, text: string): Promise<void> {
     const message = parseHubMessage(text);
     if (message?.type !== "reauth_challenge") {

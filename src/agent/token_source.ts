@@ -1,13 +1,13 @@
 /**
  * Where the agent's tokens come from: signed locally from a shared secret, or produced by an external command
- * (the original client's attestation contract, §1.4).
+ * (the original client's attestation contract, §4.4).
  *
  * @module
  */
 
 import { signBackendToken } from "../protocol/backend_token.ts";
 
-/** Handshake stages, named as in the original's `NEXUS_ATTESTATION_STAGE` (§1.4). */
+/** Handshake stages, named as in the original's `NEXUS_ATTESTATION_STAGE` (§4.4). */
 export type TokenStage = "handshake" | "attest" | "reauth";
 
 /** Produces a token for a stage; `nonce` is the hub's challenge for `attest` and `reauth`. */
@@ -39,11 +39,11 @@ export function secretTokenSource(
   };
 }
 
-/** Default time a token command may run (§1.4: 15 s). */
+/** Default time a token command may run (§4.4: 15 s). */
 const TOKEN_COMMAND_TIMEOUT_MS = 15_000;
 
 /**
- * Runs a command per token, with the original's environment (§1.4). Its output is a bare JWT on the first
+ * Runs a command per token, with the original's environment (§4.4). Its output is a bare JWT on the first
  * line, or JSON `{"token": "..."}`. Needs permission to run the command.
  */
 export function commandTokenSource(
@@ -78,7 +78,7 @@ export function commandTokenSource(
   };
 }
 
-/** A bare JWT on the first line, or JSON with a `token` field (§1.4). */
+/** A bare JWT on the first line, or JSON with a `token` field (§4.4). */
 function parseTokenOutput(stdout: string): string {
   const first = stdout.split("\n")[0].trim();
   if (first.startsWith("{")) {

@@ -1,7 +1,8 @@
 /**
  * Route keys to weighted pools: exact names first, then single-label wildcards (`*.example.com` serves
- * `a.example.com` but not `a.b.example.com`), as in the original (§5.3, §5.4). An emptied pool is deleted at
- * once, so it can never hide a wildcard that still has members (the original's quirk, lesson 14). Pure.
+ * `a.example.com` but not `a.b.example.com`), as in the original (docs/protocol.md §8.2). An emptied pool is
+ * deleted at once, so it can never hide a wildcard that still has members (the original kept empty pools).
+ * Pure.
  *
  * @module
  */

@@ -1,5 +1,5 @@
 /**
- * Where a name goes: to a backend connected to this node, else to a peer node that announced it (§4.5: local
+ * Where a name goes: to a backend connected to this node, else to a peer node that announced it (§6.4: local
  * first, one hop only). Pure bookkeeping over two {@linkcode RouteTable}s.
  *
  * @module
@@ -70,7 +70,7 @@ export class Router<U extends Upstream> {
     this.#localClaims.delete(backend);
   }
 
-  /** Replaces the names a peer serves (a full announcement, §4.4); invalid keys are returned, not stored. */
+  /** Replaces the names a peer serves (a full announcement, §6.3); invalid keys are returned, not stored. */
   setPeerRoutes(peer: U, routeKeys: readonly string[]): string[] {
     this.removePeer(peer);
     const claims: HostnameClaim[] = [];
@@ -85,7 +85,7 @@ export class Router<U extends Upstream> {
     return rejected;
   }
 
-  /** Forgets everything a peer announced (its link went down, §4.4). */
+  /** Forgets everything a peer announced (its link went down, §6.2). */
   removePeer(peer: U): void {
     for (const claim of this.#peerRoutes.get(peer) ?? []) this.#peers.remove(claim, peer);
     this.#peerRoutes.delete(peer);

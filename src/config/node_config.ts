@@ -44,7 +44,7 @@ export interface NodeConfig extends OperationKeys, AdminKeys {
     readonly firstByteSeconds: number;
     readonly extendSeconds: number;
     readonly totalSeconds: number;
-    /** Seconds the hub waits for each of a backend's two tokens; absent: the original's 10 s (§1.2). */
+    /** Seconds the hub waits for each of a backend's two tokens; absent: the original's 10 s (§4.2). */
     readonly backendTokenSeconds?: number;
     /** Seconds from accept on the hub port to a complete WebSocket upgrade request, TLS handshake included. */
     readonly hubUpgradeSeconds: number;
@@ -86,7 +86,7 @@ export function readNodeConfig(text: string, fileName: string, configDir: string
     const timeouts = root.map("handshakeTimeouts");
     const firstByteSeconds = timeouts.integer("firstByteSeconds", { min: 1, max: 300, default: 15 });
     const totalSeconds = timeouts.integer("totalSeconds", { min: 1, max: 600, default: 30 });
-    // The original's rule (§6.1): a first-byte deadline past the total one would never apply.
+    // A first-byte deadline past the total one would never apply (§8.3).
     if (firstByteSeconds > totalSeconds) {
       timeouts.problem("firstByteSeconds", `must not exceed totalSeconds (${totalSeconds})`);
     }
@@ -129,7 +129,7 @@ export function readNodeConfig(text: string, fileName: string, configDir: string
           max: 1_000_000,
           default: 10_000,
         }),
-        // 64 frames of 32 KiB, the protocol's window (§3.3); at least 2 frames, at most 1,024.
+        // 64 frames of 32 KiB, the protocol's window (§5.2); at least 2 frames, at most 1,024.
         streamWindowBytes: limits.integer("streamWindowBytes", {
           min: 2 * MAX_DATA_PAYLOAD_BYTES,
           max: 1_024 * MAX_DATA_PAYLOAD_BYTES,

@@ -1,9 +1,9 @@
 /**
  * Hostname normalisation shared by the SNI and Host routing, the backends' claims and the route table.
  *
- * Rules (protocol document §5.4): trim, drop one trailing dot, lower-case. Names on the wire are ASCII
- * (A-labels): anything else, and IP literals, are refused rather than guessed at, so a route key is always a
- * plain ASCII DNS name.
+ * Rules (docs/protocol.md §8.1): trim ASCII space and tab, drop one trailing dot, lower-case. Names on the
+ * wire are ASCII (A-labels): anything else, and IP literals, are refused rather than guessed at, so a route key
+ * is always a plain ASCII DNS name.
  *
  * @module
  */
@@ -13,6 +13,16 @@ const MAX_HOSTNAME_LENGTH = 253;
 const MAX_LABEL_LENGTH = 63;
 // Letters, digits, hyphen; underscore too, because real service names (`_acme-challenge`, SRV-style) use it.
 const LABEL_PATTERN = /^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$/;
+// Only the optional whitespace of RFC 9110 §5.6.3 (SP, HTAB): String.prototype.trim() would also strip NBSP and
+// the other Unicode spaces, so "\u00a0app.example.com" would route as the bare name a backend never sees.
+const OWS_AROUND = /^[ \t]+|[ \t]+$/g;
+// Checked before lower-casing: toLowerCase() maps some non-ASCII letters to ASCII (KELVIN SIGN U+212A to "k").
+const ASCII_NAME_CHARACTERS = /^[A-Za-z0-9_.-]*$/;
+
+/** `raw` without the ASCII spaces and tabs around it (and nothing else). */
+export function trimOws(raw: string): string {
+  return raw.replace(OWS_AROUND, "");
+}
 
 /**
  * Normalises a hostname for routing, or returns `null` when it cannot be a DNS name.
@@ -22,10 +32,13 @@ const LABEL_PATTERN = /^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$/;
  * import { normalizeHostname } from "./hostname.ts";
  * normalizeHostname(" Example.COM. "); // "example.com"
  * normalizeHostname("bad name"); // null
+ * normalizeHostname("\u00a0example.com"); // null: only ASCII space and tab are trimmed
  * ```
  */
 export function normalizeHostname(raw: string): string | null {
-  let name = raw.trim().toLowerCase();
+  let name = trimOws(raw);
+  if (!ASCII_NAME_CHARACTERS.test(name)) return null;
+  name = name.toLowerCase();
   if (name.endsWith(".")) name = name.slice(0, -1);
   if (name.length === 0 || name.length > MAX_HOSTNAME_LENGTH) return null;
   const labels = name.split(".");
@@ -56,7 +69,7 @@ export type HostnameClaim =
 export function parseHostnameClaim(
   raw: string,
 ): HostnameClaim | { readonly kind: "invalid"; readonly reason: string } {
-  const trimmed = raw.trim();
+  const trimmed = trimOws(raw);
   if (/^(tcp|udp):/i.test(trimmed)) {
     return { kind: "invalid", reason: `"${raw}" is a port claim; this node routes by hostname only` };
   }

@@ -24,7 +24,7 @@ export interface EndpointRequest {
 }
 
 /** Largest request head an endpoint reads: a handshake needs far less. */
-export const MAX_ENDPOINT_REQUEST_HEAD_BYTES = 8 * 1024;
+const MAX_ENDPOINT_REQUEST_HEAD_BYTES = 8 * 1024;
 
 const REQUEST_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\/[^\s?#]*)(?:\?[^\s#]*)? HTTP\/1\.1$/;
 // Field values: visible characters, obs-text, SP and HTAB only (RFC 9110 §5.5); control characters refused.

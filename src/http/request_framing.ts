@@ -20,13 +20,11 @@
  *
  * @module
  */
+import { trimOws } from "../hostnames/hostname.ts";
 
 // RFC 9112 §7 and the IANA HTTP Transfer Coding registry; `identity` and `trailers` are reserved, not codings.
 const TRANSFER_CODINGS = new Set(["chunked", "gzip", "deflate", "compress", "x-gzip", "x-compress"]);
 const DECIMAL = /^[0-9]+$/;
-// List elements are separated by a comma and optional whitespace (RFC 9110 §5.6.1, §5.6.3), which is SP and
-// HTAB only: never what String.prototype.trim() also strips (NBSP among others, a byte a backend keeps).
-const OWS_AROUND = /^[ \t]+|[ \t]+$/g;
 const BOTH = "both Content-Length and Transfer-Encoding are present";
 
 /**
@@ -109,7 +107,10 @@ export class RequestFraming {
   }
 }
 
-/** The elements of a comma-separated field value, each without its surrounding whitespace; empty ones kept. */
+/**
+ * The elements of a comma-separated field value (RFC 9110 §5.6.1), each without its optional whitespace (SP and
+ * HTAB only, never the NBSP a backend keeps); empty ones kept.
+ */
 function listElements(value: string): string[] {
-  return value.split(",").map((element) => element.replace(OWS_AROUND, ""));
+  return value.split(",").map(trimOws);
 }

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { normalizeHostname } from "../hostnames/hostname.ts";
+import { normalizeHostname, trimOws } from "../hostnames/hostname.ts";
 import { RequestFraming } from "./request_framing.ts";
 
 /** What the bytes read so far say about the request head. */
@@ -253,7 +253,7 @@ function finishHead(head: HeadSoFar, headLength: number): RequestHeadResult {
 
 /** uri-host [ ":" port ] (RFC 9110 §7.2) to a normalised route name, or the reason it cannot be one. */
 function routableHost(raw: string): string | BadRequest {
-  if (raw.trim() === "") return badRequest("Host is empty");
+  if (trimOws(raw) === "") return badRequest("Host is empty");
   if (raw.includes("@")) return badRequest("Host must not contain userinfo");
   if (raw.startsWith("[")) return badRequest("Host is an IPv6 literal, which cannot be routed");
   let name = raw;
@@ -267,7 +267,7 @@ function routableHost(raw: string): string | BadRequest {
   }
   const normalized = normalizeHostname(name);
   if (normalized !== null) return normalized;
-  const bare = name.trim().replace(/\.$/, "");
+  const bare = trimOws(name).replace(/\.$/, "");
   return badRequest(
     IPV4_LITERAL.test(bare)
       ? "Host is an IP literal, not a routable hostname"

@@ -1,5 +1,5 @@
 /**
- * The hub's side of the backend handshake (protocol document §1.2): a stage-0 token, a challenge with a fresh
+ * The hub's side of the backend handshake (docs/protocol.md §4.2): a stage-0 token, a challenge with a fresh
  * nonce, a stage-1 token that carries the nonce and repeats stage 0's claims. Only then is the backend
  * registered. The original sends no acknowledgement; a backend that offered our subprotocol gets one, so our
  * agent knows it is registered.
@@ -7,13 +7,12 @@
  * @module
  */
 
-import { encodeBase64Url } from "../protocol/base64url.ts";
 import { type BackendTokenClaims, sameHostnames, verifyBackendToken } from "../protocol/backend_token.ts";
 import { WebSocketInbox } from "../transport/inbox.ts";
 import type { MessageSocket } from "../transport/message_socket.ts";
 import { encodeHubMessage } from "../protocol/hub_messages.ts";
 
-/** Time allowed for each token to arrive (§1.2, Appendix A: 10 s). */
+/** Time allowed for each token to arrive (§4.2: 10 s). */
 export const TOKEN_WAIT_MS = 10_000;
 
 /** The outcome of a backend handshake. */
@@ -21,9 +20,9 @@ export type HandshakeOutcome =
   | { readonly ok: true; readonly claims: BackendTokenClaims; readonly pendingMessages: unknown[] }
   | { readonly ok: false; readonly reason: string };
 
-/** A fresh challenge nonce: 32 random bytes, base64url without padding (§1.2). */
+/** A fresh challenge nonce: 32 random bytes, base64url without padding (§4.2). */
 function newNonce(): string {
-  return encodeBase64Url(crypto.getRandomValues(new Uint8Array(32)));
+  return crypto.getRandomValues(new Uint8Array(32)).toBase64({ alphabet: "base64url", omitPadding: true });
 }
 
 /** Runs the handshake on a freshly upgraded WebSocket. Never throws. */
@@ -72,7 +71,7 @@ async function readToken(
   }
 }
 
-/** Stage 1 must carry the nonce and repeat stage 0's names; its weight may be absent or the same (§1.3). */
+/** Stage 1 must carry the nonce and repeat stage 0's names; its weight may be absent or the same (§4.2). */
 function compareStages(stage0: BackendTokenClaims, stage1: BackendTokenClaims, nonce: string): string | null {
   if (stage1.sessionNonce !== nonce) return "second token does not carry the challenge nonce";
   if (!sameHostnames(stage0.hostnames, stage1.hostnames)) return "second token claims other hostnames";

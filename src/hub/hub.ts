@@ -49,7 +49,7 @@ export interface HubSettings {
   readonly isReserved?: (hostname: string) => boolean;
 }
 
-/** Close code for handshake refusals (§1.2: 1008 policy violation). */
+/** Close code for handshake refusals (§4.2: 1008 policy violation). */
 export const POLICY_VIOLATION = 1008;
 
 /** Accepts backends and keeps the set of registered ones. */

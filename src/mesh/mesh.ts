@@ -2,10 +2,11 @@
  * The mesh: links to peer nodes (dialled from `peers`, or accepted on the hub's `/mesh` path), over which nodes
  * announce the names their backends serve and tunnel clients to each other. A link is a {@linkcode MuxSession}
  * like a backend's, so a tunnel is just another stream. Tunnels are served by the receiving node's own backends
- * only, never forwarded again: one hop, no loops (§4.5).
+ * only, never forwarded again: one hop, no loops (§6.4).
  *
- * Peers authenticate with `peerSecret`: the dialling node sends a short-lived HS256 token signed with it (the
- * secret itself never crosses the wire). `Deno.listenTls` cannot ask for client certificates, so no mTLS.
+ * Peers authenticate with `peerSecret` (§6.1): the dialling node sends a short-lived HS256 token signed with
+ * it (the secret itself never crosses the wire). `Deno.listenTls` cannot ask for client certificates, so no
+ * mTLS.
  *
  * @module
  */
@@ -110,11 +111,6 @@ export class Mesh {
     return this.#links;
   }
 
-  /** Each configured peer URL and where its link stands, for status output and tests. */
-  get peerStates(): ReadonlyMap<string, PeerDialState> {
-    return this.#peerStates;
-  }
-
   /** Every configured peer and every node that dialled in, for status output. */
   peers(): PeerStatus[] {
     const outbound = this.#settings.peerUrls.map((url): PeerStatus => {
@@ -144,7 +140,7 @@ export class Mesh {
     for (const url of this.#settings.peerUrls) this.#loops.push(this.#runPeer(url));
   }
 
-  /** Sends this node's current routes to every peer (full state, §4.4). */
+  /** Sends this node's current routes to every peer (full state, §6.3). */
   announce(): void {
     if (this.#withdrawn) return;
     const routes = this.#router.localRouteKeys();
@@ -337,7 +333,7 @@ export class Mesh {
   }
 
   #onAnnounce(link: MuxSession, version: number, routes: readonly string[]): void {
-    // Announcements are full state; an older one that arrives late must not undo a newer one (§4.4).
+    // Announcements are full state; an older one that arrives late must not undo a newer one (§6.3).
     if (version <= (this.#lastVersion.get(link) ?? -1)) return;
     this.#lastVersion.set(link, version);
     const rejected = this.#router.setPeerRoutes(link, routes);

@@ -1,12 +1,12 @@
 /**
  * The three ways a peer can speak the multiplexing protocol, each a value, so that the original's quirks live
- * in one place instead of in branches on a mode flag (docs/protocol.md, "Dialects"):
+ * in one place instead of in branches on a mode flag (docs/protocol.md §7):
  *
  * - {@linkcode NEXUS_MUX}: our agent and our nodes (`nexus-mux.v1` subprotocol): credits from the first
  *   frame, batches, half-close, drain, session heartbeats.
  * - {@linkcode ORIGINAL}: the original's standalone client v0.2.6 (no subprotocol): it never grants credits
- *   and ignores ours; `pause_stream`/`resume_stream` are its only brake; no half-close (§3.1).
- * - {@linkcode ORIGINAL_CREDITS}: the original's newer generation (the merged v0.3.14 client, §3.3): no
+ *   and ignores ours; `pause_stream`/`resume_stream` are its only brake; no half-close (§7.2).
+ * - {@linkcode ORIGINAL_CREDITS}: the original's newer generation (the merged v0.3.14 client, §7.3): no
  *   subprotocol either, but it grants credits right after each `connect` and counts the ones we grant. A
  *   session starts as {@linkcode ORIGINAL} and becomes this at the peer's first grant.
  *
@@ -22,7 +22,7 @@ export interface Dialect {
   readonly name: string;
   /**
    * Frames we may send on a new stream before the peer grants any: the protocol's window, or unlimited for a
-   * peer that may never grant (a first grant then switches the stream to counted credits, §3.3).
+   * peer that may never grant (a first grant then switches the stream to counted credits, §7.3).
    */
   readonly initialSendCredits: number;
   /** Whether the peer counts the credits we grant, so that our receive window bounds what it sends. */
@@ -30,7 +30,7 @@ export interface Dialect {
   /**
    * Bytes buffered in the WebSocket above which stream writers wait (they resume below half). Towards the
    * standalone client only two frames: it can stop us only with `pause_stream` and closes a stream that gets
-   * more than 16 frames after it (§3.1), and what the buffer holds when the pause comes is sent all the same.
+   * more than 16 frames after it (§7.2), and what the buffer holds when the pause comes is sent all the same.
    * With 1 MiB (32 frames) it closed a stream to a stalled service every time on loopback.
    */
   readonly writeHighWaterBytes: number;
@@ -42,7 +42,7 @@ export interface Dialect {
   readonly halfClosesAndDrains: boolean;
   /** Whether session `ping`/`pong` keep the link checked (others rely on WebSocket pings). */
   readonly heartbeats: boolean;
-  /** A stream the peer opens gets an explicit grant of our window: the original learns it only so (§3.3). */
+  /** A stream the peer opens gets an explicit grant of our window: the original learns it only so (§7.2). */
   readonly grantsOnPeerOpen: boolean;
   /**
    * How long a stream may stay quiet once one direction has ended towards this peer, which cannot be told

@@ -1,10 +1,10 @@
 /**
  * The two halves of per-stream flow control, used by every multiplexed stream (hub, agent, mesh).
  *
- * Credits count frames, not bytes, as in the original (§3.3): one credit lets the sender emit one data frame of
+ * Credits count frames, not bytes, as in the original (§5.2): one credit lets the sender emit one data frame of
  * any size up to 32 KiB. A sender that never got a grant from a peer that does not speak credits is unlimited
- * but still honours `pause_stream` (the standalone client's only brake, §3.1). All credit arithmetic lives here
- * (lesson 4 of §8.2: credit state spread over many call sites produced most of the original's bugs).
+ * but still honours `pause_stream` (the standalone client's only brake, §7.2). All credit arithmetic lives here
+ * (credit state spread over many call sites produced most of the original's bugs).
  *
  * @module
  */
@@ -72,7 +72,7 @@ export class SendWindow {
 
   /**
    * Adds a grant from the peer. The first grant from a peer that started without credits switches the stream
-   * to counted credits, with at least a full initial window (the original's rule, §3.3).
+   * to counted credits, with at least a full initial window (the original's rule, §7.3).
    */
   grant(frames: number, initialWindow: number): void {
     const clamped = Math.min(Math.max(0, Math.floor(frames)), MAX_CREDIT_GRANT);
@@ -124,10 +124,10 @@ export interface ReceiveLimits {
 }
 
 /**
- * Frames the original's safety valves may send beyond the window: a kick-start batch and a stall probe (§3.3).
+ * Frames the original's safety valves may send beyond the window: a kick-start batch and a stall probe (§7.3).
  * A receiver that counts credits tolerates that much before it calls the stream overflowing.
  */
-export const CREDIT_OVERSEND_SLACK_FRAMES = CREDIT_REPLENISH_BATCH + 1;
+const CREDIT_OVERSEND_SLACK_FRAMES = CREDIT_REPLENISH_BATCH + 1;
 
 /**
  * What a receiver that granted `windowFrames` credits holds at most for one stream, and the batches it returns
@@ -146,7 +146,7 @@ export function creditReceiveLimits(
 
 /**
  * What a receiver holds for a sender that ignores credits (the original's standalone client): a byte cap. It
- * still returns credits against the 64 it grants, for the original's newer client, which counts them (§3.3).
+ * still returns credits against the 64 it grants, for the original's newer client, which counts them (§7.3).
  */
 export function byteCappedReceiveLimits(maxBytes: number): ReceiveLimits {
   return {
@@ -158,7 +158,7 @@ export function byteCappedReceiveLimits(maxBytes: number): ReceiveLimits {
 
 /**
  * How many consumed frames a receiver gathers before it returns them as credits: the protocol's batch of 8
- * (§3.3), but never more than half the window, and at least one. A batch larger than the window would never
+ * (§5.2), but never more than half the window, and at least one. A batch larger than the window would never
  * fill: the sender stops with its credits spent while the receiver waits for more frames before granting any.
  *
  * @example

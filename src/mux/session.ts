@@ -1,6 +1,6 @@
 /**
  * A multiplexing session over one WebSocket: many {@linkcode MuxStream}s, the control events of the original
- * protocol (§2.4) and our credit and half-close extensions. The hub (node ↔ backend), the agent (backend ↔
+ * protocol (§3) and our credit and half-close extensions. The hub (node ↔ backend), the agent (backend ↔
  * node) and the mesh (node ↔ node) all run the same session; they differ only in the options below.
  *
  * @module
@@ -21,6 +21,7 @@ import {
   newStreamId,
   type StreamOpenInfo,
 } from "../protocol/frames.ts";
+import { AnnouncementAssembler, announcementParts } from "../protocol/announcement.ts";
 import { type Dialect, ORIGINAL, ORIGINAL_CREDITS } from "./dialect.ts";
 import type { BufferBudget } from "./flow_control.ts";
 import type { MessageSocket } from "../transport/message_socket.ts";
@@ -29,7 +30,7 @@ import { MuxStream, type StreamTransport } from "./stream.ts";
 /**
  * WebSocket subprotocol by which our agent and our nodes announce that they speak credits from the first frame,
  * `close_write` and session `ping`/`pong`. The original's client offers no subprotocol and gets the original
- * protocol (§3.5: P1.1 baseline, credits only once the peer grants some).
+ * protocol (§7.2, §7.3: credits only once the peer grants some).
  */
 export const MUX_SUBPROTOCOL = "nexus-mux.v1";
 
@@ -46,7 +47,7 @@ export interface MuxSessionOptions {
   readonly legacyStreamBufferBytes: number;
   /**
    * Frames a stream opened by this side may receive before its reader takes them: the credits its `open`
-   * grants, so what one slow reader can make this side hold. Default 64, the protocol's window (§3.3); the
+   * grants, so what one slow reader can make this side hold. Default 64, the protocol's window (§5.2); the
    * peer's own opens always get 64, which the peer assumes.
    */
   readonly receiveWindowFrames?: number;
@@ -113,6 +114,8 @@ export class MuxSession {
   /** The frames of this turn, sent as one message at its end, for dialects that batch (null: one per frame). */
   readonly #batch: FrameBatch | null;
   #flushQueued = false;
+  /** Joins the parts of the peer's announcements (mesh). */
+  readonly #announcements = new AnnouncementAssembler();
 
   /** Takes over an open WebSocket whose handshake is complete; sets its message and close handlers. */
   constructor(ws: MessageSocket, options: MuxSessionOptions) {
@@ -169,7 +172,7 @@ export class MuxSession {
     return this.#streams.size;
   }
 
-  /** `pause_stream`s the peer has sent so far (the original client's only brake, §3.1), for status and tests. */
+  /** `pause_stream`s the peer has sent so far (the original client's only brake, §7.2), shown in `/status`. */
   get pausesReceived(): number {
     return this.#pausesReceived;
   }
@@ -211,7 +214,7 @@ export class MuxSession {
   }
 
   /**
-   * Opens a stream to the peer (`connect`, §2.4). Returns null when the session is closed or at its stream
+   * Opens a stream to the peer (`connect`, §3.2). Returns null when the session is closed or at its stream
    * limit; the caller refuses the client.
    */
   openStream(info: StreamOpenInfo): MuxStream | null {
@@ -226,9 +229,9 @@ export class MuxSession {
     return stream;
   }
 
-  /** Tells a peer node which names this node serves (mesh). */
+  /** Tells a peer node which names this node serves (mesh), in as many frames as the names need. */
   announce(version: number, routes: readonly string[]): void {
-    this.#send(encodeControlFrame({ type: "announce", version, routes }));
+    for (const part of announcementParts(version, routes)) this.#send(encodeControlFrame(part));
   }
 
   /** Sends a text message (handshake and re-authentication tokens). */
@@ -391,7 +394,7 @@ export class MuxSession {
     switch (frame.kind) {
       case "data": {
         const stream = this.#streams.get(frame.id);
-        // Data for a stream we already closed is normal at the tail of a close (§2.3): drop it quietly.
+        // Data for a stream we already closed is normal at the tail of a close (§3.4): drop it quietly.
         if (stream === undefined) this.#unknownStreamFrames += 1;
         else stream.receiveData(frame.payload);
         return;
@@ -435,7 +438,7 @@ export class MuxSession {
         this.#streams.get(message.id)?.receiveResume(message.credits, INITIAL_STREAM_CREDITS);
         return;
       case "ping_stream":
-        // Answer only for live streams, as the original does (§2.4): silence tells the peer it is gone.
+        // Answer only for live streams, as the original does (§3.4): silence tells the peer it is gone.
         if (this.#streams.has(message.id)) {
           this.#send(encodeControlFrame({ type: "pong_stream", id: message.id }));
         }
@@ -451,9 +454,14 @@ export class MuxSession {
         this.#draining = true;
         this.#options.onDrain?.();
         return;
-      case "announce":
-        if (this.#options.onAnnounce) this.#options.onAnnounce(message.version, message.routes);
+      case "announce": {
+        const progress = this.#announcements.accept(message);
+        if (progress.kind === "complete") this.#options.onAnnounce?.(progress.version, progress.routes);
+        else if (progress.kind === "refused") {
+          this.#options.log.warn("announcement ignored", { session: this.label, why: progress.reason });
+        }
         return;
+      }
     }
   }
 
@@ -482,7 +490,7 @@ export class MuxSession {
     if (this.#streams.has(id)) return refuse("stream id already in use");
     if (this.#streams.size >= this.#options.maxStreams) return refuse("too many streams on this session");
     const stream = this.#createStream(id, credits ?? this.#dialect.initialSendCredits);
-    // A peer of the original protocol learns our window only from an explicit grant (§3.3).
+    // A peer of the original protocol learns our window only from an explicit grant (§7.2).
     if (this.#dialect.grantsOnPeerOpen) {
       this.#send(encodeControlFrame({ type: "resume", id, credits: INITIAL_STREAM_CREDITS }));
     }
@@ -490,7 +498,7 @@ export class MuxSession {
   }
 
   /**
-   * Only the original's newer generation grants credits (§3.3): from its first grant on, it is taken at its
+   * Only the original's newer generation grants credits (§7.3): from its first grant on, it is taken at its
    * word, and its open streams are bounded by their windows instead of the byte cap.
    */
   #countCredits(): void {

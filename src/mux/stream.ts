@@ -140,7 +140,7 @@ export class MuxStream implements Duplex {
     if (this.#closedReason !== null || this.#remoteEnded) return;
     if (!this.#receive.arrive(payload.length)) {
       this.#transport.reportOverflow(this);
-      // `buffer_full` is the original's word for this (§3.1), so either kind of peer knows why.
+      // `buffer_full` is the original's word for this (§3.3), so either kind of peer knows why.
       void this.close("receive buffer overflow: the sender ignored flow control", { code: "buffer_full" });
       return;
     }

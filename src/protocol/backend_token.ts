@@ -1,8 +1,8 @@
 /**
  * Backend tokens: HS256 JWTs from the central authorizer (or our `token` command, or the agent itself) whose
- * claims name the hostnames a backend serves and its weight (protocol document §1.3).
+ * claims name the hostnames a backend serves and its weight (docs/protocol.md §4.3).
  *
- * Error text is protocol (§1.7, lesson 16): the original client gives up for good after five rejections whose
+ * Error text is protocol (§4.5): the original client gives up for good after five rejections whose
  * reason contains `authentication failed`, `forbidden`, `invalid token` and the like, and retries forever
  * otherwise. So a wrong secret or a token that can never be accepted says `authentication failed` or
  * `forbidden`; something that may heal (expiry, clock skew, a nonce race) says neither.
@@ -13,9 +13,9 @@
 import { errors, jwtVerify, SignJWT } from "jose";
 import { claimKey, type HostnameClaim, parseHostnameClaim } from "../hostnames/hostname.ts";
 
-/** Required `iss` (§1.3, `TokenIssuer`). */
+/** Required `iss` (§4.3). */
 const TOKEN_ISSUER = "authorizer";
-/** Required `aud` (§1.3, `TokenAudience`). */
+/** Required `aud` (§4.3). */
 const TOKEN_AUDIENCE = "nexus";
 /** Largest weight a token may claim. */
 export const MAX_WEIGHT = 10_000;
@@ -27,9 +27,9 @@ export interface BackendTokenClaims {
   readonly name: string;
   /** Claimed names, deduplicated. */
   readonly hostnames: readonly HostnameClaim[];
-  /** Weight in its pools; tokens with none, or ≤ 0, get 1 (§1.3). */
+  /** Weight in its pools; tokens with none, or ≤ 0, get 1 (§4.3). */
   readonly weight: number;
-  /** Whether the token carried a weight claim at all (stage 1 may omit it, §1.3). */
+  /** Whether the token carried a weight claim at all (stage 1 may omit it, §4.2). */
   readonly weightClaimed: boolean;
   readonly sessionNonce?: string;
   /** Port claims this node does not serve; reported, not silently dropped. */
@@ -69,7 +69,7 @@ export async function verifyBackendToken(token: string, secret: Uint8Array): Pro
 function describeJoseError(error: unknown): string {
   if (error instanceof errors.JWTExpired) return "token expired";
   if (error instanceof errors.JWTClaimValidationFailed) {
-    // Only a well-formed nbf in the future may heal; a malformed one never will (and must say so, §1.7).
+    // Only a well-formed nbf in the future may heal; a malformed one never will (and must say so, §4.5).
     if (error.claim === "nbf" && error.reason === "check_failed") return "token not yet valid";
     if (error.claim === "iss") return `authentication failed: token issuer must be "${TOKEN_ISSUER}"`;
     if (error.claim === "aud") {
@@ -143,7 +143,7 @@ export interface BackendTokenRequest {
   readonly sessionNonce?: string;
 }
 
-/** Signs an HS256 backend token the way the original's client does (§1.3, §1.4). */
+/** Signs an HS256 backend token the way the original's client does (§4.3, §4.4). */
 export function signBackendToken(request: BackendTokenRequest): Promise<string> {
   const claims: Record<string, unknown> = { hostnames: [...request.hostnames], weight: request.weight };
   if (request.sessionNonce !== undefined) claims.session_nonce = request.sessionNonce;
@@ -157,7 +157,7 @@ export function signBackendToken(request: BackendTokenRequest): Promise<string> 
     .sign(request.secret);
 }
 
-/** Whether two claim sets name the same hostnames (stage 1 must repeat stage 0 exactly, §1.3). */
+/** Whether two claim sets name the same hostnames (stage 1 must repeat stage 0 exactly, §4.2). */
 export function sameHostnames(a: readonly HostnameClaim[], b: readonly HostnameClaim[]): boolean {
   if (a.length !== b.length) return false;
   const keys = new Set(a.map(claimKey));

@@ -3,7 +3,7 @@
  * or reads frames by hand.
  *
  * A WebSocket binary message is either `0x01` + 16-byte stream id + payload (data) or `0x02` + UTF-8 JSON
- * (control), protocol document §2.1. Control JSON uses the original's wire names; this module turns it into
+ * (control), docs/protocol.md §2.1. Control JSON uses the original's wire names; this module turns it into
  * typed {@linkcode ControlMessage}s and back, so the rest of the code never sees wire JSON.
  *
  * @module
@@ -17,9 +17,9 @@ export const FRAME_CONTROL = 0x02;
 export const STREAM_ID_BYTES = 16;
 /** Bytes before the payload of a data frame. */
 export const DATA_HEADER_BYTES = 1 + STREAM_ID_BYTES;
-/** Largest payload of one data frame: the standalone client refuses bigger messages (§2.6). */
+/** Largest payload of one data frame: the standalone client refuses bigger messages (§2.5). */
 export const MAX_DATA_PAYLOAD_BYTES = 32 * 1024;
-/** Largest WebSocket message either end accepts: 32,768 + 17 (§2.6, Appendix A). */
+/** Largest WebSocket message either end accepts: 32,768 + 17 (§2.5). */
 export const MAX_MESSAGE_BYTES = MAX_DATA_PAYLOAD_BYTES + DATA_HEADER_BYTES;
 
 /**
@@ -34,14 +34,14 @@ export const MAX_BATCH_BYTES = 256 * 1024;
 /** Largest message a peer of our subprotocol accepts: a full batch plus the largest frame that started it. */
 export const MAX_BATCHED_MESSAGE_BYTES = MAX_BATCH_BYTES + MAX_MESSAGE_BYTES + 4;
 
-/** Credits a receiver grants when a stream opens, and the batch it replenishes in (§3.3). */
+/** Credits a receiver grants when a stream opens, and the batch it replenishes in (§5.2). */
 export const INITIAL_STREAM_CREDITS = 64;
-/** Frames consumed before a receiver sends a replenishment (§3.3). */
+/** Frames consumed before a receiver sends a replenishment (§5.2). */
 export const CREDIT_REPLENISH_BATCH = 8;
-/** Largest grant honoured; bigger grants are clamped, never trusted (§3.3). */
+/** Largest grant honoured; bigger grants are clamped, never trusted (§5.2). */
 export const MAX_CREDIT_GRANT = 2 ** 20;
 
-/** Why a stream ended, in the original's vocabulary (§2.4). */
+/** Why a stream ended, in the original's vocabulary (§3.3). */
 export type DisconnectReason =
   | "normal"
   | "buffer_full"
@@ -65,7 +65,7 @@ const DISCONNECT_REASONS: ReadonlySet<string> = new Set<DisconnectReason>([
   "unknown",
 ]);
 
-/** What the opening side tells the accepting side about a new stream (the `connect` event, §2.4). */
+/** What the opening side tells the accepting side about a new stream (the `connect` event, §3.2). */
 export interface StreamOpenInfo {
   /** Normalised SNI or Host name the client asked for. */
   readonly hostname: string;
@@ -96,7 +96,13 @@ export type ControlMessage =
   | { readonly type: "pong" }
   /** The sender is shutting down: no new streams on this session either way; open ones go on (our extension). */
   | { readonly type: "drain" }
-  | { readonly type: "announce"; readonly version: number; readonly routes: readonly string[] };
+  /** The names the sender serves, full state; `more`: further parts of this version follow (announcement.ts). */
+  | {
+    readonly type: "announce";
+    readonly version: number;
+    readonly routes: readonly string[];
+    readonly more?: boolean;
+  };
 
 /** A decoded binary message. Views point into the message; nothing is copied. */
 export type DecodedFrame =
@@ -175,7 +181,7 @@ export function encodeDataFrameHeader(idBytes: Uint8Array, payloadBytes: number)
   return header;
 }
 
-/** Encodes one control frame with the original's wire names and field order (§2.4). */
+/** Encodes one control frame with the original's wire names and field order (§3.1). */
 export function encodeControlFrame(message: ControlMessage): Uint8Array {
   const json = encoder.encode(JSON.stringify(toWire(message)));
   const frame = new Uint8Array(1 + json.length);
@@ -224,7 +230,12 @@ function toWire(message: ControlMessage): Record<string, unknown> {
     case "drain":
       return { event: message.type };
     case "announce":
-      return { event: "announce", version: message.version, routes: message.routes };
+      return {
+        event: "announce",
+        version: message.version,
+        routes: message.routes,
+        ...(message.more ? { more: true } : {}),
+      };
   }
 }
 
@@ -441,14 +452,18 @@ function decodeConnect(
 }
 
 function decodeAnnounce(fields: Record<string, unknown>): DecodedFrame {
-  const { version, routes } = fields;
+  const { version, routes, more } = fields;
   if (!Number.isSafeInteger(version) || (version as number) < 0) {
     return { kind: "invalid", reason: "announce: version is not a non-negative integer" };
   }
   if (!Array.isArray(routes) || routes.length > 100_000 || !routes.every((r) => typeof r === "string")) {
     return { kind: "invalid", reason: "announce: routes is not a list of names" };
   }
-  return { kind: "control", message: { type: "announce", version: version as number, routes } };
+  if (more !== undefined && typeof more !== "boolean") {
+    return { kind: "invalid", reason: "announce: more is not a boolean" };
+  }
+  const message = { type: "announce", version: version as number, routes } as const;
+  return { kind: "control", message: more === true ? { ...message, more } : message };
 }
 
 /** `undefined` when absent, `null` when present but not a non-negative integer; clamped to MAX_CREDIT_GRANT. */

@@ -1,5 +1,5 @@
 /**
- * The text messages a hub sends a backend (§1.2, §1.5): challenges carrying a nonce, and, for backends of our
+ * The text messages a hub sends a backend (§4.2, §4.6): challenges carrying a nonce, and, for backends of our
  * subprotocol only, the acknowledgement that the handshake succeeded (the original sends none). Shared by the
  * hub, which writes them, and the agent, which reads them.
  *
@@ -22,7 +22,7 @@ export interface HubMessage {
 }
 
 /**
- * Encodes a hub message as the original does: `{"type": …, "nonce": …}` (§1.2).
+ * Encodes a hub message as the original does: `{"type": …, "nonce": …}` (§4.2).
  *
  * @example
  * ```ts

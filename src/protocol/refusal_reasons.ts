@@ -2,7 +2,7 @@
  * What the reason of a refused backend handshake says, read the way the hub writes it
  * (`backend_token.ts`, README "Tokens and the hub handshake"): a refusal that cannot heal says
  * `authentication failed` or `forbidden` (the original's client also reads `unauthorized`, `invalid token`
- * and `invalid credential` so, §1.7); anything else may heal by itself.
+ * and `invalid credential` so, §4.5); anything else may heal by itself.
  *
  * @module
  */

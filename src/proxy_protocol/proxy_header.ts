@@ -62,7 +62,7 @@ export type ProxyHeaderResult =
 /** The longest version 1 line, `\r\n` included (spec §2.1). */
 export const MAX_V1_HEADER_BYTES = 107;
 /** Address and TLV bytes a version 2 header may carry here: cloud load balancers send a few dozen. */
-export const MAX_V2_BLOCK_BYTES = 2048;
+const MAX_V2_BLOCK_BYTES = 2048;
 /** The fixed part of a version 2 header: signature, version/command, family/transport, length. */
 const V2_FIXED_BYTES = 16;
 /** The longest header of either version accepted here. */

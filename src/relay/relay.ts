@@ -165,7 +165,7 @@ export class Relay {
 
   /**
    * The relay's second entrance: a peer tunnels a client to this node. It is served by this node's own
-   * backends only, never forwarded again (one hop, §4.5), so routing loops cannot form.
+   * backends only, never forwarded again (one hop, §6.4), so routing loops cannot form.
    */
   acceptTunnel(stream: Duplex, info: StreamOpenInfo): void {
     const hostname = normalizeHostname(info.hostname);

@@ -1,6 +1,6 @@
 /**
  * Reading a connection's first bytes until a pure parser gives its verdict, within the handshake deadlines:
- * the first byte within 15 s, each read extends the deadline by 5 s, 30 s at most (§5.2, lesson 9). Only this
+ * the first byte within 15 s, each read extends the deadline by 5 s, 30 s at most (§8.3). Only this
  * phase is bounded; an established stream is not. A connection may be sniffed more than once (a PROXY header,
  * then the ClientHello behind it): the sniffs share one {@linkcode HandshakeDeadline}, so the limits hold for
  * the whole handshake, and bytes a sniff read past its verdict are carried into the next.

@@ -16,8 +16,10 @@
  *
  * @example
  * ```ts
- * import type { TlsAlertDescription } from "./alerts.ts";
+ * import assert from "node:assert/strict";
+ * import { type TlsAlertDescription, tlsAlert } from "./alerts.ts";
  * const reason: TlsAlertDescription = "unrecognized_name";
+ * assert.equal(tlsAlert(reason)[6], 112);
  * ```
  */
 export type TlsAlertDescription =

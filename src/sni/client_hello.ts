@@ -1,6 +1,6 @@
 /**
  * A pure, incremental TLS ClientHello parser: finds the server name (SNI) a client asks for, without
- * terminating TLS (protocol document §5.1).
+ * terminating TLS (docs/protocol.md §8.3).
  *
  * The caller feeds every byte received so far, from offset 0, on every call. While the ClientHello is not
  * complete, a call only walks the record headers (O(records), no extension parsing), so a client that sends
@@ -39,7 +39,7 @@ export interface ParseClientHelloOptions {
 
 /**
  * Default cap on the bytes buffered for one ClientHello, record headers included: the 32 KiB of the
- * original (protocol document §5.1). A post-quantum hello (about 1.8 KiB) fits many times over.
+ * original (docs/protocol.md §8.3). A post-quantum hello (about 1.8 KiB) fits many times over.
  *
  * @example
  * ```ts

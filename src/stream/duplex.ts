@@ -14,7 +14,7 @@ export interface Duplex {
   readonly label: string;
   /**
    * Null when {@linkcode closeWrite} tells the far side "no more data" while the other direction stays open.
-   * A stream to a backend of the original protocol cannot tell it (§2.7: it has no half-close); this is then
+   * A stream to a backend of the original protocol cannot tell it (§7.2: it has no half-close); this is then
    * how long the other direction may stay quiet before the stream is closed (see `SpliceSweeper`).
    */
   readonly unsignalledEndTimeoutMs: number | null;

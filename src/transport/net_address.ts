@@ -7,7 +7,7 @@
 import { type IpAddress, parseIpAddress } from "./ip_address.ts";
 
 /**
- * `ip:port`, with IPv6 in brackets (§2.4 `client_ip`).
+ * `ip:port`, with IPv6 in brackets (§3.2 `client_ip`).
  *
  * @example
  * ```ts

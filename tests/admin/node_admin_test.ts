@@ -74,8 +74,10 @@ Deno.test("metrics and status follow a transfer, a refusal and a registered back
       streams: 0,
       protocol: "nexus-mux.v1",
       draining: false,
+      pausesReceived: 0,
       connectedAt: "",
     });
+    assert.equal(status.hubCertificate, null);
     assert.match(backend.address, /^127\.0\.0\.1:\d+$/);
     assert.ok(Date.parse(backend.connectedAt) <= Date.now());
     // The caps in force, after the open-file limit had its say (this test asks for 100,000).

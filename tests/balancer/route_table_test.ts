@@ -17,7 +17,7 @@ Deno.test("an exact claim wins over a wildcard; a wildcard covers one label only
   assert.deepEqual(table.keys(), ["*.example.com", "a.example.com"]);
 });
 
-Deno.test("when the last member of an exact name leaves, its wildcard takes over at once (the original's quirk, lesson 14)", () => {
+Deno.test("when the last member of an exact name leaves, its wildcard takes over at once (the original kept empty pools, §8.2)", () => {
   const table = new RouteTable<string>();
   table.add(wildcard("example.com"), "wild", 1);
   table.add(exact("a.example.com"), "exact", 1);

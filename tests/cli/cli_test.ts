@@ -498,7 +498,9 @@ Deno.test("token prints a JWT the hub accepts, with the hostname, weight and lif
     weightClaimed: true,
     ignoredPortClaims: false,
   });
-  const payload = JSON.parse(new TextDecoder().decode(decodeBase64Url(token.split(".")[1])));
+  const payload = JSON.parse(
+    new TextDecoder().decode(Uint8Array.fromBase64(token.split(".")[1], { alphabet: "base64url" })),
+  );
   assert.equal(payload.exp - payload.iat, 300);
   assert.equal(payload.session_nonce, undefined);
   const wrongSecret = await verifyBackendToken(token, new TextEncoder().encode("another-secret-0123456789"));
@@ -510,11 +512,6 @@ Deno.test("token prints a JWT the hub accepts, with the hostname, weight and lif
   assert.ok(stage1.ok, JSON.stringify(stage1));
   assert.equal(stage1.claims.sessionNonce, "nonce-from-the-hub-0123456789");
 });
-
-function decodeBase64Url(text: string): Uint8Array {
-  const base64 = text.replaceAll("-", "+").replaceAll("_", "/").padEnd(Math.ceil(text.length / 4) * 4, "=");
-  return Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
-}
 
 // --- serve --------------------------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 /**
- * The original's standalone backend client, `nexus-proxy-backend-client` v0.2.6 (protocol document: **C**, the
- * P1.1 wire), run unchanged as a child process against our hub. Built by `scripts/reference_client.ts`; when
+ * The original's standalone backend client, `nexus-proxy-backend-client` v0.2.6 (docs/protocol.md
+ * §7.2), run unchanged as a child process against our hub. Built by `scripts/reference_client.ts`; when
  * `go` or the module cannot be had, every test here is skipped and the reason printed once.
  *
  * The client verifies the hub's certificate against the system roots; it gets the test CA through
@@ -22,6 +22,7 @@ import {
   waitFor,
 } from "../helpers/cluster.ts";
 import { readExactly } from "../helpers/raw.ts";
+import { concat } from "../helpers/services.ts";
 import {
   echo,
   patternBytes,
@@ -37,7 +38,7 @@ if (!BUILD.ok) console.log(`tests/compat/reference_client_test.ts: skipped: ${BU
 const MiB = 1024 * 1024;
 const BACKEND_NAME = "reference-client";
 
-/** One `backends:` entry of the client's config (§6.2). */
+/** One `backends:` entry of the client's config (its config.example.yaml). */
 interface ClientBackend {
   readonly hostnames: readonly string[];
   readonly hubUrl: string;
@@ -211,16 +212,6 @@ function closeQuietly(conn: Deno.Conn): void {
   }
 }
 
-function concat(chunks: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
-}
-
 /** Sends `size` pattern bytes through a fresh TLS stream to an echo service and checks what comes back. */
 async function echoRoundTrip(port: number, servername: string, size: number, seed: number): Promise<void> {
   const conn = await connectTls(port, servername);
@@ -317,7 +308,7 @@ compatTest("plain HTTP on the node's HTTP port reaches the client's mapping for 
           "GET /.well-known/acme-challenge/token-1 HTTP/1.1\r\nHost: app.test.nexus\r\nConnection: close\r\n\r\n",
         ),
       );
-      const response = new TextDecoder().decode(concat(await readUntilClosed(conn, 15_000)));
+      const response = new TextDecoder().decode(concat(...await readUntilClosed(conn, 15_000)));
       assert.match(response, /^HTTP\/1\.1 200 OK\r\n/, client.describe());
       assert.ok(
         response.endsWith("\r\n\r\nplain http for app.test.nexus /.well-known/acme-challenge/token-1\n"),
@@ -411,7 +402,7 @@ compatTest(
     const { service: source, progress } = sourceService(size, 31, certs.service);
     const echoService = serveConnections(echo, certs.service);
     await withClient({
-      // The client ignores credits (§3.1): everything it sends must fit the per-stream budget.
+      // The client ignores credits (§7.2): everything it sends must fit the per-stream budget.
       node: { limits: { legacyStreamBufferBytes: 32 * MiB } },
       services: [source, echoService],
       backend: (node) => ({
@@ -460,7 +451,7 @@ compatTest(
         await conn.handshake();
         // The hub closes the stream, the client closes its local connection, the service's writes fail.
         await waitFor(() => progress.failed === 1, "the service's connection to be closed", 30_000);
-        const received = concat(await readUntilClosed(conn, 15_000));
+        const received = concat(...await readUntilClosed(conn, 15_000));
         assert.ok(received.length < size, `received all ${size} bytes although the budget is 1 MiB`);
         assert.equal(
           await sha256Hex(received),
@@ -514,7 +505,7 @@ compatTest(
         client.kill("SIGKILL");
         await client.status;
         // Bounded by far less than any idle timeout: only the session's end can close it this soon.
-        const rest = concat(await readUntilClosed(conn, 10_000));
+        const rest = concat(...await readUntilClosed(conn, 10_000));
         assert.ok(head.length + rest.length < size, "the transfer was cut");
         await waitFor(() => node.node.hub.backends.size === 0, "the backend to leave the pool", 10_000);
         assert.equal(node.node.router.route("app.test.nexus"), undefined);

@@ -9,7 +9,14 @@
 
 import assert from "node:assert/strict";
 import type { TargetRule } from "../../src/agent/targets.ts";
-import { startTestAgent, startTestNode, type TestNode, trustedBlocks, waitFor } from "../helpers/cluster.ts";
+import {
+  startTestAgent,
+  startTestNode,
+  Teardown,
+  type TestNode,
+  trustedBlocks,
+  waitFor,
+} from "../helpers/cluster.ts";
 import type { RelayPort } from "../../src/relay/relay.ts";
 import {
   HAPROXY,
@@ -21,7 +28,7 @@ import {
   startHaproxyConsumer,
   startNginxConsumer,
 } from "../helpers/proxy_consumers.ts";
-import { peerRouteKeys, sameList, Teardown } from "../mesh/mesh_fixtures.ts";
+import { peerRouteKeys, sameList } from "../mesh/mesh_fixtures.ts";
 
 const NGINX_MISSING = programMissing(NGINX, "nginx");
 const HAPROXY_MISSING = programMissing(HAPROXY, "haproxy");

@@ -7,8 +7,22 @@
 import assert from "node:assert/strict";
 import { connectTls, startTestAgent, startTestNode, type TestNode, waitFor } from "../helpers/cluster.ts";
 import { testCertificates } from "../helpers/certs.ts";
-import { chunked, concat, rawExchange, type RecordingService, recordingService } from "../helpers/raw.ts";
-import { patternBytes, readAll, serveConnections, type TestService, writeAll } from "../helpers/services.ts";
+import {
+  chunked,
+  HANDSHAKE_FAILURE_ALERT,
+  rawExchange,
+  type RecordingService,
+  recordingService,
+  UNRECOGNIZED_NAME_ALERT,
+} from "../helpers/raw.ts";
+import {
+  concat,
+  patternBytes,
+  readAll,
+  serveConnections,
+  type TestService,
+  writeAll,
+} from "../helpers/services.ts";
 import type { Agent } from "../../src/agent/agent.ts";
 import {
   buildClientHello,
@@ -34,11 +48,6 @@ const APP_BODY = "served by app.test.nexus\n";
 const APP_RESPONSE = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n" +
   `Content-Length: ${APP_BODY.length}\r\nConnection: close\r\n\r\n${APP_BODY}`;
 const APP_REQUEST = `GET / HTTP/1.1\r\nHost: ${APP}\r\n\r\n`;
-
-/** RFC 8446 §6: alert record, TLS 1.2 record version, length 2, fatal, unrecognized_name (112). */
-const UNRECOGNIZED_NAME_ALERT = Uint8Array.of(0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70);
-/** The same with handshake_failure (40). */
-const HANDSHAKE_FAILURE_ALERT = Uint8Array.of(0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28);
 
 const REFUSAL_KINDS = [
   "no_sni",

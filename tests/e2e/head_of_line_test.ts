@@ -308,7 +308,7 @@ Deno.test("original protocol: pause_stream holds back only its own client's uplo
     const uploader = await httpClient(node.httpPort);
     await peer.waitFor(() => opens().length === 1, "the uploading stream's connect");
     paused = opens()[0];
-    // The original client pauses at 48 queued frames (§3.1); here, at once.
+    // The original client pauses at 48 queued frames (§7.2); here, at once.
     peer.sendControl({ type: "pause", id: paused });
     await peer.barrier();
     const framesAtPause = framesOf(paused);

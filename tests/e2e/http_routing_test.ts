@@ -7,8 +7,8 @@
 
 import assert from "node:assert/strict";
 import { startTestAgent, startTestNode, type TestNode, waitFor } from "../helpers/cluster.ts";
-import { chunked, concat, rawExchange, type RecordingService, recordingService } from "../helpers/raw.ts";
-import { patternBytes } from "../helpers/services.ts";
+import { chunked, rawExchange, type RecordingService, recordingService } from "../helpers/raw.ts";
+import { concat, patternBytes } from "../helpers/services.ts";
 import { makeConfigDir, nodeYaml, spawnNode } from "../helpers/processes.ts";
 import { curl } from "../http/real_clients.ts";
 import type { Agent } from "../../src/agent/agent.ts";

@@ -1,5 +1,5 @@
 /**
- * The backend handshake at a running node's hub (protocol document §1.2, §1.3), driven step by step by a raw
+ * The backend handshake at a running node's hub (docs/protocol.md §4.2, §4.3), driven step by step by a raw
  * WebSocket client written here, not by the agent: every bad token or bad step is refused with close code 1008
  * and its exact reason, registers nothing and routes nothing; a correct two-stage handshake without a
  * subprotocol registers, and the raw client then serves a relayed client in the original frame protocol.
@@ -15,7 +15,7 @@ import {
   waitFor,
 } from "../helpers/cluster.ts";
 import { testCertificates } from "../helpers/certs.ts";
-import { rawExchange, readExactly } from "../helpers/raw.ts";
+import { rawExchange, readExactly, UNRECOGNIZED_NAME_ALERT } from "../helpers/raw.ts";
 import { writeAll } from "../helpers/services.ts";
 import { signBackendToken } from "../../src/protocol/backend_token.ts";
 import {
@@ -29,8 +29,6 @@ import { buildClientHello } from "../sni/client_hello_builder.ts";
 
 const NAME = "auth.test.nexus";
 const POLICY_VIOLATION = 1008;
-/** RFC 8446 §6: fatal unrecognized_name (112), what a client of an unroutable name gets. */
-const UNRECOGNIZED_NAME_ALERT = Uint8Array.of(0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70);
 /** The hub's wait for each token, lowered from the original's 10 s so the deadline cases are quick. */
 const TOKEN_WAIT_SECONDS = 1;
 const MESSAGE_WAIT_MS = 5_000;
@@ -39,7 +37,7 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 /**
- * Substrings that make the original client treat a failure as permanent and give up after five (§1.7,
+ * Substrings that make the original client treat a failure as permanent and give up after five (§4.5,
  * C `categorizeError`); anything else it retries forever.
  */
 const PERMANENT_FAILURE_WORDS = [
@@ -91,7 +89,7 @@ class RawBackend {
     ws.onerror = () => {};
   }
 
-  /** Opens `wss://…/connect` offering no subprotocol, as the original client does (§1.1). */
+  /** Opens `wss://…/connect` offering no subprotocol, as the original client does (§4.1). */
   static async open(hubUrl: string): Promise<RawBackend> {
     const certs = await testCertificates();
     const client = Deno.createHttpClient({ caCerts: [certs.ca.certPem] });
@@ -131,7 +129,7 @@ class RawBackend {
     return this.#queue.shift()!;
   }
 
-  /** Reads the challenge (§1.2) and returns its nonce, checking its exact shape. */
+  /** Reads the challenge (§4.2) and returns its nonce, checking its exact shape. */
   async challenge(): Promise<string> {
     const message = await this.next();
     assert.equal(message.kind, "text", JSON.stringify(message));
@@ -457,7 +455,8 @@ async function echoStreams(
 }
 
 Deno.test("a correct two-stage handshake without a subprotocol registers; relayed clients are then served in the original frame protocol", async (t) => {
-  // No half-close in the original protocol (§2.7): a client's FIN ends its stream after this timeout at the latest.
+  // No half-close in the original protocol (§7.2): a client's FIN ends its stream after this timeout at the
+  // latest.
   const node = await startNode({ halfClosedTimeoutSeconds: 1 });
   const backend = await RawBackend.open(node.hubUrl);
   const events = { opened: [] as OpenedStream[], closed: [] as string[] };
@@ -466,7 +465,7 @@ Deno.test("a correct two-stage handshake without a subprotocol registers; relaye
     backend.sendText(await goodToken());
     const nonce = await backend.challenge();
     backend.sendText(await goodToken({ sessionNonce: nonce }));
-    // No acknowledgement is sent to a client of the original protocol (§1.2): registration shows at the node.
+    // No acknowledgement is sent to a client of the original protocol (§4.2): registration shows at the node.
     await waitFor(() => node.node.hub.backends.size === 1, "the raw backend to be registered");
     const [registered] = node.node.hub.backends;
     assert.equal(registered.name, "raw-backend");
@@ -498,7 +497,7 @@ Deno.test("a correct two-stage handshake without a subprotocol registers; relaye
             relayAddress: `127.0.0.1:${node.tlsPort}`,
           });
           assert.equal(credits, 64);
-          // §2.4: the original's field names and order, exactly; our relay_addr after them, which it ignores.
+          // §3.1: the original's field names and order, exactly; our relay_addr after them, which it ignores.
           assert.equal(
             wire,
             `{"event":"connect","client_id":"${id}","conn_port":${node.tlsPort},` +

@@ -1,7 +1,8 @@
 /**
- * `idleTimeoutSeconds` on a running node: a stream that moves no byte either way is closed, while streams that
- * move a byte every 200 ms survive, whether the bytes go both ways, only to the client or only from it
- * (lesson 8 of the protocol document: idleness must look at both directions).
+ * `idleTimeoutSeconds` on a running node: a stream that moves no byte either way is closed, while streams
+ * that move a byte every 200 ms survive, whether the bytes go both ways, only to the client or only from it
+ * (idleness must look at both directions: the original once closed streams whose bytes flowed only to the
+ * client).
  */
 
 import assert from "node:assert/strict";

@@ -1,6 +1,6 @@
 /**
  * The original's newer generation (the merged v0.3.14 client) as a dialect of its own: a backend written from
- * the rules of §3.3 of the reference protocol, driven frame by frame against a real node. It offers no
+ * the rules of docs/protocol.md §7.3, driven frame by frame against a real node. It offers no
  * subprotocol, like the standalone client, but grants credits right after each `connect`, spends the node's
  * credits one per frame, replenishes in batches of 8 as it writes locally, and at teardown sends up to one
  * batch beyond its credits (the `KickstartAndClose` safety valve). The node must take it at its word: bound
@@ -35,7 +35,7 @@ interface CreditStream {
   wake: (() => void) | null;
 }
 
-/** The merged client's flow control (§3.3) over a raw peer; `localWriteDelayMs` paces its grants back. */
+/** The merged client's flow control (§7.3) over a raw peer; `localWriteDelayMs` paces its grants back. */
 function creditBackend(peer: RawPeer, options: { localWriteDelayMs?: number } = {}) {
   const streams = new Map<string, CreditStream>();
   let worstOverrun = -Infinity;

@@ -5,56 +5,37 @@
  */
 
 import assert from "node:assert/strict";
-import { startTestAgent, startTestNode, type TestNode, waitFor } from "../helpers/cluster.ts";
-import { concat, namedEchoService, readLine } from "../helpers/raw.ts";
-import { patternBytes, type TestService, writeAll } from "../helpers/services.ts";
+import { startTestAgent, startTestNode, Teardown, type TestNode, waitFor } from "../helpers/cluster.ts";
+import { namedEchoService, readLine, UNRECOGNIZED_NAME_ALERT } from "../helpers/raw.ts";
+import { concat, patternBytes, type TestService, writeAll } from "../helpers/services.ts";
 import type { Agent } from "../../src/agent/agent.ts";
 import { buildClientHello } from "../sni/client_hello_builder.ts";
 
-/** RFC 8446 §6: fatal unrecognized_name (112), what the relay answers when no backend serves the name. */
-const UNRECOGNIZED_NAME_ALERT = Uint8Array.of(0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70);
 const decoder = new TextDecoder();
 
-/** Starts things and stops them in reverse order, whatever happens in between. */
-class Cleanup {
-  readonly #steps: Array<() => Promise<void>> = [];
-
-  add(step: () => Promise<void>): void {
-    this.#steps.push(step);
-  }
-
-  async run(): Promise<void> {
-    for (const step of this.#steps.reverse()) await step();
-  }
+async function node(teardown: Teardown): Promise<TestNode> {
+  return teardown.add(await startTestNode());
 }
 
-async function node(cleanup: Cleanup): Promise<TestNode> {
-  const started = await startTestNode();
-  cleanup.add(() => started.close());
-  return started;
-}
-
-function service(cleanup: Cleanup, name: string): TestService {
-  const started = namedEchoService(name);
-  cleanup.add(() => started.close());
-  return started;
+function service(teardown: Teardown, name: string): TestService {
+  return teardown.add(namedEchoService(name));
 }
 
 /** An agent with its own name, claiming `hostnames`, all served by one local service. */
 async function agent(
-  cleanup: Cleanup,
+  teardown: Teardown,
   at: TestNode,
   options: { name: string; hostnames: string[]; serviceOf: TestService; weight?: number },
 ): Promise<Agent> {
-  const started = await startTestAgent({
-    hubUrls: [at.hubUrl],
-    name: options.name,
-    hostnames: options.hostnames,
-    weight: options.weight ?? 1,
-    targets: Object.fromEntries(options.hostnames.map((hostname) => [hostname, options.serviceOf.port])),
-  });
-  cleanup.add(() => started.stop(0));
-  return started;
+  return teardown.add(
+    await startTestAgent({
+      hubUrls: [at.hubUrl],
+      name: options.name,
+      hostnames: options.hostnames,
+      weight: options.weight ?? 1,
+      targets: Object.fromEntries(options.hostnames.map((hostname) => [hostname, options.serviceOf.port])),
+    }),
+  );
 }
 
 /**
@@ -78,23 +59,14 @@ async function firstReply(port: number, servername: string): Promise<string | Ui
   }
 }
 
-/** Polls `condition` every millisecond (the 600-connection loop cannot afford the 10 ms of `waitFor`). */
-async function until(condition: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 1));
-  }
-}
-
 Deno.test("exact names beat single-label wildcards, and the wildcard takes over at once when the exact backend leaves", async () => {
-  const cleanup = new Cleanup();
+  const teardown = new Teardown();
   try {
-    const relay = await node(cleanup);
+    const relay = await node(teardown);
     const port = relay.tlsPort;
-    const wildcard = service(cleanup, "wildcard");
-    const exact = service(cleanup, "exact");
-    await agent(cleanup, relay, { name: "wild", hostnames: ["*.wild.nexus"], serviceOf: wildcard });
+    const wildcard = service(teardown, "wildcard");
+    const exact = service(teardown, "exact");
+    await agent(teardown, relay, { name: "wild", hostnames: ["*.wild.nexus"], serviceOf: wildcard });
 
     assert.equal(await firstReply(port, "a.wild.nexus"), "wildcard");
     assert.equal(await firstReply(port, "Z.Wild.Nexus."), "wildcard");
@@ -103,7 +75,7 @@ Deno.test("exact names beat single-label wildcards, and the wildcard takes over 
     assert.deepEqual(await firstReply(port, "wild.nexus"), UNRECOGNIZED_NAME_ALERT);
     assert.equal(relay.node.refusals.total("no_backend"), 2);
 
-    const exactAgent = await agent(cleanup, relay, {
+    const exactAgent = await agent(teardown, relay, {
       name: "exact",
       hostnames: ["a.wild.nexus"],
       serviceOf: exact,
@@ -117,18 +89,18 @@ Deno.test("exact names beat single-label wildcards, and the wildcard takes over 
     assert.equal(wildcard.accepted, 4);
     assert.equal(exact.accepted, 3);
   } finally {
-    await cleanup.run();
+    await teardown.run();
   }
 });
 
 Deno.test("weights 3:2:1 split 600 sequential connections exactly 300/200/100, 3:2:1 in every cycle of 6", async () => {
-  const cleanup = new Cleanup();
+  const teardown = new Teardown();
   try {
-    const relay = await node(cleanup);
+    const relay = await node(teardown);
     const name = "weighted.test.nexus";
-    const services = [service(cleanup, "w3"), service(cleanup, "w2"), service(cleanup, "w1")];
+    const services = [service(teardown, "w3"), service(teardown, "w2"), service(teardown, "w1")];
     for (const [i, weight] of [3, 2, 1].entries()) {
-      await agent(cleanup, relay, {
+      await agent(teardown, relay, {
         name: `weight-${weight}`,
         hostnames: [name],
         serviceOf: services[i],
@@ -145,7 +117,15 @@ Deno.test("weights 3:2:1 split 600 sequential connections exactly 300/200/100, 3
       try {
         await writeAll(conn, hello);
         // One connection at a time: the next is routed only after this one reached its service.
-        await until(() => accepted().reduce((a, b) => a + b) === i + 1, `connection ${i} to reach a service`);
+        // Polled every millisecond: the 600-connection loop cannot afford 10 ms a round.
+        await waitFor(
+          () => accepted().reduce((a, b) => a + b) === i + 1,
+          `connection ${i} to reach a service`,
+          5_000,
+          {
+            pollMs: 1,
+          },
+        );
       } finally {
         conn.close();
       }
@@ -158,7 +138,7 @@ Deno.test("weights 3:2:1 split 600 sequential connections exactly 300/200/100, 3
       assert.deepEqual(counts, [3, 2, 1], `cycle ${cycle}`);
     }
   } finally {
-    await cleanup.run();
+    await teardown.run();
   }
 });
 
@@ -262,20 +242,20 @@ async function within<T>(promise: Promise<T>, timeoutMs: number, what: string): 
 }
 
 Deno.test("a backend that leaves mid-stream closes its own client streams promptly; the other backend's streams and new connections go on", async () => {
-  const cleanup = new Cleanup();
+  const teardown = new Teardown();
   const transfers: Transfer[] = [];
   try {
-    const relay = await node(cleanup);
+    const relay = await node(teardown);
     const name = "flaky.test.nexus";
-    const leaving = await agent(cleanup, relay, {
+    const leaving = await agent(teardown, relay, {
       name: "leaving",
       hostnames: [name],
-      serviceOf: service(cleanup, "leaving"),
+      serviceOf: service(teardown, "leaving"),
     });
-    await agent(cleanup, relay, {
+    await agent(teardown, relay, {
       name: "staying",
       hostnames: [name],
-      serviceOf: service(cleanup, "staying"),
+      serviceOf: service(teardown, "staying"),
     });
 
     for (let i = 0; i < 4; i++) transfers.push(await Transfer.start(relay.tlsPort, name, i + 1));
@@ -313,21 +293,21 @@ Deno.test("a backend that leaves mid-stream closes its own client streams prompt
     for (let i = 0; i < 4; i++) assert.equal(await firstReply(relay.tlsPort, name), "staying");
   } finally {
     await Promise.all(transfers.map((t) => t.abandon().catch(() => {})));
-    await cleanup.run();
+    await teardown.run();
   }
 });
 
 Deno.test("a backend registering twice under the same name is two pool members", async () => {
-  const cleanup = new Cleanup();
+  const teardown = new Teardown();
   try {
-    const relay = await node(cleanup);
+    const relay = await node(teardown);
     const name = "twin.test.nexus";
-    const first = await agent(cleanup, relay, {
+    const first = await agent(teardown, relay, {
       name: "twin",
       hostnames: [name],
-      serviceOf: service(cleanup, "first"),
+      serviceOf: service(teardown, "first"),
     });
-    await agent(cleanup, relay, { name: "twin", hostnames: [name], serviceOf: service(cleanup, "second") });
+    await agent(teardown, relay, { name: "twin", hostnames: [name], serviceOf: service(teardown, "second") });
     assert.equal(relay.node.hub.backends.size, 2);
     assert.deepEqual([...relay.node.hub.backends].map((b) => b.name), ["twin", "twin"]);
 
@@ -340,6 +320,6 @@ Deno.test("a backend registering twice under the same name is two pool members",
     await waitFor(() => relay.node.hub.backends.size === 1, "one twin to leave the hub");
     for (let i = 0; i < 3; i++) assert.equal(await firstReply(relay.tlsPort, name), "second");
   } finally {
-    await cleanup.run();
+    await teardown.run();
   }
 });

@@ -15,18 +15,17 @@ import {
   type ProxyHeader,
   type ProxyVersion,
 } from "../../src/proxy_protocol/proxy_header.ts";
-import { startTestAgent, startTestNode, type TestNode, trustedBlocks, waitFor } from "../helpers/cluster.ts";
 import {
-  chunked,
-  concat,
-  rawExchange,
-  rawExchangeFrom,
-  readExactly,
-  recordingService,
-} from "../helpers/raw.ts";
-import { echo, serveConnections, writeAll } from "../helpers/services.ts";
+  startTestAgent,
+  startTestNode,
+  Teardown,
+  type TestNode,
+  trustedBlocks,
+  waitFor,
+} from "../helpers/cluster.ts";
+import { chunked, rawExchange, rawExchangeFrom, readExactly, recordingService } from "../helpers/raw.ts";
+import { concat, echo, serveConnections, writeAll } from "../helpers/services.ts";
 import { buildClientHello } from "../sni/client_hello_builder.ts";
-import { Teardown } from "../mesh/mesh_fixtures.ts";
 import { makeConfigDir, type NexusProcess, nodeYaml, spawnNode } from "../helpers/processes.ts";
 
 const NAME = "app.test.nexus";

@@ -168,7 +168,7 @@ export class CdpPage {
       captureBeyondViewport: true,
       clip: { x: 0, y: 0, width: Math.ceil(size.width), height: Math.ceil(size.height), scale: 1 },
     });
-    return Uint8Array.from(atob(result.data as string), (c) => c.charCodeAt(0));
+    return Uint8Array.fromBase64(result.data as string);
   }
 }
 

@@ -193,12 +193,37 @@ export async function connectTls(port: number, servername: string): Promise<Deno
   }
 }
 
-/** Polls `condition` every 10 ms until it holds; fails the test with `what` after `timeoutMs`. */
-export async function waitFor(condition: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
+/**
+ * Polls `condition` every `pollMs` (10 ms unless a tight loop needs less) until it holds; fails the test with
+ * `what` after `timeoutMs`.
+ */
+export async function waitFor(
+  condition: () => boolean,
+  what: string,
+  timeoutMs = 5_000,
+  { pollMs = 10 }: { pollMs?: number } = {},
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!condition()) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    await new Promise((resolve) => setTimeout(resolve, pollMs));
+  }
+}
+
+/** Closes everything started, last first, even when a step fails. */
+export class Teardown {
+  readonly #steps: Array<() => Promise<void>> = [];
+
+  add<T extends { close(): Promise<void> } | Agent>(thing: T): T {
+    this.#steps.push(() => ("stop" in thing ? thing.stop(0) : thing.close()));
+    return thing;
+  }
+
+  /** Runs every step, last added first; rethrows the first failure once all have run. */
+  async run(): Promise<void> {
+    const failures: unknown[] = [];
+    for (const step of this.#steps.splice(0).reverse()) await step().catch((error) => failures.push(error));
+    if (failures.length > 0) throw failures[0];
   }
 }
 

@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { type Duplex, PeerGoneError } from "../../src/stream/duplex.ts";
-import { patternBytes, sha256Hex } from "./services.ts";
+import { concat, patternBytes, sha256Hex } from "./services.ts";
 
 /** Two connected ends: what `a` writes, `b` reads, and the other way round. */
 export interface DuplexPair {
@@ -38,13 +38,7 @@ export async function readToEnd(from: Duplex, limit = 256 * 1024 * 1024): Promis
     total += chunk.length;
     if (total > limit) throw new Error(`read more than ${limit} bytes`);
   }
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
+  return concat(...chunks);
 }
 
 /** Reads exactly `length` bytes (fails at an early end). */

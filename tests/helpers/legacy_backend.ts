@@ -1,7 +1,7 @@
 /**
  * A backend that speaks only the original protocol, driven frame by frame: it offers no subprotocol, sends
- * the two tokens of the original handshake (§1.2), and then does exactly what a test tells it, so it can
- * ignore credits the way the original's standalone client does (§3.1).
+ * the two tokens of the original handshake (§4.2), and then does exactly what a test tells it, so it can
+ * ignore credits the way the original's standalone client does (§7.2).
  *
  * @module
  */

@@ -13,7 +13,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { testCertificates } from "./certs.ts";
 import { WatchedProcess } from "./processes.ts";
-import { concat } from "./raw.ts";
+import { concat } from "./services.ts";
 import { freePort } from "../mesh/mesh_fixtures.ts";
 
 export const NGINX = "/usr/sbin/nginx";

@@ -7,18 +7,12 @@
  */
 
 import net from "node:net";
-import { echo, readAll, serveConnections, type TestService, writeAll } from "./services.ts";
+import { concat, echo, readAll, serveConnections, type TestService, writeAll } from "./services.ts";
 
-/** The parts, one after the other. */
-export function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
+/** RFC 8446 §6: an alert record (TLS 1.2 record version, length 2), fatal, unrecognized_name (112). */
+export const UNRECOGNIZED_NAME_ALERT = Uint8Array.of(0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70);
+/** The same record with handshake_failure (40). */
+export const HANDSHAKE_FAILURE_ALERT = Uint8Array.of(0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28);
 
 /** `bytes` cut into consecutive chunks of the given sizes, used in turn. */
 export function chunked(bytes: Uint8Array, sizes: readonly number[]): Uint8Array[] {

@@ -87,6 +87,17 @@ export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void
   while (written < bytes.length) written += await conn.write(bytes.subarray(written));
 }
 
+/** The parts, one after the other. */
+export function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
 /** Reads until end of stream; returns everything read. */
 export async function readAll(conn: Deno.Conn, limit = 1024 * 1024 * 1024): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
@@ -99,13 +110,7 @@ export async function readAll(conn: Deno.Conn, limit = 1024 * 1024 * 1024): Prom
     total += n;
     if (total > limit) throw new Error(`read more than ${limit} bytes`);
   }
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
+  return concat(...chunks);
 }
 
 /** Deterministic pseudo-random bytes (xorshift), so both ends can produce or check them without storing. */

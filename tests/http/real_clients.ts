@@ -6,6 +6,7 @@
  */
 
 import { parseRequestHead, type RequestHeadResult } from "../../src/http/request_head.ts";
+import { concat } from "../helpers/services.ts";
 
 /** The bytes a client sent, and the head parser's verdict on them. */
 export interface CapturedRequest {
@@ -118,11 +119,4 @@ async function readChunk(conn: Deno.Conn): Promise<Uint8Array | null> {
   const buffer = new Uint8Array(16 * 1024);
   const read = await conn.read(buffer);
   return read === null ? null : buffer.subarray(0, read);
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const joined = new Uint8Array(a.length + b.length);
-  joined.set(a);
-  joined.set(b, a.length);
-  return joined;
 }

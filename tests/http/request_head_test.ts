@@ -301,6 +301,11 @@ Deno.test("Host values that cannot be routed are refused with the reason", () =>
     ["a:b:80", "Host is not a routable hostname"],
     ["::1", "Host is not a routable hostname"],
     [`${"a".repeat(64)}.example.com`, "Host is not a routable hostname"],
+    // Only SP and HTAB are optional whitespace (RFC 9110 §5.6.3): a no-break space is part of the value.
+    ["\xa0app.example.com", "Host is not a routable hostname"],
+    ["app.example.com\xa0", "Host is not a routable hostname"],
+    ["app.example.com\xa0:8080", "Host is not a routable hostname"],
+    ["\xa0", "Host is not a routable hostname"],
   ];
   for (const [value, reason] of cases) {
     deepStrictEqual(parse(`GET / HTTP/1.1\r\nHost: ${value}\r\n\r\n`), badRequest(reason), value);

@@ -9,18 +9,14 @@
 import { NEXUS_MUX } from "../../src/mux/dialect.ts";
 import assert from "node:assert/strict";
 import { SignJWT } from "jose";
-import type { Agent } from "../../src/agent/agent.ts";
 import { createLogger } from "../../src/log/logger.ts";
 import { waitForOpen } from "../../src/transport/inbox.ts";
 import { MUX_SUBPROTOCOL, MuxSession } from "../../src/mux/session.ts";
 import { connectTls, TEST_PEER_SECRET, type TestNode, waitFor } from "../helpers/cluster.ts";
 import { testCertificates } from "../helpers/certs.ts";
-import { readExactly } from "../helpers/raw.ts";
+import { readExactly, UNRECOGNIZED_NAME_ALERT } from "../helpers/raw.ts";
 import { patternBytes, readAll, serveConnections, type TestService, writeAll } from "../helpers/services.ts";
 import { buildClientHello } from "../sni/client_hello_builder.ts";
-
-/** RFC 8446 §6: alert record, TLS 1.2 record version, length 2, fatal, unrecognized_name (112). */
-export const UNRECOGNIZED_NAME_ALERT = Uint8Array.of(0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70);
 
 const decoder = new TextDecoder();
 
@@ -296,23 +292,6 @@ export function silentPeer(): SilentPeer {
       await Promise.all(readers);
     },
   };
-}
-
-/** Closes everything started, last first, even when a step fails. */
-export class Teardown {
-  readonly #steps: Array<() => Promise<void>> = [];
-
-  add<T extends { close(): Promise<void> } | Agent>(thing: T): T {
-    this.#steps.push(() => ("stop" in thing ? thing.stop(0) : thing.close()));
-    return thing;
-  }
-
-  /** Runs every step, last added first; rethrows the first failure once all have run. */
-  async run(): Promise<void> {
-    const failures: unknown[] = [];
-    for (const step of this.#steps.splice(0).reverse()) await step().catch((error) => failures.push(error));
-    if (failures.length > 0) throw failures[0];
-  }
 }
 
 /** Writes `sent` and reads as many bytes back (an echo), concurrently. */

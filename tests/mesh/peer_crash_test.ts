@@ -4,19 +4,18 @@
  */
 
 import assert from "node:assert/strict";
-import { connectTls, startTestAgent, startTestNode, TEST_PEER_SECRET, waitFor } from "../helpers/cluster.ts";
+import {
+  connectTls,
+  startTestAgent,
+  startTestNode,
+  Teardown,
+  TEST_PEER_SECRET,
+  waitFor,
+} from "../helpers/cluster.ts";
 import { testCertificates } from "../helpers/certs.ts";
 import { makeConfigDir, nodeYaml, spawnNode } from "../helpers/processes.ts";
 import { echo, patternBytes, serveConnections } from "../helpers/services.ts";
-import {
-  assertNoRoute,
-  freePort,
-  links,
-  peerRouteKeys,
-  roundTrip,
-  sameList,
-  Teardown,
-} from "./mesh_fixtures.ts";
+import { assertNoRoute, freePort, links, peerRouteKeys, roundTrip, sameList } from "./mesh_fixtures.ts";
 
 const APP = "app.test.nexus";
 

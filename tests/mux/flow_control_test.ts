@@ -76,7 +76,7 @@ Deno.test("SendWindow: a peer without credits is unlimited until its first grant
   const window = new SendWindow(Infinity);
   for (let i = 0; i < 10; i++) assert.equal(window.tryTake(), true);
   assert.equal(window.credits, Infinity);
-  // A first grant smaller than the window still gives the whole initial window (§3.3), and the ten frames
+  // A first grant smaller than the window still gives the whole initial window (§7.3), and the ten frames
   // sent before it count: the peer granted on the connect, before they reached it.
   window.grant(CREDIT_REPLENISH_BATCH, INITIAL_STREAM_CREDITS);
   assert.equal(window.credits, INITIAL_STREAM_CREDITS - 10);
@@ -412,7 +412,7 @@ Deno.test("session: a sender that ignores credits overflows its stream, and only
     for (const id of [greedy, polite]) {
       peer.sendControl({ type: "open", id, info: TEST_OPEN_INFO, credits: INITIAL_STREAM_CREDITS });
     }
-    // The window plus the tolerated over-send (a kick-start batch and a stall probe, §3.3): still fine.
+    // The window plus the tolerated over-send (a kick-start batch and a stall probe, §7.3): still fine.
     const tolerated = INITIAL_STREAM_CREDITS + CREDIT_REPLENISH_BATCH + 1;
     for (let i = 0; i < tolerated; i++) peer.sendData(greedy, new Uint8Array([1]));
     await peer.barrier();
@@ -471,7 +471,7 @@ Deno.test("session: a legacy peer that ignores pause overflows the byte cap of i
     }]);
     peer.sendData(polite, new Uint8Array([5]));
     assert.deepEqual(await streams[1].read(), new Uint8Array([5]));
-    // A legacy peer learns our receive window only from an explicit grant (§3.3).
+    // A legacy peer learns our receive window only from an explicit grant (§7.2).
     assert.deepEqual(
       peer.controls().filter((m) => m.type === "resume"),
       [greedy, polite].map((id) => ({ type: "resume", id, credits: INITIAL_STREAM_CREDITS })),

@@ -1,6 +1,7 @@
 /**
- * Backend tokens (§1.3): the exact verdict for each kind of bad token, and over arbitrary strings and arbitrary
- * claim payloads signed with the right key, never a throw and never `ok` with claims that break the rules.
+ * Backend tokens (docs/protocol.md §4.3): the exact verdict for each kind of bad token, and over arbitrary
+ * strings and arbitrary claim payloads signed with the right key, never a throw and never `ok` with claims
+ * that break the rules.
  */
 
 import assert from "node:assert/strict";
@@ -12,15 +13,15 @@ import {
   type TokenVerdict,
   verifyBackendToken,
 } from "../../src/protocol/backend_token.ts";
-import { encodeBase64Url } from "../../src/protocol/base64url.ts";
 
 const SECRET = new TextEncoder().encode("test-backends-secret-0123456789");
 const OTHER_SECRET = new TextEncoder().encode("another-backends-secret-98765");
 const encoder = new TextEncoder();
+const BASE64URL = { alphabet: "base64url", omitPadding: true } as const;
 const HASHES = { HS256: "SHA-256", HS384: "SHA-384", HS512: "SHA-512" } as const;
 
 function b64(value: unknown): string {
-  return encodeBase64Url(encoder.encode(typeof value === "string" ? value : JSON.stringify(value)));
+  return encoder.encode(typeof value === "string" ? value : JSON.stringify(value)).toBase64(BASE64URL);
 }
 
 /** A JWT built by hand, so a test can put anything in its header and payload; signed with HMAC. */
@@ -38,7 +39,7 @@ async function rawToken(
     ["sign"],
   );
   const signature = new Uint8Array(await crypto.subtle.sign("HMAC", key, encoder.encode(input)));
-  return `${input}.${encodeBase64Url(signature)}`;
+  return `${input}.${signature.toBase64(BASE64URL)}`;
 }
 
 const now = () => Math.floor(Date.now() / 1000);
@@ -229,7 +230,7 @@ Deno.test("each bad token gets its exact reason; permanent ones say authenticati
   }
 });
 
-Deno.test("a weight of zero or less reads as 1, unclaimed (§1.3); a long subject is cut to 100 characters", async () => {
+Deno.test("a weight of zero or less reads as 1, unclaimed (§4.3); a long subject is cut to 100 characters", async () => {
   const verdict = await verifyBackendToken(
     await rawToken({ ...good(), weight: -4, sub: "x".repeat(300) }),
     SECRET,

@@ -57,7 +57,7 @@ function wireJson(message: ControlMessage): string {
 // ---------------------------------------------------------------------------------------------------------
 // Exact wire form
 
-Deno.test("control frames use the original's event names, field names and field order (§2.4)", () => {
+Deno.test("control frames use the original's event names, field names and field order (§3.1)", () => {
   const info: StreamOpenInfo = {
     hostname: "app.example.com",
     port: 443,
@@ -105,6 +105,10 @@ Deno.test("control frames use the original's event names, field names and field 
     wireJson({ type: "announce", version: 3, routes: ["a.example.com", "*.b.example.com"] }),
     `{"event":"announce","version":3,"routes":["a.example.com","*.b.example.com"]}`,
   );
+  assert.equal(
+    wireJson({ type: "announce", version: 3, routes: ["a.example.com"], more: true }),
+    `{"event":"announce","version":3,"routes":["a.example.com"],"more":true}`,
+  );
 });
 
 Deno.test("a data frame is 0x01, the 16 raw id bytes in text order, then the payload (§2.1, §2.2)", () => {
@@ -135,12 +139,12 @@ Deno.test("what the original's client sends decodes, with its extra fields ignor
     kind: "control",
     message: { type: "pause", id: ID },
   });
-  // Credits 0 mean "no credits" (§3.3): a plain resume.
+  // Credits 0 mean "no credits" (§5.2): a plain resume.
   assert.deepEqual(decodeFrame(control({ event: "resume_stream", client_id: ID, credits: 0 })), {
     kind: "control",
     message: { type: "resume", id: ID },
   });
-  // Unknown events are ignored, not refused (§2.4).
+  // Unknown events are ignored, not refused (§3.1).
   assert.deepEqual(decodeFrame(control({ event: "outbound_connect", client_id: ID })), {
     kind: "ignored",
     reason: 'unsupported event "outbound_connect"',
@@ -251,11 +255,15 @@ Deno.test("each malformed frame gets its exact verdict", () => {
       kind: "invalid",
       reason: "announce: routes is not a list of names",
     }],
+    ["more not a boolean", control({ event: "announce", version: 1, routes: [], more: 1 }), {
+      kind: "invalid",
+      reason: "announce: more is not a boolean",
+    }],
   ];
   for (const [name, bytes, expected] of cases) assert.deepEqual(decodeFrame(bytes), expected, name);
 });
 
-Deno.test("a grant above 2^20 is clamped, never trusted (§3.3)", () => {
+Deno.test("a grant above 2^20 is clamped, never trusted (§2.5)", () => {
   assert.deepEqual(decodeFrame(control({ event: "resume_stream", client_id: ID, credits: 2 ** 40 })), {
     kind: "control",
     message: { type: "resume", id: ID, credits: MAX_CREDIT_GRANT },
@@ -315,6 +323,12 @@ const controlMessage: fc.Arbitrary<ControlMessage> = fc.oneof(
     type: fc.constant("announce" as const),
     version: fc.nat({ max: Number.MAX_SAFE_INTEGER }),
     routes: fc.array(fc.string({ maxLength: 40 }), { maxLength: 50 }),
+  }),
+  fc.record({
+    type: fc.constant("announce" as const),
+    version: fc.nat({ max: Number.MAX_SAFE_INTEGER }),
+    routes: fc.array(fc.string({ maxLength: 40 }), { maxLength: 50 }),
+    more: fc.constant(true),
   }),
 );
 

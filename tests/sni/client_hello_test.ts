@@ -6,6 +6,7 @@ import {
   parseClientHello,
 } from "../../src/sni/client_hello.ts";
 import { tlsAlert } from "../../src/sni/alerts.ts";
+import { concat } from "../helpers/services.ts";
 import {
   buildClientHello,
   buildClientHelloMessage,
@@ -26,16 +27,6 @@ const encoder = new TextEncoder();
 
 // ---------------------------------------------------------------------------------------------------------
 // Helpers
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
 
 function malformed(reason: string): ClientHelloResult {
   return { kind: "malformed", reason };
