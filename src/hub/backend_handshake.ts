@@ -10,7 +10,7 @@
 import { encodeBase64Url } from "../protocol/base64url.ts";
 import { type BackendTokenClaims, sameHostnames, verifyBackendToken } from "../protocol/backend_token.ts";
 import { WebSocketInbox } from "../transport/inbox.ts";
-import type { MessageSocket } from "../transport/message_socket.ts";
+import type { HandshakeSocket } from "../transport/message_socket.ts";
 import { encodeHubMessage } from "../protocol/hub_messages.ts";
 
 /** Time allowed for each token to arrive (§1.2, Appendix A: 10 s). */
@@ -28,7 +28,7 @@ function newNonce(): string {
 
 /** Runs the handshake on a freshly upgraded WebSocket. Never throws. */
 export async function acceptBackendHandshake(
-  ws: MessageSocket,
+  ws: HandshakeSocket,
   secret: Uint8Array,
   options: { acknowledge: boolean; tokenWaitMs?: number },
 ): Promise<HandshakeOutcome> {

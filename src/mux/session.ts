@@ -13,11 +13,8 @@ import {
   decodeFrame,
   type DisconnectReason,
   encodeControlFrame,
-  encodeDataFrame,
-  encodeDataFrameHeader,
-  FrameBatch,
   INITIAL_STREAM_CREDITS,
-  MAX_BATCH_BYTES,
+  MAX_DATA_PAYLOAD_BYTES,
   newStreamId,
   type StreamOpenInfo,
 } from "../protocol/frames.ts";
@@ -72,7 +69,6 @@ export interface MuxSessionOptions {
   readonly pendingMessages?: readonly unknown[];
 }
 
-const WRITE_POLL_MS = 1;
 /** The smallest window a stream opened under a spent budget gets: enough to keep data moving. */
 export const MIN_RECEIVE_WINDOW_FRAMES = 2;
 
@@ -94,8 +90,6 @@ export class MuxSession {
   readonly #transport: StreamTransport;
   /** How the peer speaks; an original peer's first credit grant shows it to be of the newer generation. */
   #dialect: Dialect;
-  #drainWaiters: Array<() => void> = [];
-  #drainTimer: ReturnType<typeof setTimeout> | undefined;
   #heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   #lastReceivedMs = Date.now();
   #end: SessionEnd | null = null;
@@ -110,9 +104,6 @@ export class MuxSession {
   #refusedOpens = 0;
   /** Frames each stream opened here reserved from the receive budget, returned when the stream goes. */
   readonly #reservedFrames = new Map<string, number>();
-  /** The frames of this turn, sent as one message at its end, for dialects that batch (null: one per frame). */
-  readonly #batch: FrameBatch | null;
-  #flushQueued = false;
 
   /** Takes over an open WebSocket whose handshake is complete; sets its message and close handlers. */
   constructor(ws: MessageSocket, options: MuxSessionOptions) {
@@ -120,14 +111,13 @@ export class MuxSession {
     this.#options = options;
     this.label = options.label;
     this.#dialect = options.dialect;
-    this.#batch = options.dialect.batches ? new FrameBatch() : null;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#socketClosed = new Promise((resolve) => (this.#resolveSocketClosed = resolve));
     ws.binaryType = "arraybuffer";
     this.#transport = {
       label: options.label,
       unsignalledEndTimeoutMs: options.dialect.unsignalledEndTimeoutMs,
-      sendData: (idBytes, payload) => this.#sendData(idBytes, payload),
+      sendData: (dataHeader, payload) => this.#sendData(dataHeader, payload),
       sendControl: (message) => this.#send(encodeControlFrame(message)),
       whenWritable: () => this.#whenWritable(),
       release: (id) => this.#forget(id),
@@ -233,14 +223,12 @@ export class MuxSession {
 
   /** Sends a text message (handshake and re-authentication tokens). */
   sendText(text: string): void {
-    this.#flush();
     if (this.#end === null && this.#ws.readyState === WebSocket.OPEN) this.#ws.send(text);
   }
 
   /** Closes the WebSocket and fails every stream. `code` 1000 for a normal close. Idempotent. */
   close(code: number, reason: string): void {
     if (this.#end !== null) return;
-    this.#flush();
     try {
       this.#ws.close(code, truncateReason(reason));
     } catch {
@@ -281,69 +269,26 @@ export class MuxSession {
 
   #send(frame: Uint8Array): void {
     if (this.#end !== null || this.#ws.readyState !== WebSocket.OPEN) return;
-    if (this.#batch === null) this.#ws.send(frame);
-    else {
-      this.#batch.addFrame(frame);
-      this.#queueFlush();
-    }
+    this.#ws.send(frame);
   }
 
-  #sendData(idBytes: Uint8Array, payload: Uint8Array): void {
+  /**
+   * A data frame goes out as its stream's 17-byte header and the payload, copied once, straight into the
+   * WebSocket's output: every frame sent in one turn leaves in the socket's one write of that turn.
+   */
+  #sendData(dataHeader: Uint8Array, payload: Uint8Array): void {
+    if (payload.length > MAX_DATA_PAYLOAD_BYTES) {
+      throw new RangeError(`Data payload of ${payload.length} bytes exceeds ${MAX_DATA_PAYLOAD_BYTES}`);
+    }
     if (this.#end !== null || this.#ws.readyState !== WebSocket.OPEN) return;
-    if (this.#batch !== null) {
-      this.#batch.addData(idBytes, payload);
-      this.#queueFlush();
-    } else if (this.#ws.sendBinaryParts) {
-      // Our own client copies header and payload straight into its output: one copy of the payload, not two.
-      this.#ws.sendBinaryParts(encodeDataFrameHeader(idBytes, payload.length), payload);
-    } else {
-      this.#ws.send(encodeDataFrame(idBytes, payload));
-    }
+    this.#ws.sendParts([dataHeader, payload]);
   }
 
-  /** Sends the batch at the end of this turn, or at once when it is full. */
-  #queueFlush(): void {
-    if (this.#batch!.byteLength >= MAX_BATCH_BYTES) {
-      this.#flush();
-    } else if (!this.#flushQueued) {
-      this.#flushQueued = true;
-      queueMicrotask(() => this.#flush());
-    }
-  }
-
-  #flush(): void {
-    this.#flushQueued = false;
-    if (this.#batch === null || this.#batch.frames === 0) return;
-    const message = this.#batch.take();
-    if (this.#end === null && this.#ws.readyState === WebSocket.OPEN) this.#ws.send(message);
-  }
-
-  /** Bytes sent but not yet written: the socket's buffer and this turn's batch. */
-  get #unsentBytes(): number {
-    return this.#ws.bufferedAmount + (this.#batch?.byteLength ?? 0);
-  }
-
+  /** Undefined when the WebSocket may take more now; else resolves once it has drained to half its mark. */
   #whenWritable(): Promise<void> | undefined {
-    if (this.#end !== null || this.#unsentBytes < this.#dialect.writeHighWaterBytes) return undefined;
-    return new Promise((resolve) => {
-      this.#drainWaiters.push(resolve);
-      this.#pollDrain();
-    });
-  }
-
-  // The WebSocket API has no "drained" event: poll while writers wait, and only then.
-  #pollDrain(): void {
-    if (this.#drainTimer !== undefined) return;
-    this.#drainTimer = setTimeout(() => {
-      this.#drainTimer = undefined;
-      if (this.#end === null && this.#unsentBytes > this.#dialect.writeHighWaterBytes / 2) {
-        this.#pollDrain();
-        return;
-      }
-      const waiters = this.#drainWaiters;
-      this.#drainWaiters = [];
-      for (const wake of waiters) wake();
-    }, WRITE_POLL_MS);
+    const highWaterBytes = this.#dialect.writeHighWaterBytes;
+    if (this.#end !== null || this.#ws.bufferedAmount < highWaterBytes) return undefined;
+    return this.#ws.whenDrained(highWaterBytes / 2);
   }
 
   #onMessage(data: unknown): void {
@@ -373,7 +318,7 @@ export class MuxSession {
     }
     const frame = decodeFrame(bytes);
     if (frame.kind !== "batch") return this.#onFrame(frame);
-    if (this.#batch === null) {
+    if (!this.#dialect.batches) {
       this.#options.log.warn("invalid frame ignored", {
         session: this.label,
         why: "batch outside our protocol",
@@ -528,9 +473,6 @@ export class MuxSession {
     if (this.#end !== null) return;
     this.#end = { reason, local };
     clearInterval(this.#heartbeatTimer);
-    clearTimeout(this.#drainTimer);
-    for (const wake of this.#drainWaiters) wake();
-    this.#drainWaiters = [];
     const streams = [...this.#streams.values()];
     for (const id of this.#streams.keys()) this.#forget(id);
     for (const stream of streams) stream.fail(`session ended: ${reason}`);

@@ -9,6 +9,7 @@ import { type Duplex, PeerGoneError } from "../stream/duplex.ts";
 import {
   type ControlMessage,
   type DisconnectReason,
+  encodeDataFrameHeader,
   MAX_DATA_PAYLOAD_BYTES,
   streamIdBytes,
 } from "../protocol/frames.ts";
@@ -19,7 +20,8 @@ export interface StreamTransport {
   readonly label: string;
   /** Null when the peer understands `close_write` (our agent and nodes do); see {@linkcode Duplex}. */
   readonly unsignalledEndTimeoutMs: number | null;
-  sendData(idBytes: Uint8Array, payload: Uint8Array): void;
+  /** Sends one data frame: this stream's header ({@linkcode encodeDataFrameHeader}) and the payload. */
+  sendData(dataHeader: Uint8Array, payload: Uint8Array): void;
   sendControl(message: ControlMessage): void;
   /** Undefined when the WebSocket can take more now, else a promise that resolves when it can. */
   whenWritable(): Promise<void> | undefined;
@@ -36,7 +38,8 @@ export class MuxStream implements Duplex {
   readonly unsignalledEndTimeoutMs: number | null;
   /** Frames the peer may send on this stream before its reader takes them: the credits this side granted. */
   readonly windowFrames: number;
-  readonly #idBytes: Uint8Array;
+  /** The header of every data frame this stream sends. */
+  readonly #dataHeader: Uint8Array;
   readonly #transport: StreamTransport;
   readonly #send: SendWindow;
   readonly #receive: ReceiveWindow;
@@ -57,7 +60,7 @@ export class MuxStream implements Duplex {
     flow: { sendCredits: number; windowFrames: number; receiveLimits: ReceiveLimits },
   ) {
     this.id = id;
-    this.#idBytes = streamIdBytes(id);
+    this.#dataHeader = encodeDataFrameHeader(streamIdBytes(id));
     this.#transport = transport;
     this.label = `stream ${id.slice(0, 8)} via ${transport.label}`;
     this.unsignalledEndTimeoutMs = transport.unsignalledEndTimeoutMs;
@@ -103,7 +106,7 @@ export class MuxStream implements Duplex {
       if (this.#failure !== null) throw this.#failure;
       if (this.#closedReason !== null) throw new StreamClosedError(this.#closedReason);
       const end = Math.min(offset + MAX_DATA_PAYLOAD_BYTES, chunk.length);
-      this.#transport.sendData(this.#idBytes, chunk.subarray(offset, end));
+      this.#transport.sendData(this.#dataHeader, chunk.subarray(offset, end));
       offset = end;
     }
   }
