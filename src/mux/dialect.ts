@@ -35,6 +35,14 @@ export interface Dialect {
    */
   readonly writeHighWaterBytes: number;
   /**
+   * Least time a writer waits once the buffer is above its mark, drained or not; 0: only the drain. The
+   * standalone client counts no credits, so only pace keeps what reaches it after its `pause_stream` within
+   * its 16 frames: the kernel's socket buffers take megabytes, and a writer woken at once on every drain sent
+   * past them before the pause came back (its stream was closed, "write buffer full", every time on loopback).
+   * One millisecond per two frames is what the earlier 1 ms poll of `bufferedAmount` gave it.
+   */
+  readonly writePaceMs: number;
+  /**
    * Batch messages (0x03, frames.ts) may arrive: our earlier versions sent them; the original's parties neither
    * send them nor could read them.
    */
@@ -66,6 +74,7 @@ export const NEXUS_MUX: Dialect = {
   initialSendCredits: INITIAL_STREAM_CREDITS,
   peerCountsCredits: true,
   writeHighWaterBytes: WRITE_HIGH_WATER_BYTES,
+  writePaceMs: 0,
   batches: true,
   largestMessageBytes: MAX_BATCHED_MESSAGE_BYTES,
   halfClosesAndDrains: true,
@@ -81,6 +90,7 @@ export const ORIGINAL: Dialect = {
   initialSendCredits: Infinity,
   peerCountsCredits: false,
   writeHighWaterBytes: 2 * MAX_MESSAGE_BYTES,
+  writePaceMs: 1,
   batches: false,
   largestMessageBytes: MAX_MESSAGE_BYTES,
   halfClosesAndDrains: false,
@@ -99,5 +109,6 @@ export const ORIGINAL_CREDITS: Dialect = {
   name: "original-credits",
   peerCountsCredits: true,
   writeHighWaterBytes: WRITE_HIGH_WATER_BYTES,
+  writePaceMs: 0,
   receiveLimits: (windowFrames) => creditReceiveLimits(windowFrames),
 };

@@ -102,6 +102,8 @@ export class MuxSession {
   #draining = false;
   #pausesReceived = 0;
   #refusedOpens = 0;
+  /** Resolves when the current pace interval ends (dialects with a write pace only). */
+  #paced: Promise<void> | null = null;
   /** Frames each stream opened here reserved from the receive budget, returned when the stream goes. */
   readonly #reservedFrames = new Map<string, number>();
 
@@ -284,11 +286,23 @@ export class MuxSession {
     this.#ws.sendParts([dataHeader, payload]);
   }
 
-  /** Undefined when the WebSocket may take more now; else resolves once it has drained to half its mark. */
+  /**
+   * Undefined when the WebSocket may take more now; else resolves once it has drained to half its mark (and,
+   * for a dialect with a pace, once that time has passed too).
+   */
   #whenWritable(): Promise<void> | undefined {
     const highWaterBytes = this.#dialect.writeHighWaterBytes;
     if (this.#end !== null || this.#ws.bufferedAmount < highWaterBytes) return undefined;
-    return this.#ws.whenDrained(highWaterBytes / 2);
+    const drained = this.#ws.whenDrained(highWaterBytes / 2);
+    if (this.#dialect.writePaceMs === 0) return drained;
+    // One timer for every writer that waits in the same interval.
+    this.#paced ??= new Promise<void>((resolve) =>
+      setTimeout(() => {
+        this.#paced = null;
+        resolve();
+      }, this.#dialect.writePaceMs)
+    );
+    return Promise.all([drained, this.#paced]).then(() => {});
   }
 
   #onMessage(data: unknown): void {
