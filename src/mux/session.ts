@@ -19,7 +19,7 @@ import {
   type StreamOpenInfo,
 } from "../protocol/frames.ts";
 import { type Dialect, ORIGINAL, ORIGINAL_CREDITS } from "./dialect.ts";
-import type { BufferBudget } from "./flow_control.ts";
+import { type BufferBudget, MIN_RECEIVE_WINDOW_FRAMES, WindowStallCounter } from "./flow_control.ts";
 import type { MessageSocket } from "../transport/message_socket.ts";
 import { MuxStream, type StreamTransport } from "./stream.ts";
 
@@ -52,6 +52,11 @@ export interface MuxSessionOptions {
    * it runs low gets a smaller window, down to {@linkcode MIN_RECEIVE_WINDOW_FRAMES}.
    */
   readonly receiveBudget?: BufferBudget;
+  /**
+   * Where the session's streams count their waits for credits: a node or an agent shares one among its
+   * sessions, for its metrics. Absent: the session keeps its own.
+   */
+  readonly windowStalls?: WindowStallCounter;
   /** A peer opened a stream. Absent: peer-opened streams are refused. */
   readonly onStreamOpened?: (stream: MuxStream, info: StreamOpenInfo) => void;
   /** A peer announced the names it serves (mesh). */
@@ -69,9 +74,6 @@ export interface MuxSessionOptions {
   readonly pendingMessages?: readonly unknown[];
 }
 
-/** The smallest window a stream opened under a spent budget gets: enough to keep data moving. */
-export const MIN_RECEIVE_WINDOW_FRAMES = 2;
-
 /** Why a session ended. */
 export interface SessionEnd {
   readonly reason: string;
@@ -88,6 +90,7 @@ export class MuxSession {
   readonly #options: MuxSessionOptions;
   readonly #streams = new Map<string, MuxStream>();
   readonly #transport: StreamTransport;
+  readonly #windowStalls: WindowStallCounter;
   /** How the peer speaks; an original peer's first credit grant shows it to be of the newer generation. */
   #dialect: Dialect;
   #heartbeatTimer: ReturnType<typeof setInterval> | undefined;
@@ -113,6 +116,7 @@ export class MuxSession {
     this.#options = options;
     this.label = options.label;
     this.#dialect = options.dialect;
+    this.#windowStalls = options.windowStalls ?? new WindowStallCounter();
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#socketClosed = new Promise((resolve) => (this.#resolveSocketClosed = resolve));
     ws.binaryType = "arraybuffer";
@@ -264,6 +268,7 @@ export class MuxSession {
       sendCredits,
       windowFrames,
       receiveLimits: this.#dialect.receiveLimits(windowFrames, this.#options.legacyStreamBufferBytes),
+      stalls: this.#windowStalls,
     });
     this.#streams.set(id, stream);
     return stream;

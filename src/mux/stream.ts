@@ -13,7 +13,13 @@ import {
   MAX_DATA_PAYLOAD_BYTES,
   streamIdBytes,
 } from "../protocol/frames.ts";
-import { type ReceiveLimits, ReceiveWindow, SendWindow, StreamClosedError } from "./flow_control.ts";
+import {
+  type ReceiveLimits,
+  ReceiveWindow,
+  SendWindow,
+  StreamClosedError,
+  type WindowStallCounter,
+} from "./flow_control.ts";
 import { nextStreamState, OPEN_STREAM, type StreamEvent, type StreamState } from "./stream_state.ts";
 
 /** What a stream needs from its session: sending frames and waiting for the socket to drain. */
@@ -56,14 +62,20 @@ export class MuxStream implements Duplex {
   constructor(
     id: string,
     transport: StreamTransport,
-    flow: { sendCredits: number; windowFrames: number; receiveLimits: ReceiveLimits },
+    flow: {
+      sendCredits: number;
+      windowFrames: number;
+      receiveLimits: ReceiveLimits;
+      /** Where this stream's waits for credits are counted. */
+      stalls: WindowStallCounter;
+    },
   ) {
     this.id = id;
     this.#dataHeader = encodeDataFrameHeader(streamIdBytes(id));
     this.#transport = transport;
     this.label = `stream ${id.slice(0, 8)} via ${transport.label}`;
     this.unsignalledEndTimeoutMs = transport.unsignalledEndTimeoutMs;
-    this.#send = new SendWindow(flow.sendCredits);
+    this.#send = new SendWindow(flow.sendCredits, flow.stalls);
     this.windowFrames = flow.windowFrames;
     this.#receive = new ReceiveWindow(flow.receiveLimits);
   }

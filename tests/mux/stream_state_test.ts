@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { MuxStream, type StreamTransport } from "../../src/mux/stream.ts";
+import { WindowStallCounter } from "../../src/mux/flow_control.ts";
 import type { ControlMessage } from "../../src/protocol/frames.ts";
 import {
   nextStreamState,
@@ -321,6 +322,7 @@ Deno.test("property (model): a stream's reads, writes and messages follow its st
           sendCredits: 1_000_000,
           windowFrames: 64,
           receiveLimits: { replenishBatchFrames, maxFrames: Infinity, maxBytes: Infinity },
+          stalls: new WindowStallCounter(),
         });
         const model: Model = {
           remoteEnded: false,
