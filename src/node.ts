@@ -25,7 +25,7 @@ import { AdminListener } from "./admin/admin_listener.ts";
 import { NodeView } from "./admin/node_view.ts";
 import { createLogger, RateLimitedLog, setLogFormat, setLogLevel } from "./log/logger.ts";
 import { Mesh } from "./mesh/mesh.ts";
-import { BufferBudget } from "./mux/flow_control.ts";
+import { BufferBudget, WindowStallCounter } from "./mux/flow_control.ts";
 import type { MuxSession } from "./mux/session.ts";
 import { MAX_DATA_PAYLOAD_BYTES, MAX_MESSAGE_BYTES } from "./protocol/frames.ts";
 import { Admission } from "./relay/admission.ts";
@@ -68,6 +68,8 @@ export class Node implements HubCertificateSink {
   readonly #receiveBudget: BufferBudget;
   /** Metrics, status and readiness; counted from the start, shown by the admin listener when there is one. */
   readonly view: NodeView;
+  /** How often this node's senders waited for credits, over all its sessions (hub and mesh). */
+  readonly windowStalls = new WindowStallCounter();
   readonly #admin: AdminListener | null;
   #hubListener: HubListener | null = null;
   readonly #housekeeping: ReturnType<typeof setInterval>;
@@ -107,6 +109,7 @@ export class Node implements HubCertificateSink {
         legacyStreamBufferBytes: config.limits.legacyStreamBufferBytes,
         streamWindowFrames: Math.floor(config.limits.streamWindowBytes / MAX_DATA_PAYLOAD_BYTES),
         receiveBudget,
+        windowStalls: this.windowStalls,
         pingIdleSeconds: BACKEND_PING_IDLE_SECONDS,
         heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
         tokenWaitMs: tokenSeconds === undefined ? undefined : tokenSeconds * 1000,
@@ -126,6 +129,7 @@ export class Node implements HubCertificateSink {
         ...(config.peerCaPem ? { peerCaPem: config.peerCaPem } : {}),
         maxStreamsPerPeer: config.limits.maxStreamsPerBackend,
         receiveBudget,
+        windowStalls: this.windowStalls,
         heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
         reconnect: { initialDelayMs: 1_000, maxDelayMs: 30_000 },
       },

@@ -39,6 +39,7 @@ export class AgentView implements AdminView {
       startedMs: this.#startedMs,
       draining: () => agent.draining,
       ready: () => this.readiness() === null,
+      windowStalls: () => agent.windowStalls.count,
     });
     r.gauge(
       "nexus_agent_hub_sessions",

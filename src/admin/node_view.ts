@@ -76,6 +76,7 @@ export class NodeView implements AdminView {
       startedMs: this.#startedMs,
       draining: () => node.draining,
       ready: () => this.readiness() === null,
+      windowStalls: () => node.windowStalls.count,
     });
     this.#accepted = r.counter("nexus_relay_connections_accepted_total", "Client connections accepted.", {
       labels: ["port"],

@@ -6,7 +6,6 @@
  */
 
 import type { MetricsRegistry } from "../metrics/registry.ts";
-import { sendWindowStallCount } from "../mux/flow_control.ts";
 import { VERSION } from "../version.ts";
 
 /** What the shared families read of the process. */
@@ -16,6 +15,8 @@ export interface ProcessState {
   readonly startedMs: number;
   draining(): boolean;
   ready(): boolean;
+  /** How often its senders waited for credits (its `WindowStallCounter`). */
+  windowStalls(): number;
 }
 
 /** Registers the shared families on `registry`, first, in this order. */
@@ -50,6 +51,6 @@ export function registerProcessFamilies(registry: MetricsRegistry, process: Proc
     "nexus_stream_window_stalls_total",
     "Times a stream's sender found its credit window spent and waited: a slow reader on the other side.",
     [],
-    () => [[{}, sendWindowStallCount()]],
+    () => [[{}, process.windowStalls()]],
   );
 }

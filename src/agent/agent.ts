@@ -13,6 +13,7 @@ import { type InboxMessage, WebSocketInbox } from "../transport/inbox.ts";
 import { dialWebSocket, type LinkFailure, runDialledLink } from "../links/link.ts";
 import { NEXUS_MUX, ORIGINAL } from "../mux/dialect.ts";
 import { MUX_SUBPROTOCOL, MuxSession } from "../mux/session.ts";
+import { WindowStallCounter } from "../mux/flow_control.ts";
 import type { MuxStream } from "../mux/stream.ts";
 import type { StreamOpenInfo } from "../protocol/frames.ts";
 import { type HubMessage, type HubMessageType, parseHubMessage } from "../protocol/hub_messages.ts";
@@ -79,6 +80,8 @@ const STABLE_SESSION_MS = 30_000;
 /** The agent: one reconnecting session per hub URL. */
 export class Agent {
   readonly #settings: AgentSettings;
+  /** How often this agent's senders waited for credits, over all its hub sessions. */
+  readonly windowStalls = new WindowStallCounter();
   readonly #log: Logger;
   readonly #sweeper: SpliceSweeper;
   /** Streams refused for a limit: a few lines, then counts, never one line each in a burst. */
@@ -303,6 +306,7 @@ export class Agent {
       log: this.#log,
       maxStreams: this.#settings.maxStreams,
       legacyStreamBufferBytes: this.#settings.legacyStreamBufferBytes,
+      windowStalls: this.windowStalls,
       heartbeatIntervalMs: this.#settings.heartbeatIntervalMs,
       pendingMessages: inbox.detach(),
       onStreamOpened: (stream, info) => void this.#serve(stream, info),

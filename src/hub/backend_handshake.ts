@@ -9,7 +9,7 @@
 
 import { type BackendTokenClaims, sameHostnames, verifyBackendToken } from "../protocol/backend_token.ts";
 import { WebSocketInbox } from "../transport/inbox.ts";
-import type { MessageSocket } from "../transport/message_socket.ts";
+import type { HandshakeSocket } from "../transport/message_socket.ts";
 import { encodeHubMessage } from "../protocol/hub_messages.ts";
 
 /** Time allowed for each token to arrive (§4.2: 10 s). */
@@ -27,7 +27,7 @@ function newNonce(): string {
 
 /** Runs the handshake on a freshly upgraded WebSocket. Never throws. */
 export async function acceptBackendHandshake(
-  ws: MessageSocket,
+  ws: HandshakeSocket,
   secret: Uint8Array,
   options: { acknowledge: boolean; tokenWaitMs?: number },
 ): Promise<HandshakeOutcome> {

@@ -8,7 +8,7 @@
 import type { HostnameClaim } from "../hostnames/hostname.ts";
 import { claimKey } from "../hostnames/hostname.ts";
 import type { Logger, RateLimitedLog } from "../log/logger.ts";
-import type { BufferBudget } from "../mux/flow_control.ts";
+import type { BufferBudget, WindowStallCounter } from "../mux/flow_control.ts";
 import { NEXUS_MUX, ORIGINAL } from "../mux/dialect.ts";
 import { MUX_SUBPROTOCOL, MuxSession, truncateReason } from "../mux/session.ts";
 import { MAX_BATCHED_MESSAGE_BYTES, MAX_MESSAGE_BYTES } from "../protocol/frames.ts";
@@ -39,6 +39,8 @@ export interface HubSettings {
   readonly streamWindowFrames: number;
   /** The node-wide budget those windows are reserved from. */
   readonly receiveBudget: BufferBudget;
+  /** The node's count of senders' waits for credits, shared by all its sessions. */
+  readonly windowStalls: WindowStallCounter;
   /** Seconds of silence after which the hub pings a backend, and as long again for its pong (WebSocket level). */
   readonly pingIdleSeconds: number;
   /** Session ping interval for backends that speak our subprotocol. */
@@ -195,6 +197,7 @@ export class Hub {
       legacyStreamBufferBytes: this.#settings.legacyStreamBufferBytes,
       receiveWindowFrames: this.#settings.streamWindowFrames,
       receiveBudget: this.#settings.receiveBudget,
+      windowStalls: this.#settings.windowStalls,
       heartbeatIntervalMs: this.#settings.heartbeatIntervalMs,
       pendingMessages: outcome.pendingMessages,
       onText: () =>

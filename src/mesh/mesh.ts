@@ -20,7 +20,7 @@ import { MAX_BATCHED_MESSAGE_BYTES } from "../protocol/frames.ts";
 import type { WebSocketConnection } from "../transport/websocket.ts";
 import { withCertificateHint } from "../transport/certificate_hint.ts";
 import { isUpgradeRequest, offeredSubprotocols, upgradeRefusal } from "../transport/websocket_accept.ts";
-import type { BufferBudget } from "../mux/flow_control.ts";
+import type { BufferBudget, WindowStallCounter } from "../mux/flow_control.ts";
 import type { MessageSocket } from "../transport/message_socket.ts";
 import { dialWebSocket, holdLink, type LinkFailure, runDialledLink } from "../links/link.ts";
 import { NEXUS_MUX } from "../mux/dialect.ts";
@@ -36,6 +36,8 @@ export interface MeshSettings {
   readonly maxStreamsPerPeer: number;
   /** The node-wide budget the receive windows of tunnels this node opens are reserved from. */
   readonly receiveBudget: BufferBudget;
+  /** The node's count of senders' waits for credits, shared by all its sessions. */
+  readonly windowStalls: WindowStallCounter;
   readonly heartbeatIntervalMs: number;
   readonly reconnect: { readonly initialDelayMs: number; readonly maxDelayMs: number };
 }
@@ -303,6 +305,7 @@ export class Mesh {
       log: this.#log,
       maxStreams: this.#settings.maxStreamsPerPeer,
       receiveBudget: this.#settings.receiveBudget,
+      windowStalls: this.#settings.windowStalls,
       legacyStreamBufferBytes: 0,
       heartbeatIntervalMs: this.#settings.heartbeatIntervalMs,
       onStreamOpened: this.#acceptTunnel,

@@ -3,7 +3,7 @@
  * in one place instead of in branches on a mode flag (docs/protocol.md §7):
  *
  * - {@linkcode NEXUS_MUX}: our agent and our nodes (`nexus-mux.v1` subprotocol): credits from the first
- *   frame, batches, half-close, drain, session heartbeats.
+ *   frame, batch messages accepted, half-close, drain, session heartbeats.
  * - {@linkcode ORIGINAL}: the original's standalone client v0.2.6 (no subprotocol): it never grants credits
  *   and ignores ours; `pause_stream`/`resume_stream` are its only brake; no half-close (§7.2).
  * - {@linkcode ORIGINAL_CREDITS}: the original's newer generation (the merged v0.3.14 client, §7.3): no
@@ -34,7 +34,18 @@ export interface Dialect {
    * With 1 MiB (32 frames) it closed a stream to a stalled service every time on loopback.
    */
   readonly writeHighWaterBytes: number;
-  /** The frames of one turn travel as one batch message (the original's clients would drop unknown frames). */
+  /**
+   * Least time a writer waits once the buffer is above its mark, drained or not; 0: only the drain. The
+   * standalone client counts no credits, so only pace keeps what reaches it after its `pause_stream` within
+   * its 16 frames: the kernel's socket buffers take megabytes, and a writer woken at once on every drain sent
+   * past them before the pause came back (its stream was closed, "write buffer full", every time on loopback).
+   * One millisecond per two frames is what the earlier 1 ms poll of `bufferedAmount` gave it.
+   */
+  readonly writePaceMs: number;
+  /**
+   * Batch messages (0x03, frames.ts) may arrive: our earlier versions sent them; the original's parties neither
+   * send them nor could read them.
+   */
   readonly batches: boolean;
   /** Largest WebSocket message either end sends or accepts. */
   readonly largestMessageBytes: number;
@@ -63,6 +74,7 @@ export const NEXUS_MUX: Dialect = {
   initialSendCredits: INITIAL_STREAM_CREDITS,
   peerCountsCredits: true,
   writeHighWaterBytes: WRITE_HIGH_WATER_BYTES,
+  writePaceMs: 0,
   batches: true,
   largestMessageBytes: MAX_BATCHED_MESSAGE_BYTES,
   halfClosesAndDrains: true,
@@ -78,6 +90,7 @@ export const ORIGINAL: Dialect = {
   initialSendCredits: Infinity,
   peerCountsCredits: false,
   writeHighWaterBytes: 2 * MAX_MESSAGE_BYTES,
+  writePaceMs: 1,
   batches: false,
   largestMessageBytes: MAX_MESSAGE_BYTES,
   halfClosesAndDrains: false,
@@ -96,5 +109,6 @@ export const ORIGINAL_CREDITS: Dialect = {
   name: "original-credits",
   peerCountsCredits: true,
   writeHighWaterBytes: WRITE_HIGH_WATER_BYTES,
+  writePaceMs: 0,
   receiveLimits: (windowFrames) => creditReceiveLimits(windowFrames),
 };

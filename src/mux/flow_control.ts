@@ -19,15 +19,27 @@ export class StreamClosedError extends Error {
   }
 }
 
-let sendWindowStalls = 0;
-
 /**
- * How often, in this process, a sender found its window spent and had to wait for credits: its receiver (a slow
- * client or service) could not keep up. One count per wait, not per frame; read by the metrics at scrape time.
+ * How often senders found their window spent and had to wait for credits: their receiver (a slow client or
+ * service) could not keep up. One count per wait, not per frame. A node or an agent keeps one for all its
+ * sessions, which its metrics read at scrape time; two in one process count apart.
  */
-export function sendWindowStallCount(): number {
-  return sendWindowStalls;
+export class WindowStallCounter {
+  #count = 0;
+
+  /** Waits counted so far. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** A sender waits for credits. */
+  record(): void {
+    this.#count += 1;
+  }
 }
+
+/** The smallest window a stream opened under a spent budget gets: enough to keep data moving. */
+export const MIN_RECEIVE_WINDOW_FRAMES = 2;
 
 /**
  * The sending side: how many frames the peer allows us to send, and whether it asked us to pause.
@@ -41,10 +53,15 @@ export class SendWindow {
   #paused = false;
   #closedReason: string | null = null;
   #waiter: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  readonly #stalls: WindowStallCounter;
 
-  /** @param initialCredits frames the peer granted up front, or `Infinity` for a peer without credits. */
-  constructor(initialCredits: number) {
+  /**
+   * @param initialCredits frames the peer granted up front, or `Infinity` for a peer without credits
+   * @param stalls where each wait for credits is counted
+   */
+  constructor(initialCredits: number, stalls: WindowStallCounter) {
     this.#credits = initialCredits;
+    this.#stalls = stalls;
   }
 
   /** Credits left (Infinity when the peer does not speak credits; below 0 while overdrawn). */
@@ -64,7 +81,7 @@ export class SendWindow {
   take(): Promise<void> {
     if (this.#closedReason !== null) return Promise.reject(new StreamClosedError(this.#closedReason));
     if (this.tryTake()) return Promise.resolve();
-    sendWindowStalls += 1;
+    this.#stalls.record();
     return new Promise((resolve, reject) => {
       this.#waiter = { resolve, reject };
     });

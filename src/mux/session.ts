@@ -13,17 +13,14 @@ import {
   decodeFrame,
   type DisconnectReason,
   encodeControlFrame,
-  encodeDataFrame,
-  encodeDataFrameHeader,
-  FrameBatch,
   INITIAL_STREAM_CREDITS,
-  MAX_BATCH_BYTES,
+  MAX_DATA_PAYLOAD_BYTES,
   newStreamId,
   type StreamOpenInfo,
 } from "../protocol/frames.ts";
 import { AnnouncementAssembler, announcementParts } from "../protocol/announcement.ts";
 import { type Dialect, ORIGINAL, ORIGINAL_CREDITS } from "./dialect.ts";
-import type { BufferBudget } from "./flow_control.ts";
+import { type BufferBudget, MIN_RECEIVE_WINDOW_FRAMES, WindowStallCounter } from "./flow_control.ts";
 import type { MessageSocket } from "../transport/message_socket.ts";
 import { MuxStream, type StreamTransport } from "./stream.ts";
 
@@ -56,6 +53,11 @@ export interface MuxSessionOptions {
    * it runs low gets a smaller window, down to {@linkcode MIN_RECEIVE_WINDOW_FRAMES}.
    */
   readonly receiveBudget?: BufferBudget;
+  /**
+   * Where the session's streams count their waits for credits: a node or an agent shares one among its
+   * sessions, for its metrics. Absent: the session keeps its own.
+   */
+  readonly windowStalls?: WindowStallCounter;
   /** A peer opened a stream. Absent: peer-opened streams are refused. */
   readonly onStreamOpened?: (stream: MuxStream, info: StreamOpenInfo) => void;
   /** A peer announced the names it serves (mesh). */
@@ -73,10 +75,6 @@ export interface MuxSessionOptions {
   readonly pendingMessages?: readonly unknown[];
 }
 
-const WRITE_POLL_MS = 1;
-/** The smallest window a stream opened under a spent budget gets: enough to keep data moving. */
-export const MIN_RECEIVE_WINDOW_FRAMES = 2;
-
 /** Why a session ended. */
 export interface SessionEnd {
   readonly reason: string;
@@ -93,10 +91,9 @@ export class MuxSession {
   readonly #options: MuxSessionOptions;
   readonly #streams = new Map<string, MuxStream>();
   readonly #transport: StreamTransport;
+  readonly #windowStalls: WindowStallCounter;
   /** How the peer speaks; an original peer's first credit grant shows it to be of the newer generation. */
   #dialect: Dialect;
-  #drainWaiters: Array<() => void> = [];
-  #drainTimer: ReturnType<typeof setTimeout> | undefined;
   #heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   #lastReceivedMs = Date.now();
   #end: SessionEnd | null = null;
@@ -109,11 +106,10 @@ export class MuxSession {
   #draining = false;
   #pausesReceived = 0;
   #refusedOpens = 0;
+  /** Resolves when the current pace interval ends (dialects with a write pace only). */
+  #paced: Promise<void> | null = null;
   /** Frames each stream opened here reserved from the receive budget, returned when the stream goes. */
   readonly #reservedFrames = new Map<string, number>();
-  /** The frames of this turn, sent as one message at its end, for dialects that batch (null: one per frame). */
-  readonly #batch: FrameBatch | null;
-  #flushQueued = false;
   /** Joins the parts of the peer's announcements (mesh). */
   readonly #announcements = new AnnouncementAssembler();
 
@@ -123,14 +119,14 @@ export class MuxSession {
     this.#options = options;
     this.label = options.label;
     this.#dialect = options.dialect;
-    this.#batch = options.dialect.batches ? new FrameBatch() : null;
+    this.#windowStalls = options.windowStalls ?? new WindowStallCounter();
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#socketClosed = new Promise((resolve) => (this.#resolveSocketClosed = resolve));
     ws.binaryType = "arraybuffer";
     this.#transport = {
       label: options.label,
       unsignalledEndTimeoutMs: options.dialect.unsignalledEndTimeoutMs,
-      sendData: (idBytes, payload) => this.#sendData(idBytes, payload),
+      sendData: (dataHeader, payload) => this.#sendData(dataHeader, payload),
       sendControl: (message) => this.#send(encodeControlFrame(message)),
       whenWritable: () => this.#whenWritable(),
       release: (id) => this.#forget(id),
@@ -236,14 +232,12 @@ export class MuxSession {
 
   /** Sends a text message (handshake and re-authentication tokens). */
   sendText(text: string): void {
-    this.#flush();
     if (this.#end === null && this.#ws.readyState === WebSocket.OPEN) this.#ws.send(text);
   }
 
   /** Closes the WebSocket and fails every stream. `code` 1000 for a normal close. Idempotent. */
   close(code: number, reason: string): void {
     if (this.#end !== null) return;
-    this.#flush();
     try {
       this.#ws.close(code, truncateReason(reason));
     } catch {
@@ -277,6 +271,7 @@ export class MuxSession {
       sendCredits,
       windowFrames,
       receiveLimits: this.#dialect.receiveLimits(windowFrames, this.#options.legacyStreamBufferBytes),
+      stalls: this.#windowStalls,
     });
     this.#streams.set(id, stream);
     return stream;
@@ -284,69 +279,38 @@ export class MuxSession {
 
   #send(frame: Uint8Array): void {
     if (this.#end !== null || this.#ws.readyState !== WebSocket.OPEN) return;
-    if (this.#batch === null) this.#ws.send(frame);
-    else {
-      this.#batch.addFrame(frame);
-      this.#queueFlush();
-    }
+    this.#ws.send(frame);
   }
 
-  #sendData(idBytes: Uint8Array, payload: Uint8Array): void {
+  /**
+   * A data frame goes out as its stream's 17-byte header and the payload, copied once, straight into the
+   * WebSocket's output: every frame sent in one turn leaves in the socket's one write of that turn.
+   */
+  #sendData(dataHeader: Uint8Array, payload: Uint8Array): void {
+    if (payload.length > MAX_DATA_PAYLOAD_BYTES) {
+      throw new RangeError(`Data payload of ${payload.length} bytes exceeds ${MAX_DATA_PAYLOAD_BYTES}`);
+    }
     if (this.#end !== null || this.#ws.readyState !== WebSocket.OPEN) return;
-    if (this.#batch !== null) {
-      this.#batch.addData(idBytes, payload);
-      this.#queueFlush();
-    } else if (this.#ws.sendBinaryParts) {
-      // Our own client copies header and payload straight into its output: one copy of the payload, not two.
-      this.#ws.sendBinaryParts(encodeDataFrameHeader(idBytes, payload.length), payload);
-    } else {
-      this.#ws.send(encodeDataFrame(idBytes, payload));
-    }
+    this.#ws.sendParts([dataHeader, payload]);
   }
 
-  /** Sends the batch at the end of this turn, or at once when it is full. */
-  #queueFlush(): void {
-    if (this.#batch!.byteLength >= MAX_BATCH_BYTES) {
-      this.#flush();
-    } else if (!this.#flushQueued) {
-      this.#flushQueued = true;
-      queueMicrotask(() => this.#flush());
-    }
-  }
-
-  #flush(): void {
-    this.#flushQueued = false;
-    if (this.#batch === null || this.#batch.frames === 0) return;
-    const message = this.#batch.take();
-    if (this.#end === null && this.#ws.readyState === WebSocket.OPEN) this.#ws.send(message);
-  }
-
-  /** Bytes sent but not yet written: the socket's buffer and this turn's batch. */
-  get #unsentBytes(): number {
-    return this.#ws.bufferedAmount + (this.#batch?.byteLength ?? 0);
-  }
-
+  /**
+   * Undefined when the WebSocket may take more now; else resolves once it has drained to half its mark (and,
+   * for a dialect with a pace, once that time has passed too).
+   */
   #whenWritable(): Promise<void> | undefined {
-    if (this.#end !== null || this.#unsentBytes < this.#dialect.writeHighWaterBytes) return undefined;
-    return new Promise((resolve) => {
-      this.#drainWaiters.push(resolve);
-      this.#pollDrain();
-    });
-  }
-
-  // The WebSocket API has no "drained" event: poll while writers wait, and only then.
-  #pollDrain(): void {
-    if (this.#drainTimer !== undefined) return;
-    this.#drainTimer = setTimeout(() => {
-      this.#drainTimer = undefined;
-      if (this.#end === null && this.#unsentBytes > this.#dialect.writeHighWaterBytes / 2) {
-        this.#pollDrain();
-        return;
-      }
-      const waiters = this.#drainWaiters;
-      this.#drainWaiters = [];
-      for (const wake of waiters) wake();
-    }, WRITE_POLL_MS);
+    const highWaterBytes = this.#dialect.writeHighWaterBytes;
+    if (this.#end !== null || this.#ws.bufferedAmount < highWaterBytes) return undefined;
+    const drained = this.#ws.whenDrained(highWaterBytes / 2);
+    if (this.#dialect.writePaceMs === 0) return drained;
+    // One timer for every writer that waits in the same interval.
+    this.#paced ??= new Promise<void>((resolve) =>
+      setTimeout(() => {
+        this.#paced = null;
+        resolve();
+      }, this.#dialect.writePaceMs)
+    );
+    return Promise.all([drained, this.#paced]).then(() => {});
   }
 
   #onMessage(data: unknown): void {
@@ -376,7 +340,7 @@ export class MuxSession {
     }
     const frame = decodeFrame(bytes);
     if (frame.kind !== "batch") return this.#onFrame(frame);
-    if (this.#batch === null) {
+    if (!this.#dialect.batches) {
       this.#options.log.warn("invalid frame ignored", {
         session: this.label,
         why: "batch outside our protocol",
@@ -536,9 +500,6 @@ export class MuxSession {
     if (this.#end !== null) return;
     this.#end = { reason, local };
     clearInterval(this.#heartbeatTimer);
-    clearTimeout(this.#drainTimer);
-    for (const wake of this.#drainWaiters) wake();
-    this.#drainWaiters = [];
     const streams = [...this.#streams.values()];
     for (const id of this.#streams.keys()) this.#forget(id);
     for (const stream of streams) stream.fail(`session ended: ${reason}`);

@@ -9,17 +9,26 @@ import { type Duplex, PeerGoneError } from "../stream/duplex.ts";
 import {
   type ControlMessage,
   type DisconnectReason,
+  encodeDataFrameHeader,
   MAX_DATA_PAYLOAD_BYTES,
   streamIdBytes,
 } from "../protocol/frames.ts";
-import { type ReceiveLimits, ReceiveWindow, SendWindow, StreamClosedError } from "./flow_control.ts";
+import {
+  type ReceiveLimits,
+  ReceiveWindow,
+  SendWindow,
+  StreamClosedError,
+  type WindowStallCounter,
+} from "./flow_control.ts";
+import { nextStreamState, OPEN_STREAM, type StreamEvent, type StreamState } from "./stream_state.ts";
 
 /** What a stream needs from its session: sending frames and waiting for the socket to drain. */
 export interface StreamTransport {
   readonly label: string;
   /** Null when the peer understands `close_write` (our agent and nodes do); see {@linkcode Duplex}. */
   readonly unsignalledEndTimeoutMs: number | null;
-  sendData(idBytes: Uint8Array, payload: Uint8Array): void;
+  /** Sends one data frame: this stream's header ({@linkcode encodeDataFrameHeader}) and the payload. */
+  sendData(dataHeader: Uint8Array, payload: Uint8Array): void;
   sendControl(message: ControlMessage): void;
   /** Undefined when the WebSocket can take more now, else a promise that resolves when it can. */
   whenWritable(): Promise<void> | undefined;
@@ -36,32 +45,37 @@ export class MuxStream implements Duplex {
   readonly unsignalledEndTimeoutMs: number | null;
   /** Frames the peer may send on this stream before its reader takes them: the credits this side granted. */
   readonly windowFrames: number;
-  readonly #idBytes: Uint8Array;
+  /** The header of every data frame this stream sends. */
+  readonly #dataHeader: Uint8Array;
   readonly #transport: StreamTransport;
   readonly #send: SendWindow;
   readonly #receive: ReceiveWindow;
   readonly #queue: Uint8Array[] = [];
   #reader: { resolve: (chunk: Uint8Array | null) => void; reject: (error: Error) => void } | null = null;
-  /** The peer will send no more data (close_write or disconnect). */
-  #remoteEnded = false;
-  /** The peer has dropped the stream (disconnect): our data can no longer be delivered. */
-  #remoteGone = false;
-  #wroteEnd = false;
-  #closedReason: string | null = null;
-  /** Set when the session died: reads fail once the queue is empty. */
+  /** Both directions' states (stream_state.ts); every change goes through {@linkcode #on}. */
+  #state: StreamState = OPEN_STREAM;
+  /** Why we closed the stream, once its state says `closed`. */
+  #closedReason = "";
+  /** What the session died of, once its state says `failed`. */
   #failure: Error | null = null;
 
   constructor(
     id: string,
     transport: StreamTransport,
-    flow: { sendCredits: number; windowFrames: number; receiveLimits: ReceiveLimits },
+    flow: {
+      sendCredits: number;
+      windowFrames: number;
+      receiveLimits: ReceiveLimits;
+      /** Where this stream's waits for credits are counted. */
+      stalls: WindowStallCounter;
+    },
   ) {
     this.id = id;
-    this.#idBytes = streamIdBytes(id);
+    this.#dataHeader = encodeDataFrameHeader(streamIdBytes(id));
     this.#transport = transport;
     this.label = `stream ${id.slice(0, 8)} via ${transport.label}`;
     this.unsignalledEndTimeoutMs = transport.unsignalledEndTimeoutMs;
-    this.#send = new SendWindow(flow.sendCredits);
+    this.#send = new SendWindow(flow.sendCredits, flow.stalls);
     this.windowFrames = flow.windowFrames;
     this.#receive = new ReceiveWindow(flow.receiveLimits);
   }
@@ -76,18 +90,24 @@ export class MuxStream implements Duplex {
     return this.#receive.bufferedBytes;
   }
 
+  /** Both directions' states, for tests and status. */
+  get state(): StreamState {
+    return this.#state;
+  }
+
   read(): Promise<Uint8Array | null> {
     const chunk = this.#queue.shift();
     if (chunk !== undefined) {
       this.#consumed(chunk);
       return Promise.resolve(chunk);
     }
-    if (this.#failure !== null) return Promise.reject(this.#failure);
-    if (this.#closedReason !== null) return Promise.reject(new StreamClosedError(this.#closedReason));
-    if (this.#remoteEnded) return Promise.resolve(null);
-    return new Promise((resolve, reject) => {
-      this.#reader = { resolve, reject };
-    });
+    if (this.#state.read === "open") {
+      return new Promise((resolve, reject) => {
+        this.#reader = { resolve, reject };
+      });
+    }
+    const error = this.#readError();
+    return error === null ? Promise.resolve(null) : Promise.reject(error);
   }
 
   async write(chunk: Uint8Array): Promise<void> {
@@ -97,23 +117,21 @@ export class MuxStream implements Duplex {
         const drained = this.#transport.whenWritable();
         if (drained !== undefined) await drained;
       } catch (error) {
-        throw this.#remoteGone ? new PeerGoneError(this.label) : error;
+        throw this.#writeError() ?? error;
       }
-      if (this.#remoteGone) throw new PeerGoneError(this.label);
-      if (this.#failure !== null) throw this.#failure;
-      if (this.#closedReason !== null) throw new StreamClosedError(this.#closedReason);
+      const error = this.#writeError();
+      if (error !== null) throw error;
       const end = Math.min(offset + MAX_DATA_PAYLOAD_BYTES, chunk.length);
-      this.#transport.sendData(this.#idBytes, chunk.subarray(offset, end));
+      this.#transport.sendData(this.#dataHeader, chunk.subarray(offset, end));
       offset = end;
     }
   }
 
   closeWrite(): Promise<void> {
-    if (
-      this.unsignalledEndTimeoutMs === null && !this.#wroteEnd && this.#closedReason === null &&
-      !this.#remoteGone
-    ) {
-      this.#wroteEnd = true;
+    if (this.#state.write !== "open") return Promise.resolve();
+    this.#on("local_ended");
+    // A peer without half-close cannot be told (Duplex.unsignalledEndTimeoutMs says how long it may then stay).
+    if (this.unsignalledEndTimeoutMs === null) {
       this.#transport.sendControl({ type: "close_write", id: this.id });
     }
     return Promise.resolve();
@@ -121,11 +139,14 @@ export class MuxStream implements Duplex {
 
   /** Closes the stream; `code` is the reason the peer is told (default `normal` when graceful, none otherwise). */
   close(reason: string, options?: { graceful?: boolean; code?: DisconnectReason }): Promise<void> {
-    if (this.#closedReason !== null) return Promise.resolve();
+    if (this.#state.read === "closed" || this.#state.read === "failed") return Promise.resolve();
+    // Only a peer that still holds the stream is told; one that dropped it, or a dead session, has no one to tell.
+    const tellPeer = this.#state.write === "open" || this.#state.write === "ended";
     this.#closedReason = reason;
+    this.#on("local_closed");
     this.#send.close(reason);
     this.#settleReader();
-    if (!this.#remoteGone && this.#failure === null) {
+    if (tellPeer) {
       const code = options?.code ?? (options?.graceful ? "normal" : undefined);
       this.#transport.sendControl({ type: "close", id: this.id, ...(code ? { reason: code } : {}) });
     }
@@ -137,7 +158,7 @@ export class MuxStream implements Duplex {
 
   /** A data frame arrived. */
   receiveData(payload: Uint8Array): void {
-    if (this.#closedReason !== null || this.#remoteEnded) return;
+    if (this.#state.read !== "open") return;
     if (!this.#receive.arrive(payload.length)) {
       this.#transport.reportOverflow(this);
       // `buffer_full` is the original's word for this (§3.3), so either kind of peer knows why.
@@ -150,14 +171,13 @@ export class MuxStream implements Duplex {
 
   /** The peer will send no more data but still reads ours. */
   receiveCloseWrite(): void {
-    this.#remoteEnded = true;
+    this.#on("peer_ended");
     if (this.#queue.length === 0) this.#settleReader();
   }
 
   /** The peer dropped the stream: queued data is still read, then the end; writes fail with PeerGoneError. */
   receiveClose(): void {
-    this.#remoteEnded = true;
-    this.#remoteGone = true;
+    this.#on("peer_closed");
     this.#send.close("peer closed the stream");
     if (this.#queue.length === 0) this.#settleReader();
   }
@@ -180,15 +200,48 @@ export class MuxStream implements Duplex {
 
   /** The session died: writes fail now, reads fail once what already arrived has been read. */
   fail(reason: string): void {
-    if (this.#closedReason !== null || this.#failure !== null) return;
+    if (this.#state.read === "closed" || this.#state.read === "failed") return;
     this.#failure = new StreamClosedError(reason);
+    this.#on("session_failed");
     this.#send.close(reason);
     if (this.#queue.length === 0) this.#settleReader();
   }
 
+  #on(event: StreamEvent): void {
+    this.#state = nextStreamState(this.#state, event);
+  }
+
+  /** What a read past the queue gets once reading is no longer open: the end (null) or why not. */
+  #readError(): Error | null {
+    switch (this.#state.read) {
+      case "failed":
+        return this.#failure;
+      case "closed":
+        return new StreamClosedError(this.#closedReason);
+      default:
+        return null;
+    }
+  }
+
+  /** Why a write cannot go out now, or null when it can. */
+  #writeError(): Error | null {
+    switch (this.#state.write) {
+      case "open":
+        return null;
+      case "ended":
+        return new StreamClosedError("written after its end (closeWrite)");
+      case "peer_gone":
+        return new PeerGoneError(this.label);
+      case "failed":
+        return this.#failure;
+      case "closed":
+        return new StreamClosedError(this.#closedReason);
+    }
+  }
+
   #consumed(chunk: Uint8Array): void {
     const grant = this.#receive.consume(chunk.length);
-    if (grant > 0 && !this.#remoteEnded && this.#closedReason === null && this.#failure === null) {
+    if (grant > 0 && this.#state.read === "open") {
       this.#transport.sendControl({ type: "resume", id: this.id, credits: grant });
     }
   }
@@ -202,12 +255,10 @@ export class MuxStream implements Duplex {
     if (chunk !== undefined) {
       this.#consumed(chunk);
       reader.resolve(chunk);
-    } else if (this.#failure !== null) {
-      reader.reject(this.#failure);
-    } else if (this.#closedReason !== null) {
-      reader.reject(new StreamClosedError(this.#closedReason));
-    } else {
-      reader.resolve(null);
+      return;
     }
+    const error = this.#readError();
+    if (error === null) reader.resolve(null);
+    else reader.reject(error);
   }
 }

@@ -25,11 +25,12 @@ export const MAX_MESSAGE_BYTES = MAX_DATA_PAYLOAD_BYTES + DATA_HEADER_BYTES;
 /**
  * First byte of a batch: several frames in one WebSocket message, each as a 4-byte big-endian length and the
  * frame. Only in our subprotocol (the original's client ignores unknown first bytes, §2.1, and would lose the
- * frames inside): one message per turn of the event loop instead of one per frame saves the per-message cost of
- * the WebSocket layer, which dominated the node's profile.
+ * frames inside). Our earlier versions sent the frames of one turn so, against the runtime's WebSocket, whose
+ * per-message cost dominated the node's profile; with our own WebSocket on both ends the frames of a turn leave
+ * in one socket write anyway, so nothing sends batches now, and they are still read from peers that do.
  */
 export const FRAME_BATCH = 0x03;
-/** Largest batch message a sender builds. */
+/** Largest batch message those senders build. */
 export const MAX_BATCH_BYTES = 256 * 1024;
 /** Largest message a peer of our subprotocol accepts: a full batch plus the largest frame that started it. */
 export const MAX_BATCHED_MESSAGE_BYTES = MAX_BATCH_BYTES + MAX_MESSAGE_BYTES + 4;
@@ -162,19 +163,17 @@ export function encodeDataFrame(idBytes: Uint8Array, payload: Uint8Array): Uint8
 }
 
 /**
- * The 17-byte header of a data frame carrying `payloadBytes` bytes, for a transport that sends a header and a
- * payload as one message without joining them; {@linkcode encodeDataFrame} is the joined form.
+ * The 17-byte header every data frame of one stream starts with (its payload follows, §2.1): built once per
+ * stream, for a transport that sends header and payload as one message without joining them first;
+ * {@linkcode encodeDataFrame} is the joined form.
  *
  * @example
  * ```ts
  * import { encodeDataFrameHeader, newStreamId, streamIdBytes } from "./frames.ts";
- * encodeDataFrameHeader(streamIdBytes(newStreamId()), 3).length; // 17
+ * encodeDataFrameHeader(streamIdBytes(newStreamId())).length; // 17
  * ```
  */
-export function encodeDataFrameHeader(idBytes: Uint8Array, payloadBytes: number): Uint8Array {
-  if (payloadBytes > MAX_DATA_PAYLOAD_BYTES) {
-    throw new RangeError(`Data payload of ${payloadBytes} bytes exceeds ${MAX_DATA_PAYLOAD_BYTES}`);
-  }
+export function encodeDataFrameHeader(idBytes: Uint8Array): Uint8Array {
   const header = new Uint8Array(DATA_HEADER_BYTES);
   header[0] = FRAME_DATA;
   header.set(idBytes, 1);
@@ -287,75 +286,6 @@ function splitBatch(message: Uint8Array): DecodedFrame {
     offset += length;
   }
   return { kind: "batch", frames };
-}
-
-/**
- * Collects the frames one session sends in one turn of the event loop, copying each payload once, and yields
- * them as one message: the frame itself when there is only one (so a lone frame looks exactly like the
- * original's), else a batch. Reused from turn to turn.
- */
-export class FrameBatch {
-  #buffer = new Uint8Array(64 * 1024);
-  #view = new DataView(this.#buffer.buffer);
-  #length = 1;
-  #frames = 0;
-
-  /** Frames collected since the last {@linkcode take}. */
-  get frames(): number {
-    return this.#frames;
-  }
-
-  /** Bytes collected since the last {@linkcode take}. */
-  get byteLength(): number {
-    return this.#length - 1;
-  }
-
-  /** Appends a data frame (the payload is copied now, so the caller may reuse its buffer at once). */
-  addData(idBytes: Uint8Array, payload: Uint8Array): void {
-    if (payload.length > MAX_DATA_PAYLOAD_BYTES) {
-      throw new RangeError(`Data payload of ${payload.length} bytes exceeds ${MAX_DATA_PAYLOAD_BYTES}`);
-    }
-    const start = this.#reserve(DATA_HEADER_BYTES + payload.length);
-    this.#buffer[start] = FRAME_DATA;
-    this.#buffer.set(idBytes, start + 1);
-    this.#buffer.set(payload, start + DATA_HEADER_BYTES);
-  }
-
-  /** Appends an encoded frame (a control frame from {@linkcode encodeControlFrame}). */
-  addFrame(frame: Uint8Array): void {
-    // Reserve first: it may replace the buffer, which must not be read before (the frame would be lost).
-    const start = this.#reserve(frame.length);
-    this.#buffer.set(frame, start);
-  }
-
-  /**
-   * The collected frames as one message, then empties the batch. The view is valid until the next append:
-   * send it (both WebSocket kinds copy what they send) before collecting more.
-   */
-  take(): Uint8Array {
-    const message = this.#frames === 1
-      ? this.#buffer.subarray(5, this.#length)
-      : this.#buffer.subarray(0, this.#length);
-    this.#length = 1;
-    this.#frames = 0;
-    return message;
-  }
-
-  #reserve(frameBytes: number): number {
-    const needed = this.#length + 4 + frameBytes;
-    if (needed > this.#buffer.length) {
-      const grown = new Uint8Array(Math.max(needed, this.#buffer.length * 2));
-      grown.set(this.#buffer.subarray(0, this.#length));
-      this.#buffer = grown;
-      this.#view = new DataView(grown.buffer);
-    }
-    this.#buffer[0] = FRAME_BATCH;
-    this.#view.setUint32(this.#length, frameBytes);
-    const start = this.#length + 4;
-    this.#length = start + frameBytes;
-    this.#frames += 1;
-    return start;
-  }
 }
 
 function decodeControl(json: Uint8Array): DecodedFrame {

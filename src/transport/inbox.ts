@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { MessageSocket } from "./message_socket.ts";
+import type { HandshakeSocket } from "./message_socket.ts";
 
 /** The next message, or why there is none. */
 export type InboxMessage =
@@ -19,12 +19,12 @@ export const MAX_QUEUED_MESSAGES = 64;
 
 /** Buffers a WebSocket's messages until a handshake reads them; {@linkcode detach} hands over the rest. */
 export class WebSocketInbox {
-  readonly #ws: MessageSocket;
+  readonly #ws: HandshakeSocket;
   readonly #queue: unknown[] = [];
   #closedReason: string | null = null;
   #waiter: (() => void) | null = null;
 
-  constructor(ws: MessageSocket) {
+  constructor(ws: HandshakeSocket) {
     this.#ws = ws;
     ws.binaryType = "arraybuffer";
     ws.onmessage = (event) => {
@@ -92,7 +92,7 @@ export class WebSocketInbox {
 }
 
 /** Waits until a client WebSocket is open; resolves with an error text if it failed or timed out. */
-export function waitForOpen(ws: MessageSocket, timeoutMs: number): Promise<string | null> {
+export function waitForOpen(ws: HandshakeSocket, timeoutMs: number): Promise<string | null> {
   if (ws.readyState === WebSocket.OPEN) return Promise.resolve(null);
   return new Promise((resolve) => {
     const timer = setTimeout(() => finish("timed out connecting"), timeoutMs);

@@ -1,19 +1,18 @@
 /**
- * What a {@linkcode MuxSession} and the handshakes need of a WebSocket: the runtime's `WebSocket` (the hub's
- * and the mesh's accepted links) and our {@linkcode WebSocketClient} (the links we dial) both are one.
+ * What a {@linkcode MuxSession} and the handshakes need of a WebSocket: our {@linkcode WebSocketConnection}
+ * (every link: the hub's and the mesh's accepted ones and the ones we dial) is one. The runtime's `WebSocket`
+ * has the part the handshakes use ({@linkcode HandshakeSocket}) but neither `sendParts` nor `whenDrained`.
  *
  * @module
  */
 
-/** The part of the WebSocket API the multiplexing code uses. */
-export interface MessageSocket {
+/** The part of the WebSocket API the handshakes use (waiting for the open, reading the first messages). */
+export interface HandshakeSocket {
   binaryType: BinaryType;
   readonly readyState: number;
   readonly bufferedAmount: number;
   readonly protocol: string;
   send(data: string | ArrayBufferLike | ArrayBufferView): void;
-  /** Sends `head` then `payload` as one binary message without joining them first, where the socket can. */
-  sendBinaryParts?(head: Uint8Array, payload: Uint8Array): void;
   close(code?: number, reason?: string): void;
   onmessage: ((event: MessageEvent) => void) | null;
   onclose: ((event: CloseEvent) => void) | null;
@@ -26,4 +25,12 @@ export interface MessageSocket {
     type: K,
     listener: (event: WebSocketEventMap[K]) => void,
   ): void;
+}
+
+/** What the multiplexing code uses: the handshake's part, and sending frames in parts with backpressure. */
+export interface MessageSocket extends HandshakeSocket {
+  /** Sends `parts`, joined, as one binary message, each part copied once into the socket's output. */
+  sendParts(parts: readonly Uint8Array[]): void;
+  /** Resolves once at most `bufferedBytes` sent are still unwritten, or the socket is closing or gone. */
+  whenDrained(bufferedBytes: number): Promise<void>;
 }

@@ -97,7 +97,10 @@ export class WebSocketConnection implements MessageSocket {
   /** Writes in a row that used less than an eighth of their buffer. */
   #smallWrites = 0;
   #flushScheduled = false;
+  /** Waiting for everything queued to be written (the close frame, a peer that does not read). */
   readonly #flushWaiters: Array<() => void> = [];
+  /** Writers waiting for the output to drain below their mark ({@linkcode whenDrained}). */
+  #drainWaiters: Array<{ readonly bufferedBytes: number; readonly wake: () => void }> = [];
   /** When a frame was last queued: every frame carries our TCP ACK. */
   #lastSentMs = 0;
   /** Data arrived since the last frame we queued, so the peer may be waiting for our ACK. */
@@ -166,22 +169,33 @@ export class WebSocketConnection implements MessageSocket {
       throw new DOMException("The WebSocket is still connecting", "InvalidStateError");
     }
     if (this.#readyState !== OPEN) return;
-    if (typeof data === "string") this.#queueFrame(OPCODE_TEXT, encoder.encode(data));
+    if (typeof data === "string") this.#queueFrame(OPCODE_TEXT, [encoder.encode(data)]);
     else if (ArrayBuffer.isView(data)) {
-      this.#queueFrame(OPCODE_BINARY, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-    } else this.#queueFrame(OPCODE_BINARY, new Uint8Array(data));
+      this.#queueFrame(OPCODE_BINARY, [new Uint8Array(data.buffer, data.byteOffset, data.byteLength)]);
+    } else this.#queueFrame(OPCODE_BINARY, [new Uint8Array(data)]);
   }
 
   /**
-   * Sends `head` followed by `payload` as one binary message, copying each once into the output (no joined
-   * copy first): the multiplexer's data frames are a 17-byte header and a payload.
+   * Sends `parts`, joined, as one binary message, copying each once straight into the output (masked there by a
+   * client) and nothing joined first: a multiplexer's data frame is a 17-byte header and a payload. The parts
+   * may be reused as soon as this returns.
    */
-  sendBinaryParts(head: Uint8Array, payload: Uint8Array): void {
+  sendParts(parts: readonly Uint8Array[]): void {
     if (this.#readyState === CONNECTING) {
       throw new DOMException("The WebSocket is still connecting", "InvalidStateError");
     }
     if (this.#readyState !== OPEN) return;
-    this.#queueFrame(OPCODE_BINARY, head, payload);
+    this.#queueFrame(OPCODE_BINARY, parts);
+  }
+
+  /**
+   * Resolves once at most `bufferedBytes` of what was sent is still unwritten ({@linkcode bufferedAmount}), or
+   * once the connection is closing or gone, when nothing more can be sent anyway: what a writer waits on instead
+   * of polling `bufferedAmount`.
+   */
+  whenDrained(bufferedBytes: number): Promise<void> {
+    if (this.bufferedAmount <= bufferedBytes || this.#readyState !== OPEN) return Promise.resolve();
+    return new Promise((wake) => this.#drainWaiters.push({ bufferedBytes, wake }));
   }
 
   /**
@@ -202,6 +216,7 @@ export class WebSocketConnection implements MessageSocket {
     }
     this.#readyState = CLOSING;
     this.#sendClose(code ?? 1000, reasonBytes);
+    this.#wakeDrained();
     this.#closeTimer = setTimeout(
       () => this.#finish(1006, "closing handshake timed out", false),
       CLOSE_TIMEOUT_MS,
@@ -283,7 +298,7 @@ export class WebSocketConnection implements MessageSocket {
             // answering only one): a peer pinging without reading must not grow our output.
             if (event.opcode === OPCODE_PING && !this.#pongPending) {
               this.#pongPending = true;
-              this.#queueFrame(OPCODE_PONG, event.payload.slice());
+              this.#queueFrame(OPCODE_PONG, [event.payload.slice()]);
             } else if (event.opcode === OPCODE_CLOSE) return this.#receiveClose(event.payload);
             break;
           case "error":
@@ -345,6 +360,7 @@ export class WebSocketConnection implements MessageSocket {
     // Echo the close (RFC 6455 §5.5.1) unless we started the handshake, then drop the connection.
     if (!this.#closeSent) this.#sendClose(code === 1005 ? 1000 : code, EMPTY);
     this.#readyState = CLOSING;
+    this.#wakeDrained();
     void this.#flushed().then(() => this.#finish(code, reason, true));
   }
 
@@ -355,13 +371,14 @@ export class WebSocketConnection implements MessageSocket {
     payload[0] = code >> 8;
     payload[1] = code & 0xff;
     payload.set(reasonBytes, 2);
-    this.#queueFrame(OPCODE_CLOSE, payload);
+    this.#queueFrame(OPCODE_CLOSE, [payload]);
   }
 
   /** Fails the connection with a close frame (best effort), as the RFC asks of an endpoint that sees bad input. */
   #failWithClose(code: number, why: string): void {
     if (!this.#closeSent) this.#sendClose(code, encoder.encode(why.slice(0, 100)));
     this.#readyState = CLOSING;
+    this.#wakeDrained();
     void this.#flushed().then(() => this.#fail(why, code));
   }
 
@@ -381,6 +398,7 @@ export class WebSocketConnection implements MessageSocket {
     if (this.#conn !== null) closeQuietly(this.#conn);
     this.#pendingBytes = 0;
     for (const wake of this.#flushWaiters.splice(0)) wake();
+    this.#wakeDrained();
     this.#emit("close", new CloseEvent("close", { code, reason, wasClean }), this.onclose);
   }
 
@@ -403,7 +421,7 @@ export class WebSocketConnection implements MessageSocket {
     if (silentMs >= 2 * this.#idleTimeoutMs) {
       this.#finish(1006, `no answer from the peer for ${Math.round(silentMs / 1000)} s`, false);
     } else if (silentMs >= this.#idleTimeoutMs && this.#pendingBytes === 0) {
-      this.#queueFrame(OPCODE_PING, EMPTY);
+      this.#queueFrame(OPCODE_PING, []);
     }
   }
 
@@ -415,25 +433,28 @@ export class WebSocketConnection implements MessageSocket {
   #acknowledge(readBytes: number): void {
     this.#readSinceSend = true;
     if (readBytes < BULK_READ_BYTES || performance.now() - this.#lastSentMs >= ACK_INTERVAL_MS) {
-      this.#queueFrame(OPCODE_PONG, EMPTY);
+      this.#queueFrame(OPCODE_PONG, []);
       return;
     }
     this.#ackTimer ??= setTimeout(() => {
       this.#ackTimer = undefined;
-      if (this.#readSinceSend && this.#readyState === OPEN) this.#queueFrame(OPCODE_PONG, EMPTY);
+      if (this.#readSinceSend && this.#readyState === OPEN) this.#queueFrame(OPCODE_PONG, []);
     }, ACK_INTERVAL_MS);
   }
 
-  /** Encodes a frame (RFC 6455 §5.2; masked by a client) at the end of the pending output and schedules a flush. */
-  #queueFrame(opcode: number, payload: Uint8Array, more: Uint8Array = EMPTY): void {
+  /**
+   * Encodes one frame whose payload is `parts` joined (RFC 6455 §5.2) at the end of the pending output, each
+   * part copied once, and masks it there in place (a client); schedules a flush.
+   */
+  #queueFrame(opcode: number, parts: readonly Uint8Array[]): void {
     if (this.#finished || this.#conn === null) return;
     this.#lastSentMs = performance.now();
     this.#readSinceSend = false;
     const masked = this.#role === "client";
-    const length = payload.length + more.length;
+    let length = 0;
+    for (const part of parts) length += part.length;
     const lengthBytes = length < 126 ? 0 : length < 65_536 ? 2 : 8;
-    const frameBytes = 2 + lengthBytes + (masked ? 4 : 0) + length;
-    this.#reserve(frameBytes);
+    this.#reserve(2 + lengthBytes + (masked ? 4 : 0) + length);
     const out = this.#pending;
     let at = this.#pendingBytes;
     const maskBit = masked ? 0x80 : 0;
@@ -445,20 +466,33 @@ export class WebSocketConnection implements MessageSocket {
       out[at++] = length >> 8;
       out[at++] = length & 0xff;
     } else {
+      // Lengths stay below 2^53 (a message is bounded far below): the high word is a plain division.
+      const high = Math.floor(length / 2 ** 32);
       out[at++] = maskBit | 127;
-      new DataView(out.buffer, out.byteOffset + at, 8).setBigUint64(0, BigInt(length));
-      at += 8;
+      out[at++] = high >>> 24;
+      out[at++] = (high >>> 16) & 0xff;
+      out[at++] = (high >>> 8) & 0xff;
+      out[at++] = high & 0xff;
+      out[at++] = length >>> 24;
+      out[at++] = (length >>> 16) & 0xff;
+      out[at++] = (length >>> 8) & 0xff;
+      out[at++] = length & 0xff;
     }
     let key = 0;
     if (masked) {
       key = this.#nextMaskKey();
-      new DataView(out.buffer, out.byteOffset + at, 4).setUint32(0, key);
-      at += 4;
+      out[at++] = key >>> 24;
+      out[at++] = (key >>> 16) & 0xff;
+      out[at++] = (key >>> 8) & 0xff;
+      out[at++] = key & 0xff;
     }
-    out.set(payload, at);
-    if (more.length > 0) out.set(more, at + payload.length);
-    if (masked) maskInPlace(out, at, length, key);
-    this.#pendingBytes = at + length;
+    const payloadStart = at;
+    for (const part of parts) {
+      out.set(part, at);
+      at += part.length;
+    }
+    if (masked) maskInPlace(out, payloadStart, length, key);
+    this.#pendingBytes = at;
     if (!this.#flushScheduled && this.#writingBytes === 0) {
       this.#flushScheduled = true;
       queueMicrotask(() => void this.#flush());
@@ -498,6 +532,7 @@ export class WebSocketConnection implements MessageSocket {
         for (let written = 0; written < batchBytes;) {
           written += await conn.write(batch.subarray(written, batchBytes));
           this.#writingBytes = batchBytes - written;
+          if (this.#drainWaiters.length > 0) this.#wakeDrained();
         }
       } catch (error) {
         this.#writingBytes = 0;
@@ -520,6 +555,18 @@ export class WebSocketConnection implements MessageSocket {
       }
     }
     for (const wake of this.#flushWaiters.splice(0)) wake();
+  }
+
+  /** Wakes the writers whose mark the output has drained to, and all of them once it is closing or gone. */
+  #wakeDrained(): void {
+    if (this.#drainWaiters.length === 0) return;
+    const buffered = this.#readyState === OPEN ? this.bufferedAmount : -1;
+    const waiting = this.#drainWaiters;
+    this.#drainWaiters = [];
+    for (const waiter of waiting) {
+      if (buffered <= waiter.bufferedBytes) waiter.wake();
+      else this.#drainWaiters.push(waiter);
+    }
   }
 
   /** Resolves once everything queued so far has been written (or the connection is gone). */

@@ -1,15 +1,21 @@
 /**
- * A real WebSocket pair on loopback: a `Deno.serve` upgrade on one end and a client `WebSocket` on the other,
+ * A real WebSocket pair on loopback: our own WebSocket in both roles (what every link of a node and an agent
+ * runs), `acceptWebSocket` on a plain TCP listener at one end and a {@linkcode WebSocketClient} at the other,
  * both open, plain `ws://` (TLS is not what these tests are about). Sessions and raw peers are built on top.
  *
  * @module
  */
 
 import { type Dialect, NEXUS_MUX } from "../../src/mux/dialect.ts";
+import { parseEndpointRequest } from "../../src/http/endpoint_request.ts";
 import { createLogger } from "../../src/log/logger.ts";
 import { waitForOpen } from "../../src/transport/inbox.ts";
+import type { HandshakeSocket } from "../../src/transport/message_socket.ts";
 import { MUX_SUBPROTOCOL, MuxSession, type MuxSessionOptions } from "../../src/mux/session.ts";
 import type { MuxStream } from "../../src/mux/stream.ts";
+import type { WebSocketConnection } from "../../src/transport/websocket.ts";
+import { acceptWebSocket } from "../../src/transport/websocket_accept.ts";
+import { WebSocketClient } from "../../src/transport/websocket_client.ts";
 import {
   type ControlMessage,
   type DecodedFrame,
@@ -22,62 +28,71 @@ import {
 
 /** Two connected, open WebSockets. */
 export interface WebSocketPair {
-  /** The side created by `Deno.upgradeWebSocket`. */
-  readonly server: WebSocket;
-  /** The side created by `new WebSocket(url)`. */
-  readonly client: WebSocket;
-  /** Closes both sockets (if still open), waits for both close events and stops the server. */
+  /** The side `acceptWebSocket` answered. */
+  readonly server: WebSocketConnection;
+  /** The side that dialled. */
+  readonly client: WebSocketConnection;
+  /** Closes both sockets (if still open) and waits for both close events. */
   close(): Promise<void>;
 }
 
 /** Resolves when `ws` has fired its close event (at once if it already has). */
-export function whenClosed(ws: WebSocket): Promise<void> {
+export function whenClosed(ws: HandshakeSocket): Promise<void> {
   if (ws.readyState === WebSocket.CLOSED) return Promise.resolve();
-  return new Promise((resolve) => ws.addEventListener("close", () => resolve(), { once: true }));
+  return new Promise((resolve) => ws.addEventListener("close", () => resolve()));
 }
 
 /** Opens a WebSocket pair; `subprotocol` is offered by the client and accepted by the server. */
 export async function openWebSocketPair(
   subprotocol: string | null = MUX_SUBPROTOCOL,
 ): Promise<WebSocketPair> {
-  let accepted!: (ws: WebSocket) => void;
-  const serverSocket = new Promise<WebSocket>((resolve) => (accepted = resolve));
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
-    const { socket, response } = Deno.upgradeWebSocket(
-      request,
-      subprotocol === null ? {} : { protocol: subprotocol },
-    );
-    accepted(socket);
-    return response;
-  });
-  const client = new WebSocket(
-    `ws://127.0.0.1:${server.addr.port}/`,
-    subprotocol === null ? [] : [subprotocol],
-  );
-  const serverWs = await serverSocket;
-  const [clientError, serverError] = await Promise.all([
-    waitForOpen(client, 5_000),
-    waitForOpen(serverWs, 5_000),
-  ]);
-  if (clientError !== null || serverError !== null) {
-    await server.shutdown();
-    throw new Error(`WebSocket pair did not open: ${clientError ?? serverError}`);
-  }
-  return {
-    server: serverWs,
-    client,
-    async close() {
-      for (const ws of [client, serverWs]) {
-        try {
-          ws.close(1000, "test over");
-        } catch {
-          // Already closing.
-        }
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted = (async () => {
+    const conn = await listener.accept();
+    let bytes = new Uint8Array(0);
+    for (;;) {
+      const result = parseEndpointRequest(bytes);
+      if (result.kind === "request") {
+        return await acceptWebSocket(conn, result.request, bytes.slice(result.headLength), {
+          maxMessageBytes: 1024 * 1024,
+          ...(subprotocol === null ? {} : { protocol: subprotocol }),
+        });
       }
-      await Promise.all([whenClosed(client), whenClosed(serverWs)]);
-      await server.shutdown();
-    },
-  };
+      const chunk = new Uint8Array(4096);
+      const n = await conn.read(chunk);
+      if (n === null) throw new Error("the client left before its request");
+      bytes = new Uint8Array([...bytes, ...chunk.subarray(0, n)]);
+    }
+  })();
+  const client = new WebSocketClient(`ws://127.0.0.1:${listener.addr.port}/`, {
+    protocols: subprotocol === null ? [] : [subprotocol],
+  });
+  try {
+    const server = await accepted;
+    const [clientError, serverError] = await Promise.all([
+      waitForOpen(client, 5_000),
+      waitForOpen(server, 5_000),
+    ]);
+    if (clientError !== null || serverError !== null) {
+      throw new Error(`WebSocket pair did not open: ${clientError ?? serverError}`);
+    }
+    return {
+      server,
+      client,
+      async close() {
+        for (const ws of [client, server]) {
+          try {
+            ws.close(1000, "test over");
+          } catch {
+            // Already closing.
+          }
+        }
+        await Promise.all([whenClosed(client), whenClosed(server)]);
+      },
+    };
+  } finally {
+    listener.close();
+  }
 }
 
 const quietLog = createLogger("test-session");
@@ -166,20 +181,23 @@ export async function openSessionPair(
  * receives, so a test can check exactly what a session put on the wire and in which order.
  */
 export class RawPeer {
-  readonly ws: WebSocket;
+  readonly ws: WebSocket | WebSocketConnection;
   readonly received: DecodedFrame[] = [];
   readonly texts: string[] = [];
   /** Called for every binary frame as it arrives, after it was recorded (to answer it, e.g. echo data). */
   onFrame: ((frame: DecodedFrame) => void) | null = null;
   #waiters: Array<() => void> = [];
 
-  constructor(ws: WebSocket) {
+  constructor(ws: WebSocket | WebSocketConnection) {
     this.ws = ws;
     ws.binaryType = "arraybuffer";
     ws.onmessage = (event) => {
       if (typeof event.data === "string") this.texts.push(event.data);
       else {
-        const message = decodeFrame(new Uint8Array(event.data as ArrayBuffer));
+        // The runtime's WebSocket delivers an ArrayBuffer, ours a Uint8Array.
+        const message = decodeFrame(
+          event.data instanceof Uint8Array ? event.data : new Uint8Array(event.data as ArrayBuffer),
+        );
         // A credits session sends the frames of one turn as one batch: record them one by one, in order.
         const frames = message.kind === "batch"
           ? message.frames.map((frame) => decodeFrame(frame))

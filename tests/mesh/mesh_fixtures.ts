@@ -12,6 +12,7 @@ import { SignJWT } from "jose";
 import { createLogger } from "../../src/log/logger.ts";
 import { waitForOpen } from "../../src/transport/inbox.ts";
 import { MUX_SUBPROTOCOL, MuxSession } from "../../src/mux/session.ts";
+import { WebSocketClient } from "../../src/transport/websocket_client.ts";
 import { connectTls, TEST_PEER_SECRET, type TestNode, waitFor } from "../helpers/cluster.ts";
 import { testCertificates } from "../helpers/certs.ts";
 import { readExactly, UNRECOGNIZED_NAME_ALERT } from "../helpers/raw.ts";
@@ -215,15 +216,13 @@ export interface RawPeerLink {
 /** Links to `node` as a peer would (a token signed with the test peer secret) and waits for its first announcement. */
 export async function rawPeerLink(node: TestNode): Promise<RawPeerLink> {
   const certs = await testCertificates();
-  const client = Deno.createHttpClient({ caCerts: [certs.ca.certPem] });
-  const ws = new WebSocket(node.meshUrl, {
+  const ws = new WebSocketClient(node.meshUrl, {
     protocols: [MUX_SUBPROTOCOL],
     headers: { authorization: `Bearer ${await peerToken(TEST_PEER_SECRET)}` },
-    client,
+    caCerts: [certs.ca.certPem],
   });
   const openError = await waitForOpen(ws, 5_000);
   if (openError !== null) {
-    client.close();
     throw new Error(`peer link to ${node.meshUrl} did not open: ${openError}`);
   }
   const announced: string[][] = [];
@@ -243,7 +242,6 @@ export async function rawPeerLink(node: TestNode): Promise<RawPeerLink> {
     async close() {
       link.close(1000, "test over");
       await closed;
-      client.close();
     },
   };
 }

@@ -7,7 +7,8 @@
 import { NEXUS_MUX, ORIGINAL } from "../../src/mux/dialect.ts";
 import assert from "node:assert/strict";
 import { BufferBudget } from "../../src/mux/flow_control.ts";
-import { MIN_RECEIVE_WINDOW_FRAMES, MuxSession } from "../../src/mux/session.ts";
+import { MuxSession } from "../../src/mux/session.ts";
+import { MIN_RECEIVE_WINDOW_FRAMES } from "../../src/mux/flow_control.ts";
 import { MAX_DATA_PAYLOAD_BYTES } from "../../src/protocol/frames.ts";
 import {
   openWebSocketPair,

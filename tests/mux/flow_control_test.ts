@@ -13,6 +13,7 @@ import {
   replenishBatchFrames,
   SendWindow,
   StreamClosedError,
+  WindowStallCounter,
 } from "../../src/mux/flow_control.ts";
 import { MuxSession } from "../../src/mux/session.ts";
 import type { MuxStream } from "../../src/mux/stream.ts";
@@ -48,7 +49,7 @@ async function settled(promise: Promise<unknown>): Promise<boolean> {
 // SendWindow
 
 Deno.test("SendWindow: exactly the granted frames may be sent, then the sender waits", async () => {
-  const window = new SendWindow(INITIAL_STREAM_CREDITS);
+  const window = new SendWindow(INITIAL_STREAM_CREDITS, new WindowStallCounter());
   for (let i = 0; i < INITIAL_STREAM_CREDITS; i++) assert.equal(window.tryTake(), true, `credit ${i + 1}`);
   assert.equal(window.credits, 0);
   assert.equal(window.tryTake(), false);
@@ -61,7 +62,7 @@ Deno.test("SendWindow: exactly the granted frames may be sent, then the sender w
 });
 
 Deno.test("SendWindow: grants are floored, negative ones ignored, and the total clamped at 2^20", () => {
-  const window = new SendWindow(10);
+  const window = new SendWindow(10, new WindowStallCounter());
   window.grant(3.9, INITIAL_STREAM_CREDITS);
   assert.equal(window.credits, 13);
   window.grant(-5, INITIAL_STREAM_CREDITS);
@@ -73,29 +74,29 @@ Deno.test("SendWindow: grants are floored, negative ones ignored, and the total 
 });
 
 Deno.test("SendWindow: a peer without credits is unlimited until its first grant, then counted with a full window less what was sent", () => {
-  const window = new SendWindow(Infinity);
+  const window = new SendWindow(Infinity, new WindowStallCounter());
   for (let i = 0; i < 10; i++) assert.equal(window.tryTake(), true);
   assert.equal(window.credits, Infinity);
   // A first grant smaller than the window still gives the whole initial window (§7.3), and the ten frames
   // sent before it count: the peer granted on the connect, before they reached it.
   window.grant(CREDIT_REPLENISH_BATCH, INITIAL_STREAM_CREDITS);
   assert.equal(window.credits, INITIAL_STREAM_CREDITS - 10);
-  const flooded = new SendWindow(Infinity);
+  const flooded = new SendWindow(Infinity, new WindowStallCounter());
   for (let i = 0; i < 10_000; i++) assert.equal(flooded.tryTake(), true);
   flooded.grant(CREDIT_REPLENISH_BATCH, INITIAL_STREAM_CREDITS);
   assert.equal(flooded.credits, INITIAL_STREAM_CREDITS - 10_000, "overdrawn: grants pay it back first");
   assert.equal(flooded.tryTake(), false);
 
-  const generous = new SendWindow(Infinity);
+  const generous = new SendWindow(Infinity, new WindowStallCounter());
   generous.grant(1_000, INITIAL_STREAM_CREDITS);
   assert.equal(generous.credits, 1_000);
-  const absurd = new SendWindow(Infinity);
+  const absurd = new SendWindow(Infinity, new WindowStallCounter());
   absurd.grant(2 ** 53, INITIAL_STREAM_CREDITS);
   assert.equal(absurd.credits, MAX_CREDIT_GRANT);
 });
 
 Deno.test("SendWindow: pause holds the sender even with credits; resume lets it go", async () => {
-  const window = new SendWindow(Infinity);
+  const window = new SendWindow(Infinity, new WindowStallCounter());
   window.pause();
   assert.equal(window.tryTake(), false);
   const waiting = window.take();
@@ -109,7 +110,7 @@ Deno.test("SendWindow: pause holds the sender even with credits; resume lets it 
 });
 
 Deno.test("SendWindow: close wakes the waiting sender with the reason, and every later take fails", async () => {
-  const window = new SendWindow(0);
+  const window = new SendWindow(0, new WindowStallCounter());
   const waiting = window.take();
   window.close("peer closed the stream");
   await assert.rejects(waiting, new StreamClosedError("peer closed the stream"));
@@ -120,6 +121,26 @@ Deno.test("SendWindow: close wakes the waiting sender with the reason, and every
   // Idempotent: the first reason stays.
   window.close("second");
   await assert.rejects(window.take(), new StreamClosedError("peer closed the stream"));
+});
+
+Deno.test("SendWindow: each wait for credits counts once, in its own counter only", async () => {
+  const stallsA = new WindowStallCounter();
+  const stallsB = new WindowStallCounter();
+  const a = new SendWindow(1, stallsA);
+  const b = new SendWindow(0, stallsB);
+  await a.take();
+  assert.equal(stallsA.count, 0, "a credit at hand is no wait");
+  const waitingA = a.take();
+  const waitingB = b.take();
+  assert.equal(a.tryTake(), false, "a failed tryTake is no wait either");
+  assert.deepEqual([stallsA.count, stallsB.count], [1, 1]);
+  a.grant(1, INITIAL_STREAM_CREDITS);
+  b.grant(1, INITIAL_STREAM_CREDITS);
+  await Promise.all([waitingA, waitingB]);
+  const again = a.take();
+  a.close("done");
+  await assert.rejects(again, StreamClosedError);
+  assert.deepEqual([stallsA.count, stallsB.count], [2, 1]);
 });
 
 // ---------------------------------------------------------------------------------------------------------
@@ -185,7 +206,7 @@ Deno.test("property: a sender and a receiver move every frame for any window, ba
       }),
       ({ windowFrames, maxBatchFrames, frameBytes, readerPace, seed }) => {
         const random = prng(seed);
-        const sender = new SendWindow(windowFrames);
+        const sender = new SendWindow(windowFrames, new WindowStallCounter());
         const receiver = new ReceiveWindow(creditReceiveLimits(windowFrames, maxBatchFrames));
         const toReceiver: number[] = [];
         const toSender: number[] = [];
@@ -776,7 +797,7 @@ Deno.test("property: a peer that grants only after the connect never has more fr
       fc.integer({ min: 1, max: 2 ** 20 }),
       fc.array(fc.integer({ min: 1, max: 16 }), { maxLength: 50 }),
       (sentBeforeGrant, firstGrant, laterGrants) => {
-        const window = new SendWindow(Infinity);
+        const window = new SendWindow(Infinity, new WindowStallCounter());
         for (let i = 0; i < sentBeforeGrant; i++) assert.equal(window.tryTake(), true);
         window.grant(firstGrant, INITIAL_STREAM_CREDITS);
         let granted = Math.max(INITIAL_STREAM_CREDITS, Math.min(firstGrant, MAX_CREDIT_GRANT));

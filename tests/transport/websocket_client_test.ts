@@ -56,8 +56,8 @@ Deno.test("wss: the offered subprotocol is chosen and messages of every length c
     const sent = lengths.map((n) => new Uint8Array(n).map((_, i) => (i * 7 + n) & 0xff));
     for (const bytes of sent) client.send(bytes);
     client.send("text: ünïcödé");
-    // A header and a payload sent as parts arrive as one message.
-    client.sendBinaryParts(new Uint8Array([1, 2, 3]), sent[5]);
+    // Parts (a header, an empty part, a payload) arrive as one message.
+    client.sendParts([new Uint8Array([1, 2, 3]), new Uint8Array(0), sent[5]]);
     await all.promise;
     sent.forEach((bytes, i) => assert.deepEqual(received[i], bytes));
     assert.equal(received[lengths.length], "text: ünïcödé");
@@ -351,4 +351,64 @@ Deno.test("close() while the server has not answered the handshake gives the soc
   } finally {
     conn.close();
   }
+});
+
+/** Queues `mib` MiB of 32 KiB binary messages in one turn; returns what the client holds unwritten then. */
+function queueMiB(client: WebSocketClient, mib: number): number {
+  const message = new Uint8Array(32 * 1024).fill(5);
+  for (let i = 0; i < mib * 32; i++) client.send(message);
+  return client.bufferedAmount;
+}
+
+Deno.test("whenDrained waits while the peer does not read, and resolves once the output is at its mark", async () => {
+  const MARK = 1024 * 1024;
+  const reading = Promise.withResolvers<void>();
+  let bytesRead = 0;
+  const { url, done } = rawServer(async (conn, state) => {
+    await reading.promise;
+    for (;;) {
+      const frame = await readClientFrame(conn, state);
+      if (frame.opcode === 0x8) return void await conn.write(serverFrame(true, 0x8, frame.payload));
+      bytesRead += frame.payload.length;
+    }
+  });
+  const client = new WebSocketClient(url);
+  await opened(client);
+  // Far more than the loopback socket buffers take, so most of it stays queued while nobody reads.
+  assert.ok(queueMiB(client, 32) > MARK);
+  let drained = false;
+  const whenDrained = client.whenDrained(MARK).then(() => (drained = true));
+  // Let the client write what the kernel takes; the peer still reads nothing, so the mark is not reached.
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.equal(drained, false);
+  assert.ok(client.bufferedAmount > MARK);
+  reading.resolve();
+  await whenDrained;
+  assert.ok(client.bufferedAmount <= MARK, `${client.bufferedAmount} bytes still unwritten`);
+  await client.whenDrained(0);
+  assert.equal(client.bufferedAmount, 0);
+  const closed = closeEvent(client);
+  client.close(1000, "done");
+  assert.equal((await closed).code, 1000);
+  await done;
+  assert.equal(bytesRead, 32 * 1024 * 1024);
+});
+
+Deno.test("whenDrained resolves at close even though the peer never reads what is still queued", async () => {
+  const release = Promise.withResolvers<void>();
+  const { url, done } = rawServer(() => release.promise);
+  const client = new WebSocketClient(url);
+  await opened(client);
+  assert.ok(queueMiB(client, 32) > 0);
+  const whenDrained = client.whenDrained(0);
+  const closed = closeEvent(client);
+  client.close(1000, "giving up");
+  await whenDrained;
+  assert.equal(client.readyState, 2, "closing, its close frame still behind the unread output");
+  assert.ok(client.bufferedAmount > 0);
+  // Nothing more is sent once closing: a new wait resolves at once.
+  await client.whenDrained(0);
+  release.resolve();
+  await done;
+  assert.equal((await closed).code, 1006);
 });
