@@ -168,12 +168,18 @@ async function serve(args: readonly string[]): Promise<number> {
   const path = configPath(args);
   const { text, dir } = readConfigText(path);
   const config = readNodeConfig(text, path, dir);
-  // Signals are heard from before the node starts: a SIGTERM right after "node started" must drain, not kill.
+  const readAgain = () => {
+    const again = readConfigText(path);
+    return readNodeConfig(again.text, path, again.dir);
+  };
+  // Signals are heard from before the node starts: a SIGTERM right after "node started" must drain, not kill,
+  // and a SIGHUP must not end the process (its default).
   let node: Node | null = null;
   const signalled = untilSignalled(() =>
-    node?.shutdown(config.drainTimeoutSeconds * 1000) ?? Promise.resolve()
+    node?.shutdown(node.config.drainTimeoutSeconds * 1000) ?? Promise.resolve()
   );
-  node = new Node(config);
+  onReloadSignal(() => void node?.reload("SIGHUP"));
+  node = new Node(config, readAgain);
   let hubFailure: unknown;
   const started = node;
   await Promise.race([
@@ -313,6 +319,12 @@ function check(args: readonly string[]): number {
     );
   }
   return 0;
+}
+
+/** Calls `reload` on each SIGHUP (not on Windows, which has none). */
+function onReloadSignal(reload: () => void): void {
+  if (Deno.build.os === "windows") return;
+  Deno.addSignalListener("SIGHUP", reload);
 }
 
 /**
