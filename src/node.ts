@@ -24,7 +24,7 @@ import { type Applied, Reloader, type ReloadReport } from "./config/reloader.ts"
 import { TOKEN_WAIT_MS } from "./hub/backend_handshake.ts";
 import { Hub, type HubSettings } from "./hub/hub.ts";
 import { HubListener, type HubListenerSettings } from "./hub/hub_listener.ts";
-import { AdminListener } from "./admin/admin_listener.ts";
+import { AdminListener, moveAdminListener } from "./admin/admin_listener.ts";
 import { NodeView } from "./admin/node_view.ts";
 import { createLogger, RateLimitedLog, setLogFormat, setLogLevel } from "./log/logger.ts";
 import { Mesh, type MeshSettings } from "./mesh/mesh.ts";
@@ -269,7 +269,19 @@ export class Node implements HubCertificateSink {
     // After the mesh's settings: a new peer is dialled with the secret and CA in force.
     if (changed.has("peers")) this.mesh?.syncPeers(next.drainTimeoutSeconds * 1000);
     if (changed.has("admin")) {
-      const problem = this.#moveAdmin(old.admin, next.admin);
+      const { listener, problem } = moveAdminListener(
+        this.#admin,
+        old.admin,
+        next.admin,
+        (settings) =>
+          new AdminListener({
+            ...settings,
+            view: this.view,
+            log: createLogger("admin"),
+            refusals: this.#refusals,
+          }),
+      );
+      this.#admin = listener;
       if (problem !== null) {
         problems.push(problem);
         const { admin: _dropped, ...rest } = next;
@@ -292,39 +304,6 @@ export class Node implements HubCertificateSink {
     }
     this.#relayAdmissionLimits.set(live.relayAdmission);
     this.#relayDeadlines.set(live.deadlines);
-  }
-
-  /**
-   * The admin listener as `to` has it: the same address takes the new token; another address is bound first
-   * and the old listener then stops accepting and answers what it has (the `POST /reload` that asked for this
-   * included). Returns why it could not move, the old listener staying as it was; null when it moved.
-   */
-  #moveAdmin(from: NodeConfig["admin"], to: NodeConfig["admin"]): string | null {
-    const current = this.#admin;
-    if (
-      current !== null && from !== undefined && to !== undefined && from.hostname === to.hostname &&
-      from.port === to.port
-    ) {
-      current.setToken(to.token);
-      return null;
-    }
-    let next: AdminListener | null = null;
-    if (to !== undefined) {
-      next = new AdminListener({
-        ...to,
-        view: this.view,
-        log: createLogger("admin"),
-        refusals: this.#refusals,
-      });
-      try {
-        next.listen();
-      } catch (error) {
-        return `admin: ${describe(error)}; the admin listener stays where it was`;
-      }
-    }
-    this.#admin = next;
-    void current?.retire();
-    return null;
   }
 
   /** Loads or obtains the hub's certificate, then starts the hub and keeps the certificate renewed. */

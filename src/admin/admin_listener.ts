@@ -25,6 +25,7 @@ import { Admission } from "../relay/admission.ts";
 import { acceptLoop } from "../transport/accept_loop.ts";
 import { formatAddress } from "../transport/net_address.ts";
 import { STATUS_PAGE } from "./status_page.ts";
+import type { AdminSettings } from "../config/admin_keys.ts";
 import { Live } from "../config/live.ts";
 import type { ReloadReport } from "../config/reloader.ts";
 
@@ -341,6 +342,38 @@ export class AdminListener {
     const bytes = encodeResponse(response, withBody);
     for (let written = 0; written < bytes.length;) written += await conn.write(bytes.subarray(written));
   }
+}
+
+/**
+ * The admin listener a reload leaves in force, going from settings `from` to `to` (`undefined`: none): the
+ * same address takes the new token; another address is bound first (`make` builds the listener), and the
+ * old listener then stops accepting and answers what it has, the `POST /reload` that asked included. When
+ * the new address cannot be bound, `problem` says so and the old listener stays as it was.
+ */
+export function moveAdminListener(
+  current: AdminListener | null,
+  from: AdminSettings | undefined,
+  to: AdminSettings | undefined,
+  make: (settings: AdminSettings) => AdminListener,
+): { listener: AdminListener | null; problem: string | null } {
+  if (
+    current !== null && from !== undefined && to !== undefined && from.hostname === to.hostname &&
+    from.port === to.port
+  ) {
+    current.setToken(to.token);
+    return { listener: current, problem: null };
+  }
+  let next: AdminListener | null = null;
+  if (to !== undefined) {
+    next = make(to);
+    try {
+      next.listen();
+    } catch (error) {
+      return { listener: current, problem: `admin: ${describe(error)}; the admin listener stays as it was` };
+    }
+  }
+  void current?.retire();
+  return { listener: next, problem: null };
 }
 
 function closeQuietly(conn: Deno.Conn): void {
