@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { type KeySpec } from "../../src/config/reload_plan.ts";
+import type { KeySpec } from "../../src/config/reload_plan.ts";
 import { Reloader } from "../../src/config/reloader.ts";
 import { ConfigError } from "../../src/config/yaml_reader.ts";
 import { LinkRenewal } from "../../src/links/link.ts";
