@@ -363,7 +363,7 @@ Deno.test("node reload: a stream stays byte-exact across a certificate swap, a s
   }
 });
 
-Deno.test("node reload: an invalid file changes nothing, each problem is logged and counted; a key that needs a restart is refused alone", async () => {
+Deno.test("node reload: an invalid file changes nothing, each problem is logged and counted; a key that needs a restart is refused alone; a lowered limit refuses the next client", async () => {
   const certs = await testCertificates();
   const teardown = new Teardown();
   try {
@@ -453,8 +453,23 @@ Deno.test("node reload: an invalid file changes nothing, each problem is logged 
     assert.equal(status.limits.maxBackends, 7);
     assert.equal(status.listeners.hub, `127.0.0.1:${hubPort}`);
     assert.equal(agent.connectedHubs, 1);
+
+    // A limit lowered below what is open: nothing open is closed, the next client past it is refused.
+    await dir.write("node.yaml", nodeFile({ ...base, extra: "limits:\n  maxConnectionsPerIp: 1" }));
+    assert.equal(
+      (await reload(node, "SIGHUP")).lines.filter((line) => /reload: changed/.test(line)).length,
+      2,
+    );
+    const past = await connectTls(ports.tlsPort, APP);
+    await assert.rejects(past.handshake(), "a second connection from this address is refused");
+    past.close();
+    assert.match(await admin(adminPort, "/metrics"), /nexus_refusals_total\{reason="max_connections_per_ip"/);
+    await flow.moving();
     const { sent, received } = await flow.finish();
     assert.deepEqual(received, sent);
+    await dir.write("node.yaml", nodeFile(base));
+    await reload(node, { adminPort });
+    await roundTrip(ports.tlsPort);
   } finally {
     await teardown.run();
   }

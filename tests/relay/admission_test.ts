@@ -7,6 +7,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { Live } from "../../src/config/live.ts";
 import { Admission, type AdmissionLimits, type AdmissionTicket } from "../../src/relay/admission.ts";
 
 const LARGE = 1_000_000;
@@ -365,7 +366,13 @@ function modelRekey(
 class ModelRun {
   readonly admission: Admission;
   readonly model: ModelConnection[] = [];
-  readonly #limits: AdmissionLimits;
+  #limits: AdmissionLimits;
+  readonly #live: Live<AdmissionLimits>;
+  /**
+   * Connections open when the limits last changed (a reload): until all of them are released, the counts
+   * may stand above lowered limits, since nothing open is closed for a lower cap.
+   */
+  #openAtChange = new Set<number>();
   readonly #tickets: AdmissionTicket[] = [];
   readonly #shedCalls: number[] = [];
   /** Entering a handshake queue, as the admission counts it. */
@@ -373,7 +380,16 @@ class ModelRun {
 
   constructor(limits: AdmissionLimits) {
     this.#limits = limits;
-    this.admission = new Admission(limits);
+    this.#live = new Live(limits);
+    this.admission = new Admission(this.#live);
+  }
+
+  /** A reload: the limits change while connections are open; what comes next is decided by the new ones. */
+  setLimits(limits: AdmissionLimits): void {
+    this.#limits = limits;
+    this.#live.set(limits);
+    this.#openAtChange = new Set(this.model.filter((c) => !c.released).map((c) => c.name));
+    this.#check();
   }
 
   /** `ip` null: not attributed yet, a source of its own (`source` must then be unique to it). */
@@ -465,6 +481,8 @@ class ModelRun {
     assert.equal(admission.connections, open.length);
     assert.equal(admission.handshakes, handshakes.length);
     assert.equal(admission.sources, countBySource(open).size, "state is kept only for open connections");
+    for (const name of this.#openAtChange) if (this.model[name].released) this.#openAtChange.delete(name);
+    if (this.#openAtChange.size > 0) return;
     assert.ok(admission.connections <= this.#limits.maxConnections);
     assert.ok(admission.handshakes <= this.#limits.maxHandshakes);
     for (const count of countBySource(open).values()) assert.ok(count <= this.#limits.maxConnectionsPerIp);
@@ -510,6 +528,43 @@ Deno.test("property: the admission decides as the reference model does, and its 
           if (newcomer.source === `drain ${i}` && newcomer.inHandshake) run.handshakeDone(newcomer);
         }
         // Everything released: nothing is left counted.
+        run.releaseAll();
+        assert.equal(run.admission.connections, 0);
+        assert.equal(run.admission.handshakes, 0);
+        assert.equal(run.admission.sources, 0);
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
+
+Deno.test("property: limits changed while connections are open (a reload) decide what comes next as the model does", () => {
+  fc.assert(
+    fc.property(
+      fc.array(limitsArbitrary, { minLength: 2, maxLength: 4 }),
+      weightsArbitrary,
+      fc.array(operationArbitrary, { maxLength: 300, size: "max" }),
+      (limitsInTurn, weights, operations) => {
+        const run = new ModelRun(limitsInTurn[0]);
+        const changeEvery = Math.max(1, Math.floor(operations.length / limitsInTurn.length));
+        operations.forEach((operation, i) => {
+          if (i > 0 && i % changeEvery === 0) {
+            run.setLimits(limitsInTurn[Math.min(limitsInTurn.length - 1, i / changeEvery)]);
+          }
+          if (operation.kind === "admit") {
+            const [ip, source] = pickAddress(weights, operation.address);
+            run.admit(ip, source, operation.releasesWhenShed);
+          } else if (operation.kind === "admitUnattributed") {
+            run.admit(null, `unattributed ${run.model.length}`, operation.releasesWhenShed);
+          } else if (run.model.length > 0) {
+            const target = run.model[operation.ticket % run.model.length];
+            if (operation.kind === "rekey") {
+              const [ip, source] = pickAddress(weights, operation.address);
+              run.rekey(target, ip, source);
+            } else if (operation.kind === "handshakeDone") run.handshakeDone(target);
+            else run.release(target);
+          }
+        });
         run.releaseAll();
         assert.equal(run.admission.connections, 0);
         assert.equal(run.admission.handshakes, 0);
