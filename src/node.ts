@@ -93,8 +93,7 @@ export class Node implements HubCertificateSink {
    * Starts every listener; throws with a clear message when one cannot start (port in use, no permission).
    * With `hubAcme` the relay starts first, since it answers the ACME challenge, and the hub follows
    * ({@linkcode hubReady}).
-   */
-  /**
+   *
    * @param readConfig reads and validates the config file again, for reloads (`SIGHUP`, `POST /reload`);
    * absent: the node cannot reload.
    */

@@ -369,10 +369,16 @@ class ModelRun {
   #limits: AdmissionLimits;
   readonly #live: Live<AdmissionLimits>;
   /**
-   * Connections open when the limits last changed (a reload): until all of them are released, the counts
-   * may stand above lowered limits, since nothing open is closed for a lower cap.
+   * What each count may reach: its limit, or what it stood at when the limits last changed (a reload), if
+   * more. Nothing open is closed for a lower cap, so a count above a lowered limit may stay there (a newcomer
+   * to a full handshake pool takes the place of one it sheds) but never grows.
    */
-  #openAtChange = new Set<number>();
+  #ceilings = {
+    connections: 0,
+    handshakes: 0,
+    perSource: new Map<string, number>(),
+    handshakesPerSource: new Map<string, number>(),
+  };
   readonly #tickets: AdmissionTicket[] = [];
   readonly #shedCalls: number[] = [];
   /** Entering a handshake queue, as the admission counts it. */
@@ -388,7 +394,14 @@ class ModelRun {
   setLimits(limits: AdmissionLimits): void {
     this.#limits = limits;
     this.#live.set(limits);
-    this.#openAtChange = new Set(this.model.filter((c) => !c.released).map((c) => c.name));
+    const open = this.model.filter((c) => !c.released);
+    const handshakes = open.filter((c) => c.inHandshake);
+    this.#ceilings = {
+      connections: Math.max(limits.maxConnections, open.length),
+      handshakes: Math.max(limits.maxHandshakes, handshakes.length),
+      perSource: countBySource(open),
+      handshakesPerSource: countBySource(handshakes),
+    };
     this.#check();
   }
 
@@ -481,14 +494,23 @@ class ModelRun {
     assert.equal(admission.connections, open.length);
     assert.equal(admission.handshakes, handshakes.length);
     assert.equal(admission.sources, countBySource(open).size, "state is kept only for open connections");
-    for (const name of this.#openAtChange) if (this.model[name].released) this.#openAtChange.delete(name);
-    if (this.#openAtChange.size > 0) return;
-    assert.ok(admission.connections <= this.#limits.maxConnections);
-    assert.ok(admission.handshakes <= this.#limits.maxHandshakes);
-    for (const count of countBySource(open).values()) assert.ok(count <= this.#limits.maxConnectionsPerIp);
-    for (const count of countBySource(handshakes).values()) {
-      assert.ok(count <= this.#limits.maxHandshakesPerIp);
-    }
+    // Each count is within its limit, or within what it stood at above a lowered limit; and that allowance
+    // shrinks as the count does, so a count above its limit never grows again.
+    const ceilings = this.#ceilings;
+    const within = (count: number, limit: number, ceiling: number) => {
+      assert.ok(count <= Math.max(limit, ceiling), `${count} within ${limit} (or ${ceiling} above it)`);
+      return Math.min(ceiling, count);
+    };
+    ceilings.connections = within(admission.connections, this.#limits.maxConnections, ceilings.connections);
+    ceilings.handshakes = within(admission.handshakes, this.#limits.maxHandshakes, ceilings.handshakes);
+    const perSource = (counts: Map<string, number>, limit: number, bySource: Map<string, number>) => {
+      for (const [source, count] of counts) within(count, limit, bySource.get(source) ?? 0);
+      for (const [source, ceiling] of bySource) {
+        bySource.set(source, Math.min(ceiling, counts.get(source) ?? 0));
+      }
+    };
+    perSource(countBySource(open), this.#limits.maxConnectionsPerIp, ceilings.perSource);
+    perSource(countBySource(handshakes), this.#limits.maxHandshakesPerIp, ceilings.handshakesPerSource);
     assert.equal(new Set(this.#shedCalls).size, this.#shedCalls.length, "each ticket is shed at most once");
   }
 }
