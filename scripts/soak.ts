@@ -9,6 +9,7 @@
  * deno task soak --scenario hub-flood [--connections 2000] [--duration 30]
  * deno task soak --scenario fd-exhaustion [--open-files 3000]
  * deno task soak --scenario slow-handshakes [--connections 1100] [--duration 40]
+ * deno task soak --scenario reload [--connections 64] [--duration 42]   # streams through 10+10 reloads
  * deno task soak --scenario all           # every scenario in turn
  * deno task soak --idle 1000              # node memory per idle proxied connection
  * ```
@@ -33,6 +34,7 @@ import { fdExhaustion } from "./soak/fd_exhaustion.ts";
 import { hubFlood } from "./soak/hub_flood.ts";
 import { idlePastBudget } from "./soak/idle_past_budget.ts";
 import type { Scenario, ScenarioOutcome, ScenarioSizes } from "./soak/scenario.ts";
+import { reloadUnderLoad } from "./soak/reload.ts";
 import { slowHandshakes } from "./soak/slow_handshakes.ts";
 import { measureIdle, type SoakOptions, streamsScenario } from "./soak/streams.ts";
 
@@ -44,7 +46,7 @@ const EXIT_PHASE_FAILED = 3;
 const USAGE = `Usage: deno task soak [--scenario NAME] [--duration S] [--connections N] [--open-files N]
                       [--phase-timeout S] [--json]
          streams (default): [--concurrency N] [--max-bytes B] [--kill-agent-at F] [--agent-down S] [--seed N]
-         idle-past-budget, hub-flood, fd-exhaustion, slow-handshakes, or all (every scenario in turn)
+         idle-past-budget, hub-flood, fd-exhaustion, slow-handshakes, reload, or all (every scenario in turn)
        deno task soak --idle N [--json]     node memory per idle proxied connection`;
 
 function fail(message: string): never {
@@ -136,6 +138,7 @@ async function main(): Promise<number> {
     "hub-flood": hubFlood,
     "fd-exhaustion": fdExhaustion,
     "slow-handshakes": slowHandshakes,
+    reload: reloadUnderLoad,
   };
   const chosen = values.scenario === "all" ? Object.keys(scenarios) : [values.scenario];
   for (const name of chosen) {

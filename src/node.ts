@@ -17,20 +17,24 @@ import {
 } from "./acme/hub_certificate.ts";
 import type { StoredCertificate } from "./acme/state_dir.ts";
 import { Router } from "./balancer/router.ts";
+import { Live } from "./config/live.ts";
 import type { NodeConfig } from "./config/node_config.ts";
+import { NODE_KEYS, type ReloadPlan } from "./config/reload_plan.ts";
+import { type Applied, Reloader, type ReloadReport } from "./config/reloader.ts";
 import { TOKEN_WAIT_MS } from "./hub/backend_handshake.ts";
-import { Hub } from "./hub/hub.ts";
-import { HubListener } from "./hub/hub_listener.ts";
-import { AdminListener } from "./admin/admin_listener.ts";
+import { Hub, type HubSettings } from "./hub/hub.ts";
+import { HubListener, type HubListenerSettings } from "./hub/hub_listener.ts";
+import { AdminListener, moveAdminListener } from "./admin/admin_listener.ts";
 import { NodeView } from "./admin/node_view.ts";
 import { createLogger, RateLimitedLog, setLogFormat, setLogLevel } from "./log/logger.ts";
-import { Mesh } from "./mesh/mesh.ts";
+import { Mesh, type MeshSettings } from "./mesh/mesh.ts";
 import { BufferBudget, WindowStallCounter } from "./mux/flow_control.ts";
 import type { MuxSession } from "./mux/session.ts";
 import { MAX_DATA_PAYLOAD_BYTES, MAX_MESSAGE_BYTES } from "./protocol/frames.ts";
-import { Admission } from "./relay/admission.ts";
+import { Admission, type AdmissionLimits } from "./relay/admission.ts";
 import { Relay } from "./relay/relay.ts";
-import { SpliceSweeper } from "./stream/splice.ts";
+import type { SniffDeadlines } from "./relay/sniff.ts";
+import { SpliceSweeper, type SpliceTimeouts } from "./stream/splice.ts";
 import {
   countFreeDescriptors,
   type DescriptorPlan,
@@ -59,10 +63,22 @@ export class Node implements HubCertificateSink {
    * cannot be written, the port is taken); the relay keeps running until shutdown.
    */
   readonly hubReady: Promise<void>;
-  readonly #config: NodeConfig;
+  /** The config in force: the one started with, then what each reload put in force. */
+  #config: NodeConfig;
   readonly #acme: HubCertificate | null;
   readonly #admission: Admission;
-  readonly #descriptors: DescriptorPlan;
+  #descriptors: DescriptorPlan;
+  /** Free descriptors at start (null: unknown), against which a reload plans the connection caps again. */
+  readonly #freeDescriptors: number | null;
+  /** What a reload may change while the components run: one {@linkcode Live} each, set by `#putInForce`. */
+  readonly #sweeperTimeouts: Live<SpliceTimeouts>;
+  readonly #hubSettings: Live<HubSettings>;
+  readonly #hubAdmissionLimits: Live<AdmissionLimits>;
+  #hubListenerSettings: Live<HubListenerSettings> | null = null;
+  readonly #meshSettings: Live<MeshSettings> | null;
+  readonly #relayAdmissionLimits: Live<AdmissionLimits>;
+  readonly #relayDeadlines: Live<SniffDeadlines>;
+  readonly #reloader: Reloader<NodeConfig> | null;
   readonly #sweeper: SpliceSweeper;
   readonly #refusals: RateLimitedLog;
   readonly #receiveBudget: BufferBudget;
@@ -70,7 +86,7 @@ export class Node implements HubCertificateSink {
   readonly view: NodeView;
   /** How often this node's senders waited for credits, over all its sessions (hub and mesh). */
   readonly windowStalls = new WindowStallCounter();
-  readonly #admin: AdminListener | null;
+  #admin: AdminListener | null;
   #hubListener: HubListener | null = null;
   readonly #housekeeping: ReturnType<typeof setInterval>;
   #shutdown: Promise<void> | null = null;
@@ -79,19 +95,31 @@ export class Node implements HubCertificateSink {
    * Starts every listener; throws with a clear message when one cannot start (port in use, no permission).
    * With `hubAcme` the relay starts first, since it answers the ACME challenge, and the hub follows
    * ({@linkcode hubReady}).
+   *
+   * @param readConfig reads and validates the config file again, for reloads (`SIGHUP`, `POST /reload`);
+   * absent: the node cannot reload.
    */
-  constructor(config: NodeConfig) {
+  constructor(config: NodeConfig, readConfig?: () => NodeConfig) {
     setLogLevel(config.logLevel);
     setLogFormat(config.logFormat);
     this.#config = config;
+    this.#reloader = readConfig === undefined ? null : new Reloader({
+      inForce: config,
+      read: readConfig,
+      specs: NODE_KEYS,
+      apply: (plan) => this.#applyReload(plan),
+      log: createLogger("reload"),
+    });
     this.view = new NodeView(this, config);
     this.#refusals = new RateLimitedLog(createLogger("refusals"), {
       onEvent: (kind, fields) => this.view.refusal(kind, fields),
     });
-    this.#sweeper = new SpliceSweeper({
-      idleTimeoutMs: config.idleTimeoutSeconds * 1000,
-      halfClosedTimeoutMs: config.limits.halfClosedTimeoutSeconds * 1000,
-    });
+    const { descriptors, free } = descriptorPlan(config);
+    this.#descriptors = descriptors;
+    this.#freeDescriptors = free;
+    const live = liveSettings(config, descriptors);
+    this.#sweeperTimeouts = new Live(live.sweeper);
+    this.#sweeper = new SpliceSweeper(this.#sweeperTimeouts);
     this.router = new Router<MuxSession>(() => this.mesh?.announce());
     this.#acme = config.hubAcme === undefined
       ? null
@@ -100,57 +128,45 @@ export class Node implements HubCertificateSink {
     if (this.#acme !== null) this.router.reserve(this.#acme.hostname);
     const receiveBudget = new BufferBudget(config.limits.streamBufferBudgetBytes, MAX_DATA_PAYLOAD_BYTES);
     this.#receiveBudget = receiveBudget;
-    const tokenSeconds = config.handshakeTimeouts.backendTokenSeconds;
-    this.hub = new Hub(
-      {
-        jwtSecret: config.backendsJwtSecret,
-        maxBackends: config.limits.maxBackends,
-        maxStreamsPerBackend: config.limits.maxStreamsPerBackend,
-        legacyStreamBufferBytes: config.limits.legacyStreamBufferBytes,
-        streamWindowFrames: Math.floor(config.limits.streamWindowBytes / MAX_DATA_PAYLOAD_BYTES),
-        receiveBudget,
-        windowStalls: this.windowStalls,
-        pingIdleSeconds: BACKEND_PING_IDLE_SECONDS,
-        heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
-        tokenWaitMs: tokenSeconds === undefined ? undefined : tokenSeconds * 1000,
-        isReserved: (hostname) => this.router.isReserved(hostname),
-      },
-      createLogger("hub"),
-      this.#refusals,
-      {
-        onUp: (backend) => this.router.addBackend(backend.session, backend.claims, backend.weight),
-        onDown: (backend) => this.router.removeBackend(backend.session),
-      },
-    );
-    this.mesh = config.peerSecret === undefined ? null : new Mesh(
-      {
-        peerUrls: config.peers,
-        peerSecret: config.peerSecret,
-        ...(config.peerCaPem ? { peerCaPem: config.peerCaPem } : {}),
-        maxStreamsPerPeer: config.limits.maxStreamsPerBackend,
-        receiveBudget,
-        windowStalls: this.windowStalls,
-        heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
-        reconnect: { initialDelayMs: 1_000, maxDelayMs: 30_000 },
-      },
+    this.#hubSettings = new Live<HubSettings>({
+      ...live.hub,
+      receiveBudget,
+      windowStalls: this.windowStalls,
+      pingIdleSeconds: BACKEND_PING_IDLE_SECONDS,
+      heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
+      isReserved: (hostname) => this.router.isReserved(hostname),
+    });
+    this.hub = new Hub(this.#hubSettings, createLogger("hub"), this.#refusals, {
+      onUp: (backend) => this.router.addBackend(backend.session, backend.claims, backend.weight),
+      onDown: (backend) => this.router.removeBackend(backend.session),
+    });
+    this.#hubAdmissionLimits = new Live(live.hubAdmission);
+    const peerSecret = config.peerSecret;
+    this.#meshSettings = peerSecret === undefined ? null : new Live<MeshSettings>({
+      ...live.mesh,
+      peerSecret,
+      receiveBudget,
+      windowStalls: this.windowStalls,
+      heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
+      reconnect: { initialDelayMs: 1_000, maxDelayMs: 30_000 },
+    });
+    this.mesh = this.#meshSettings === null ? null : new Mesh(
+      this.#meshSettings,
       this.router,
       (stream, info) => this.relay.acceptTunnel(stream, info),
       createLogger("mesh"),
       this.#refusals,
     );
-    this.#descriptors = descriptorPlan(config);
-    this.#admission = new Admission({ ...config.limits, maxConnections: this.#descriptors.relayConnections });
+    this.#relayAdmissionLimits = new Live(live.relayAdmission);
+    this.#admission = new Admission(this.#relayAdmissionLimits);
+    this.#relayDeadlines = new Live(live.deadlines);
     this.relay = new Relay({
       bindAddress: config.relay.bindAddress,
       ports: config.relay.ports,
       router: this.router,
       admission: this.#admission,
       sweeper: this.#sweeper,
-      deadlines: {
-        firstByteMs: config.handshakeTimeouts.firstByteSeconds * 1000,
-        extendPerReadMs: config.handshakeTimeouts.extendSeconds * 1000,
-        totalMs: config.handshakeTimeouts.totalSeconds * 1000,
-      },
+      deadlines: this.#relayDeadlines,
       log: createLogger("relay"),
       refusals: this.#refusals,
       observer: this.view.relayObserver,
@@ -198,6 +214,99 @@ export class Node implements HubCertificateSink {
   replaceHubCertificate(certPem: string, keyPem: string): void {
     if (this.#hubListener === null) throw new Error("the hub has not started yet");
     this.#hubListener.replaceCertificate(certPem, keyPem);
+  }
+
+  /** The config in force: the one started with, or what the last reload put in force. */
+  get config(): NodeConfig {
+    return this.#config;
+  }
+
+  /** Reloads so far and the last one's report; null for a node started without a config file to re-read. */
+  get reloads(): Reloader<NodeConfig> | null {
+    return this.#reloader;
+  }
+
+  /**
+   * Re-reads the config file and applies what changed (`SIGHUP`, `POST /reload`): an invalid file changes
+   * nothing; keys that need a restart are refused and logged, everything else goes into force through the
+   * component that owns it, and open streams, backend sessions and peer links stay up.
+   */
+  reload(trigger: string): Promise<ReloadReport> {
+    if (this.#reloader !== null) return this.#reloader.reload(trigger);
+    return Promise.resolve({
+      result: "failed",
+      trigger,
+      atMs: Date.now(),
+      applied: [],
+      restartNeeded: [],
+      problems: ["this node was started without a config file to read again"],
+    });
+  }
+
+  /** Applies a reload's plan; returns what is in force now, with the old setting of each part that failed. */
+  #applyReload(plan: ReloadPlan<NodeConfig>): Promise<Applied<NodeConfig>> {
+    const old = this.#config;
+    if (this.#shutdown !== null) {
+      return Promise.resolve({ inForce: old, problems: ["the node is shutting down"] });
+    }
+    const changed = new Set(plan.live.map((change) => change.key));
+    const problems: string[] = [];
+    let next = plan.effective;
+    setLogLevel(next.logLevel);
+    setLogFormat(next.logFormat);
+    if (changed.has("hubTlsCertFile") && this.#hubListener !== null) {
+      try {
+        this.replaceHubCertificate(next.hub.certPem, next.hub.keyPem);
+      } catch (error) {
+        problems.push(`hubTlsCertFile: ${describe(error)}; the hub keeps serving its certificate`);
+        next = { ...next, hub: old.hub };
+      }
+    }
+    if (changed.has("relayPorts")) {
+      const ports = this.relay.setPorts(next.relay.ports);
+      problems.push(...ports.problems.map((problem) => `relayPorts: ${problem}`));
+      next = { ...next, relay: { ...next.relay, ports: ports.inForce } };
+    }
+    this.#descriptors = descriptorPlan(next, { free: this.#freeDescriptors }).descriptors;
+    this.#putInForce(next);
+    // After the mesh's settings: a new peer is dialled with the secret and CA in force.
+    if (changed.has("peers")) this.mesh?.syncPeers(next.drainTimeoutSeconds * 1000);
+    if (changed.has("admin")) {
+      const { listener, problem } = moveAdminListener(
+        this.#admin,
+        old.admin,
+        next.admin,
+        (settings) =>
+          new AdminListener({
+            ...settings,
+            view: this.view,
+            log: createLogger("admin"),
+            refusals: this.#refusals,
+          }),
+      );
+      this.#admin = listener;
+      if (problem !== null) {
+        problems.push(problem);
+        const { admin: _dropped, ...rest } = next;
+        next = old.admin === undefined ? rest : { ...rest, admin: old.admin };
+      }
+    }
+    this.#config = next;
+    return Promise.resolve({ inForce: next, problems });
+  }
+
+  /** Sets every component's live settings from `config`. */
+  #putInForce(config: NodeConfig): void {
+    const live = liveSettings(config, this.#descriptors);
+    this.#sweeperTimeouts.set(live.sweeper);
+    this.#hubSettings.set({ ...this.#hubSettings.current, ...live.hub });
+    this.#hubAdmissionLimits.set(live.hubAdmission);
+    this.#hubListenerSettings?.set({ ...this.#hubListenerSettings.current, ...live.hubDeadlines });
+    if (this.#meshSettings !== null && config.peerSecret !== undefined) {
+      this.#meshSettings.set({ ...this.#meshSettings.current, ...live.mesh, peerSecret: config.peerSecret });
+    }
+    this.#relayAdmissionLimits.set(live.relayAdmission);
+    this.#relayDeadlines.set(live.deadlines);
   }
 
   /** Loads or obtains the hub's certificate, then starts the hub and keeps the certificate renewed. */
@@ -327,34 +436,21 @@ export class Node implements HubCertificateSink {
    * `/healthz`. Throws with the address when it cannot listen.
    */
   #startHub(config: NodeConfig, certificate: StoredCertificate): HubListener {
-    const { limits, handshakeTimeouts } = config;
-    const upgradeMs = handshakeTimeouts.hubUpgradeSeconds * 1000;
-    const tokenMs = (handshakeTimeouts.backendTokenSeconds ?? TOKEN_WAIT_MS / 1000) * 1000;
-    const hubListener = new HubListener({
+    // Connections counted by the first pool already: the second only shares out the handshakes of those
+    // that have spoken. Both follow the limits in force.
+    this.#hubListenerSettings = new Live<HubListenerSettings>({
       hostname: config.hub.hostname,
       port: config.hub.port,
       certPem: certificate.certPem,
       keyPem: certificate.keyPem,
-      admission: new Admission({
-        maxConnections: this.#descriptors.hubConnections,
-        maxConnectionsPerIp: limits.maxConnectionsPerIp,
-        maxHandshakes: Math.min(limits.maxHubHandshakes, this.#descriptors.hubConnections),
-        maxHandshakesPerIp: limits.maxHubHandshakesPerIp,
-      }),
-      // Connections counted by the first pool already: this one only shares out its handshakes.
-      handshakes: new Admission({
-        maxConnections: this.#descriptors.hubConnections,
-        maxConnectionsPerIp: limits.maxConnectionsPerIp,
-        maxHandshakes: Math.min(limits.maxHubHandshakes, this.#descriptors.hubConnections),
-        maxHandshakesPerIp: limits.maxHubHandshakesPerIp,
-      }),
-      upgradeDeadlineMs: upgradeMs,
-      // Both tokens, and a moment for the answers to cross.
-      proveDeadlineMs: upgradeMs + 2 * tokenMs + PROVE_SLACK_MS,
+      admission: new Admission(this.#hubAdmissionLimits),
+      handshakes: new Admission(this.#hubAdmissionLimits),
+      ...liveSettings(config, this.#descriptors).hubDeadlines,
       unprovenMaxMessageBytes: MAX_MESSAGE_BYTES,
       log: createLogger("hub"),
       refusals: this.#refusals,
-    }, (request) => {
+    });
+    const hubListener = new HubListener(this.#hubListenerSettings, (request) => {
       const mesh = this.mesh;
       switch (request.request.path) {
         case "/connect":
@@ -380,16 +476,20 @@ export class Node implements HubCertificateSink {
 
 /**
  * The relay's and the hub's connection caps under the process's open-file limit; when the limit is too small
- * for the configuration, says so once at start with what to change.
+ * for the configuration, says so with what to change. At start it counts the free descriptors; a reload
+ * plans again against the count from the start (`free`), since the node's own connections hold some now.
  */
-function descriptorPlan(config: NodeConfig): DescriptorPlan {
+function descriptorPlan(
+  config: NodeConfig,
+  counted?: { free: number | null },
+): { descriptors: DescriptorPlan; free: number | null } {
   const { limits } = config;
   const demand = {
     relayConnections: limits.maxConnections,
     hubConnections: limits.maxBackends + limits.maxHubHandshakes + HUB_PEER_LINK_ALLOWANCE,
     dialledLinks: config.peers.length,
   };
-  const free = countFreeDescriptors(descriptorsNeeded(demand));
+  const free = counted === undefined ? countFreeDescriptors(descriptorsNeeded(demand)) : counted.free;
   const plan = planDescriptors(free ?? Infinity, demand);
   if (plan.reduced) {
     createLogger("node").warn("the open-file limit is too small for the configured limits; caps lowered", {
@@ -400,7 +500,62 @@ function descriptorPlan(config: NodeConfig): DescriptorPlan {
       hint: "raise the limit (LimitNOFILE=, ulimit -n) or lower limits.maxConnections and limits.maxBackends",
     });
   }
-  return plan;
+  return { descriptors: plan, free };
+}
+
+/**
+ * What each component reads of the config at use time, computed from a validated config: at start, and again
+ * from the config a reload puts in force. Whatever is not here is read once, at start.
+ */
+function liveSettings(config: NodeConfig, descriptors: DescriptorPlan) {
+  const { limits, handshakeTimeouts } = config;
+  const upgradeMs = handshakeTimeouts.hubUpgradeSeconds * 1000;
+  const tokenMs = (handshakeTimeouts.backendTokenSeconds ?? TOKEN_WAIT_MS / 1000) * 1000;
+  const hubHandshakes = Math.min(limits.maxHubHandshakes, descriptors.hubConnections);
+  return {
+    sweeper: {
+      idleTimeoutMs: config.idleTimeoutSeconds * 1000,
+      halfClosedTimeoutMs: limits.halfClosedTimeoutSeconds * 1000,
+    } satisfies SpliceTimeouts,
+    hub: {
+      jwtSecret: config.backendsJwtSecret,
+      previousJwtSecrets: config.previousBackendsJwtSecrets,
+      maxBackends: limits.maxBackends,
+      maxStreamsPerBackend: limits.maxStreamsPerBackend,
+      legacyStreamBufferBytes: limits.legacyStreamBufferBytes,
+      streamWindowFrames: Math.floor(limits.streamWindowBytes / MAX_DATA_PAYLOAD_BYTES),
+      tokenWaitMs: handshakeTimeouts.backendTokenSeconds === undefined
+        ? undefined
+        : handshakeTimeouts.backendTokenSeconds * 1000,
+    } satisfies Partial<HubSettings>,
+    hubDeadlines: {
+      upgradeDeadlineMs: upgradeMs,
+      // Both tokens, and a moment for the answers to cross.
+      proveDeadlineMs: upgradeMs + 2 * tokenMs + PROVE_SLACK_MS,
+    } satisfies Partial<HubListenerSettings>,
+    hubAdmission: {
+      maxConnections: descriptors.hubConnections,
+      maxConnectionsPerIp: limits.maxConnectionsPerIp,
+      maxHandshakes: hubHandshakes,
+      maxHandshakesPerIp: limits.maxHubHandshakesPerIp,
+    } satisfies AdmissionLimits,
+    mesh: {
+      peerUrls: config.peers,
+      peerCaPem: config.peerCaPem,
+      maxStreamsPerPeer: limits.maxStreamsPerBackend,
+    } satisfies Partial<MeshSettings>,
+    relayAdmission: {
+      maxConnections: descriptors.relayConnections,
+      maxConnectionsPerIp: limits.maxConnectionsPerIp,
+      maxHandshakes: limits.maxHandshakes,
+      maxHandshakesPerIp: limits.maxHandshakesPerIp,
+    } satisfies AdmissionLimits,
+    deadlines: {
+      firstByteMs: handshakeTimeouts.firstByteSeconds * 1000,
+      extendPerReadMs: handshakeTimeouts.extendSeconds * 1000,
+      totalMs: handshakeTimeouts.totalSeconds * 1000,
+    } satisfies SniffDeadlines,
+  };
 }
 
 function describe(error: unknown): string {

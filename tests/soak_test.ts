@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import type { FdExhaustionReport } from "../scripts/soak/fd_exhaustion.ts";
 import type { HubFloodReport } from "../scripts/soak/hub_flood.ts";
 import type { IdlePastBudgetReport } from "../scripts/soak/idle_past_budget.ts";
+import type { ReloadScenarioReport } from "../scripts/soak/reload.ts";
 import type { SlowHandshakesReport } from "../scripts/soak/slow_handshakes.ts";
 import type { IdleReport, SoakReport } from "../scripts/soak/streams.ts";
 import { REPO_ROOT } from "./helpers/processes.ts";
@@ -125,8 +126,27 @@ Deno.test("an unknown scenario is a bad flag: one line, the usage, exit code 2",
   assert.equal(run.code, 2);
   assert.match(
     run.stderr,
-    /^soak: --scenario must be one of streams, idle-past-budget, hub-flood, fd-exhaustion, slow-handshakes or all, got "nope"\nUsage: /,
+    /^soak: --scenario must be one of streams, idle-past-budget, hub-flood, fd-exhaustion, slow-handshakes, reload or all, got "nope"\nUsage: /,
   );
+});
+
+Deno.test("reload, tiny: 8 streams byte-exact through 10 node and 10 agent reloads, none failed", async () => {
+  const report = await passingScenario<ReloadScenarioReport>([
+    "--scenario",
+    "reload",
+    "--connections",
+    "8",
+    "--duration",
+    "8",
+  ]);
+  assert.equal(report.streams, 8);
+  assert.equal(report.streamsOpenAtLeast, 8);
+  assert.deepEqual(report.streamFailures, {});
+  assert.equal(report.corrupted, 0);
+  assert.equal(report.bytesVerified, report.bytesSent);
+  assert.deepEqual([report.reloads.node, report.reloads.agent, report.reloads.failed], [10, 10, 0]);
+  assert.ok(report.echo.quiet.samples > 0 && report.echo.reloading.samples > 0);
+  assert.equal(report.newConnections.succeeded, report.newConnections.attempts);
 });
 
 Deno.test("hub-flood, tiny: 200 silent hub connections disturb no control request, and a new agent registers", async () => {

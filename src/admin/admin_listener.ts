@@ -25,6 +25,9 @@ import { Admission } from "../relay/admission.ts";
 import { acceptLoop } from "../transport/accept_loop.ts";
 import { formatAddress } from "../transport/net_address.ts";
 import { STATUS_PAGE } from "./status_page.ts";
+import type { AdminSettings } from "../config/admin_keys.ts";
+import { Live } from "../config/live.ts";
+import type { ReloadReport } from "../config/reloader.ts";
 
 /** What the admin listener shows: the node's or the agent's own state, read at each request. */
 export interface AdminView {
@@ -34,6 +37,8 @@ export interface AdminView {
   metrics(): string;
   /** The status document (`/status`), JSON-serialisable. */
   status(): unknown;
+  /** Re-reads the config file (`POST /reload`); absent: no such route. */
+  reload?(): Promise<ReloadReport>;
 }
 
 /** Settings of an {@linkcode AdminListener}. */
@@ -79,6 +84,7 @@ const STATUS_TEXT: Record<number, string> = {
   401: "Unauthorized",
   404: "Not Found",
   405: "Method Not Allowed",
+  422: "Unprocessable Content",
   431: "Request Header Fields Too Large",
   500: "Internal Server Error",
   503: "Service Unavailable",
@@ -100,6 +106,9 @@ export function answerAdminRequest(
   view: AdminView,
   expectedTokenDigest: Uint8Array | null,
 ): AdminResponse {
+  if (request.path === "/reload") {
+    return { status: 405, contentType: TEXT, body: "only POST\n", headers: { Allow: "POST" } };
+  }
   if (request.method !== "GET" && request.method !== "HEAD") {
     return { status: 405, contentType: TEXT, body: "only GET and HEAD\n", headers: { Allow: "GET, HEAD" } };
   }
@@ -178,7 +187,8 @@ function encodeResponse(response: AdminResponse, withBody: boolean): Uint8Array 
 /** The admin listener. */
 export class AdminListener {
   readonly #settings: AdminListenerSettings;
-  readonly #tokenDigest: Uint8Array | null;
+  /** The token's digest, replaced when a reload changes the token on the same address. */
+  readonly #tokenDigest: Live<Uint8Array | null>;
   readonly #admission: Admission;
   #listener: Deno.TcpListener | null = null;
   #acceptLoop: Promise<void> = Promise.resolve();
@@ -187,7 +197,7 @@ export class AdminListener {
 
   constructor(settings: AdminListenerSettings) {
     this.#settings = settings;
-    this.#tokenDigest = settings.token === undefined ? null : tokenDigest(settings.token);
+    this.#tokenDigest = new Live(settings.token === undefined ? null : tokenDigest(settings.token));
     this.#admission = new Admission(settings.limits ?? ADMIN_LIMITS);
   }
 
@@ -201,7 +211,7 @@ export class AdminListener {
     }
     this.#settings.log.info("admin listening", {
       address: formatAddress(this.address),
-      token: this.#tokenDigest !== null,
+      token: this.#tokenDigest.current !== null,
     });
     this.#acceptLoop = acceptLoop(this.#listener, (conn) => this.#accept(conn), (error, retryInMs) => {
       this.#settings.refusals.event("admin_accept_error", "admin accept failed", {
@@ -215,6 +225,24 @@ export class AdminListener {
   get address(): Deno.NetAddr {
     if (this.#listener === null) throw new Error("The admin listener is not listening");
     return this.#listener.addr as Deno.NetAddr;
+  }
+
+  /** Guards every route from now on with `token` (absent: none), as a reload of the same address asks. */
+  setToken(token: Uint8Array | undefined): void {
+    this.#tokenDigest.set(token === undefined ? null : tokenDigest(token));
+  }
+
+  /**
+   * Stops accepting and resolves once the requests in progress are answered (a reload moved the listener;
+   * the request that asked for the reload gets its answer). Idempotent.
+   */
+  async retire(): Promise<void> {
+    try {
+      this.#listener?.close();
+    } catch {
+      // Already closed.
+    }
+    await Promise.allSettled([this.#acceptLoop, ...this.#handlers]);
   }
 
   /** Stops accepting, ends open connections, and resolves once the port is free. Idempotent. */
@@ -264,6 +292,27 @@ export class AdminListener {
     void handler.finally(() => this.#handlers.delete(handler));
   }
 
+  /** `POST /reload` with the token: the reload's report as JSON, 200 when it succeeded, 422 when not. */
+  async #answerReload(request: EndpointRequest): Promise<AdminResponse> {
+    const view = this.#settings.view;
+    if (view.reload === undefined) return { status: 404, contentType: TEXT, body: "not found\n" };
+    const refusal = authorizationRefusal(request, this.#tokenDigest.current);
+    if (refusal !== null) {
+      return {
+        status: 401,
+        contentType: TEXT,
+        body: `${refusal}\n`,
+        headers: { "WWW-Authenticate": 'Bearer realm="nexus admin"' },
+      };
+    }
+    const report = await view.reload();
+    return {
+      status: report.result === "ok" ? 200 : 422,
+      contentType: "application/json; charset=utf-8",
+      body: `${JSON.stringify({ ...report, at: new Date(report.atMs).toISOString() })}\n`,
+    };
+  }
+
   async #serve(conn: Deno.TcpConn, headRead: () => void): Promise<void> {
     const head = await readEndpointRequest(conn);
     if (head === null) return;
@@ -274,7 +323,9 @@ export class AdminListener {
     if (result.kind === "request") {
       withBody = result.request.method !== "HEAD";
       try {
-        response = answerAdminRequest(result.request, this.#settings.view, this.#tokenDigest);
+        response = result.request.path === "/reload" && result.request.method === "POST"
+          ? await this.#answerReload(result.request)
+          : answerAdminRequest(result.request, this.#settings.view, this.#tokenDigest.current);
       } catch (error) {
         this.#settings.log.error("admin view failed", { path: result.request.path, error: describe(error) });
         response = { status: 500, contentType: TEXT, body: "internal error\n" };
@@ -291,6 +342,38 @@ export class AdminListener {
     const bytes = encodeResponse(response, withBody);
     for (let written = 0; written < bytes.length;) written += await conn.write(bytes.subarray(written));
   }
+}
+
+/**
+ * The admin listener a reload leaves in force, going from settings `from` to `to` (`undefined`: none): the
+ * same address takes the new token; another address is bound first (`make` builds the listener), and the
+ * old listener then stops accepting and answers what it has, the `POST /reload` that asked included. When
+ * the new address cannot be bound, `problem` says so and the old listener stays as it was.
+ */
+export function moveAdminListener(
+  current: AdminListener | null,
+  from: AdminSettings | undefined,
+  to: AdminSettings | undefined,
+  make: (settings: AdminSettings) => AdminListener,
+): { listener: AdminListener | null; problem: string | null } {
+  if (
+    current !== null && from !== undefined && to !== undefined && from.hostname === to.hostname &&
+    from.port === to.port
+  ) {
+    current.setToken(to.token);
+    return { listener: current, problem: null };
+  }
+  let next: AdminListener | null = null;
+  if (to !== undefined) {
+    next = make(to);
+    try {
+      next.listen();
+    } catch (error) {
+      return { listener: current, problem: `admin: ${describe(error)}; the admin listener stays as it was` };
+    }
+  }
+  void current?.retire();
+  return { listener: next, problem: null };
 }
 
 function closeQuietly(conn: Deno.Conn): void {

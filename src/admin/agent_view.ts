@@ -12,7 +12,13 @@ import type { LogFields } from "../log/logger.ts";
 import { type Counter, MetricsRegistry } from "../metrics/registry.ts";
 import { VERSION } from "../version.ts";
 import type { AdminView } from "./admin_listener.ts";
-import { registerProcessFamilies } from "./process_families.ts";
+import type { Reloader, ReloadReport } from "../config/reloader.ts";
+import {
+  registerProcessFamilies,
+  registerReloadFamilies,
+  type ReloadStatus,
+  reloadStatus,
+} from "./process_families.ts";
 
 const HUB_STATES: readonly HubSessionState[] = [
   "connecting",
@@ -26,13 +32,14 @@ const HUB_STATES: readonly HubSessionState[] = [
 export class AgentView implements AdminView {
   readonly registry = new MetricsRegistry();
   readonly #agent: Agent;
-  readonly #config: AgentConfig;
+  readonly #reloads: Reloader<AgentConfig>;
   readonly #startedMs = Date.now();
   readonly #refusals: Counter<"reason">;
 
-  constructor(agent: Agent, config: AgentConfig) {
+  /** `reloads` holds the config in force and re-reads it (`POST /reload`). */
+  constructor(agent: Agent, reloads: Reloader<AgentConfig>) {
     this.#agent = agent;
-    this.#config = config;
+    this.#reloads = reloads;
     const r = this.registry;
     registerProcessFamilies(r, {
       kind: "agent",
@@ -41,6 +48,7 @@ export class AgentView implements AdminView {
       ready: () => this.readiness() === null,
       windowStalls: () => agent.windowStalls.count,
     });
+    registerReloadFamilies(r, () => reloads);
     r.gauge(
       "nexus_agent_hub_sessions",
       "Each hub's session by state: 1 for the state it is in, 0 for the others.",
@@ -110,6 +118,11 @@ export class AgentView implements AdminView {
     })`;
   }
 
+  /** `POST /reload`. */
+  reload(): Promise<ReloadReport> {
+    return this.#reloads.reload("POST /reload");
+  }
+
   metrics(): string {
     return this.registry.render();
   }
@@ -117,7 +130,7 @@ export class AgentView implements AdminView {
   status(): AgentStatus {
     const agent = this.#agent;
     const bytes = agent.byteCounts();
-    const config = this.#config;
+    const config = this.#reloads.inForce;
     return {
       kind: "agent",
       name: config.name,
@@ -152,6 +165,7 @@ export class AgentView implements AdminView {
         drainTimeoutSeconds: config.drainTimeoutSeconds,
         reconnect: config.reconnect,
       },
+      reload: reloadStatus(this.#reloads),
     };
   }
 }
@@ -186,4 +200,6 @@ export interface AgentStatus {
   };
   readonly gauges: Readonly<Record<string, number>>;
   readonly limits: Readonly<Record<string, unknown>>;
+  /** Reloads of the config file, and the last one. */
+  readonly reload: ReloadStatus;
 }

@@ -23,7 +23,13 @@ import type { RelayObserver } from "../relay/relay.ts";
 import type { SpliceResult } from "../stream/splice.ts";
 import { VERSION } from "../version.ts";
 import type { AdminView } from "./admin_listener.ts";
-import { registerProcessFamilies } from "./process_families.ts";
+import type { ReloadReport } from "../config/reloader.ts";
+import {
+  registerProcessFamilies,
+  registerReloadFamilies,
+  type ReloadStatus,
+  reloadStatus,
+} from "./process_families.ts";
 
 /** Upper bounds of the sniffing-time histogram, in seconds: loopback clients take well under a millisecond. */
 const SNIFF_BUCKETS_SECONDS = [
@@ -53,7 +59,6 @@ function routeLabel(kind: RouteKind): "backend" | "peer" {
 export class NodeView implements AdminView {
   readonly registry = new MetricsRegistry();
   readonly #node: Node;
-  readonly #config: NodeConfig;
   readonly #startedMs = Date.now();
   readonly #accepted: Counter<"port">;
   readonly #routed: Counter<"port" | "to">;
@@ -69,7 +74,6 @@ export class NodeView implements AdminView {
   /** The view reads `node` only when asked (scrapes, status), so the node may create it first thing. */
   constructor(node: Node, config: NodeConfig) {
     this.#node = node;
-    this.#config = config;
     const r = this.registry;
     registerProcessFamilies(r, {
       kind: "node",
@@ -78,6 +82,7 @@ export class NodeView implements AdminView {
       ready: () => this.readiness() === null,
       windowStalls: () => node.windowStalls.count,
     });
+    registerReloadFamilies(r, () => node.reloads);
     this.#accepted = r.counter("nexus_relay_connections_accepted_total", "Client connections accepted.", {
       labels: ["port"],
     });
@@ -237,13 +242,20 @@ export class NodeView implements AdminView {
   readiness(): string | null {
     const node = this.#node;
     if (node.draining) return "draining: the node is shutting down";
-    if (node.relay.ports.length < this.#config.relay.ports.length) return "the relay ports are not listening";
+    if (node.relay.ports.length < this.#node.config.relay.ports.length) {
+      return "the relay ports are not listening";
+    }
     if (!node.hubListening) {
-      return this.#config.hubAcme === undefined
+      return this.#node.config.hubAcme === undefined
         ? "the hub is not listening"
         : "the hub is not listening yet: it has no certificate from ACME";
     }
     return null;
+  }
+
+  /** `POST /reload`. */
+  reload(): Promise<ReloadReport> {
+    return this.#node.reload("POST /reload");
   }
 
   metrics(): string {
@@ -287,7 +299,7 @@ export class NodeView implements AdminView {
     });
     const refusals: Record<string, number> = {};
     for (const [kind, count] of node.refusals.totals()) refusals[kind] = count;
-    const { limits, handshakeTimeouts } = this.#config;
+    const { limits, handshakeTimeouts } = this.#node.config;
     return {
       kind: "node",
       version: VERSION,
@@ -334,9 +346,10 @@ export class NodeView implements AdminView {
         maxConnections: node.limitsInForce.relayConnections,
         hubConnections: node.limitsInForce.hubConnections,
         handshakeTimeouts,
-        idleTimeoutSeconds: this.#config.idleTimeoutSeconds,
-        drainTimeoutSeconds: this.#config.drainTimeoutSeconds,
+        idleTimeoutSeconds: this.#node.config.idleTimeoutSeconds,
+        drainTimeoutSeconds: this.#node.config.drainTimeoutSeconds,
       },
+      reload: reloadStatus(node.reloads),
     };
   }
 }
@@ -397,4 +410,6 @@ export interface NodeStatus {
     since: string;
   }>;
   readonly limits: Readonly<Record<string, unknown>>;
+  /** Reloads of the config file, and the last one. */
+  readonly reload: ReloadStatus;
 }

@@ -5,6 +5,7 @@
  * @module
  */
 
+import type { ReloadReport } from "../config/reloader.ts";
 import type { MetricsRegistry } from "../metrics/registry.ts";
 import { VERSION } from "../version.ts";
 
@@ -53,4 +54,59 @@ export function registerProcessFamilies(registry: MetricsRegistry, process: Proc
     [],
     () => [[{}, process.windowStalls()]],
   );
+}
+
+/** What the reload families read: a process's {@linkcode Reloader}. */
+export interface ReloadState {
+  readonly counts: { readonly ok: number; readonly failed: number };
+  readonly lastOkMs: number | null;
+  readonly last: ReloadReport | null;
+}
+
+/** Registers `nexus_config_reloads_total{result}` and the time of the last successful reload. */
+export function registerReloadFamilies(registry: MetricsRegistry, reloads: () => ReloadState | null): void {
+  registry.countedBy(
+    "nexus_config_reloads_total",
+    "Reloads of the config file (SIGHUP, POST /reload) by result: ok, or failed (refused or partly applied).",
+    ["result"],
+    () => {
+      const counts = reloads()?.counts ?? { ok: 0, failed: 0 };
+      return [[{ result: "ok" }, counts.ok], [{ result: "failed" }, counts.failed]];
+    },
+  );
+  registry.gauge(
+    "nexus_config_last_reload_success_timestamp_seconds",
+    "When the config was last reloaded successfully, in Unix seconds; 0 before the first.",
+    [],
+    () => [[{}, Math.floor((reloads()?.lastOkMs ?? 0) / 1000)]],
+  );
+}
+
+/** The `reload` block of `/status`. */
+export interface ReloadStatus {
+  readonly ok: number;
+  readonly failed: number;
+  /** When a reload last succeeded (ISO time), null before the first. */
+  readonly lastSuccessAt: string | null;
+  /** The last reload: when, what asked, its result, and what it changed, refused or could not do. */
+  readonly last:
+    | (Omit<ReloadReport, "atMs"> & { readonly at: string })
+    | null;
+}
+
+/** The `reload` block of `/status` from a process's reloads (none: zeros). */
+export function reloadStatus(reloads: ReloadState | null): ReloadStatus {
+  const last = reloads?.last ?? null;
+  const lastOkMs = reloads?.lastOkMs ?? null;
+  let lastReport: ReloadStatus["last"] = null;
+  if (last !== null) {
+    const { atMs, ...rest } = last;
+    lastReport = { ...rest, at: new Date(atMs).toISOString() };
+  }
+  return {
+    ok: reloads?.counts.ok ?? 0,
+    failed: reloads?.counts.failed ?? 0,
+    lastSuccessAt: lastOkMs === null ? null : new Date(lastOkMs).toISOString(),
+    last: lastReport,
+  };
 }

@@ -6,19 +6,26 @@
  * @module
  */
 
+import { Live } from "../config/live.ts";
 import { type Logger, RateLimitedLog } from "../log/logger.ts";
 import { refusalCannotHeal } from "../protocol/refusal_reasons.ts";
 import { withCertificateHint } from "../transport/certificate_hint.ts";
 import { type InboxMessage, WebSocketInbox } from "../transport/inbox.ts";
-import { dialWebSocket, type LinkFailure, runDialledLink } from "../links/link.ts";
+import {
+  dialWebSocket,
+  type LinkFailure,
+  LinkRenewal,
+  type ReconnectPolicy,
+  runDialledLink,
+} from "../links/link.ts";
 import { NEXUS_MUX, ORIGINAL } from "../mux/dialect.ts";
-import { MUX_SUBPROTOCOL, MuxSession } from "../mux/session.ts";
+import { MUX_SUBPROTOCOL, MuxSession, type SessionEnd } from "../mux/session.ts";
 import { WindowStallCounter } from "../mux/flow_control.ts";
 import type { MuxStream } from "../mux/stream.ts";
 import type { StreamOpenInfo } from "../protocol/frames.ts";
 import { type HubMessage, type HubMessageType, parseHubMessage } from "../protocol/hub_messages.ts";
 import type { Duplex } from "../stream/duplex.ts";
-import { Splice, SpliceSet, SpliceSweeper } from "../stream/splice.ts";
+import { Splice, SpliceSet, SpliceSweeper, type SpliceTimeouts } from "../stream/splice.ts";
 import { countFreeDescriptors, RESERVED_DESCRIPTORS } from "../system/descriptors.ts";
 import { dialTarget } from "./dial_target.ts";
 import type { TargetMap } from "./targets.ts";
@@ -76,12 +83,23 @@ const HANDSHAKE_STEP_MS = 15_000;
 const SESSION_CLOSE_WAIT_MS = 5_000;
 /** A session that lived this long resets the reconnect backoff. */
 const STABLE_SESSION_MS = 30_000;
+/** How often a retired session (replaced, or of a removed hub) is checked for streams still open. */
+const RETIRE_POLL_MS = 200;
+
+/** What a reload changed that the agent must act on, beyond settings read at use time. */
+export interface AgentChanges {
+  /** The names, weight or name in its tokens changed: each hub gets a new session, the old ones drain. */
+  readonly reregister: boolean;
+}
 
 /** The agent: one reconnecting session per hub URL. */
 export class Agent {
-  readonly #settings: AgentSettings;
+  /** The settings in force: read at use (each dial, stream, token), replaced by {@linkcode reconfigure}. */
+  #settings: AgentSettings;
   /** How often this agent's senders waited for credits, over all its hub sessions. */
   readonly windowStalls = new WindowStallCounter();
+  readonly #sweeperTimeouts: Live<SpliceTimeouts>;
+  readonly #reconnect: Live<ReconnectPolicy>;
   readonly #log: Logger;
   readonly #sweeper: SpliceSweeper;
   /** Streams refused for a limit: a few lines, then counts, never one line each in a burst. */
@@ -98,19 +116,26 @@ export class Agent {
   #bytesToServices = 0;
   #bytesFromServices = 0;
   readonly #sessions = new Map<string, MuxSession>();
+  /** Sessions replaced by a re-registration or of a removed hub, ending once their streams have. */
+  readonly #retiring = new Set<MuxSession>();
   /** Streams being served, with what the node said about each (name, client address). */
   readonly #splices: SpliceSet<StreamOpenInfo>;
-  readonly #loops: Promise<void>[] = [];
+  /** Each hub's session loop, what ends it when a reload removes the hub, and what asks it to re-register. */
+  readonly #loops = new Map<
+    string,
+    { readonly loop: Promise<void>; readonly removed: AbortController; readonly renewal: LinkRenewal }
+  >();
+  /** Loops of removed hubs still ending. */
+  readonly #ending = new Set<Promise<void>>();
   readonly #stopping = new AbortController();
   #onConnected: (hubUrl: string) => void = () => {};
 
   constructor(settings: AgentSettings, log: Logger) {
     this.#settings = { ...settings, maxStreams: streamCapUnderLimit(settings, log) };
     this.#log = log;
-    this.#sweeper = new SpliceSweeper({
-      idleTimeoutMs: settings.idleTimeoutMs,
-      halfClosedTimeoutMs: settings.halfClosedTimeoutMs,
-    });
+    this.#sweeperTimeouts = new Live(sweeperTimeouts(settings));
+    this.#reconnect = new Live({ ...settings.reconnect, stableAfterMs: STABLE_SESSION_MS });
+    this.#sweeper = new SpliceSweeper(this.#sweeperTimeouts);
     this.#splices = new SpliceSet(this.#sweeper);
     this.#refusals = new RateLimitedLog(log);
     this.#housekeeping = setInterval(() => this.#refusals.flush(), 1_000);
@@ -178,7 +203,62 @@ export class Agent {
 
   /** Starts one session loop per hub. */
   start(): void {
-    for (const url of this.#settings.hubUrls) this.#loops.push(this.#runHub(url));
+    this.#syncHubs();
+  }
+
+  /**
+   * Puts `settings` in force (a reload): targets, tokens, limits and timeouts apply to what comes next (the
+   * next stream, dial or token); a new hub is dialled, a removed one drains (no new streams, open ones go on
+   * to their end) and then closes; with `changes.reregister`, each hub gets a new session with the new
+   * names and weight, opened before the old one drains, so no open stream is cut and new ones go to the new
+   * session.
+   */
+  reconfigure(settings: AgentSettings, changes: AgentChanges): void {
+    if (this.#stopping.signal.aborted) return;
+    this.#settings = { ...settings, maxStreams: streamCapUnderLimit(settings, this.#log) };
+    this.#sweeperTimeouts.set(sweeperTimeouts(settings));
+    this.#reconnect.set({ ...settings.reconnect, stableAfterMs: STABLE_SESSION_MS });
+    this.#syncHubs();
+    if (changes.reregister) {
+      for (const { renewal } of this.#loops.values()) renewal.request();
+    }
+  }
+
+  /** Makes the session loops match the configured hubs. */
+  #syncHubs(): void {
+    const wanted = new Set(this.#settings.hubUrls);
+    for (const [url, { loop, removed }] of this.#loops) {
+      if (wanted.has(url)) continue;
+      this.#loops.delete(url);
+      this.#hubs.delete(url);
+      removed.abort();
+      const session = this.#sessions.get(url);
+      this.#log.info("hub removed from the configuration", { hub: url, streams: session?.streamCount ?? 0 });
+      const ending = (session === undefined ? loop : this.#retire(session).then(() => loop))
+        .finally(() => this.#ending.delete(ending));
+      this.#ending.add(ending);
+    }
+    for (const url of wanted) {
+      if (this.#loops.has(url)) continue;
+      const removed = new AbortController();
+      const renewal = new LinkRenewal();
+      this.#loops.set(url, { loop: this.#runHub(url, removed.signal, renewal), removed, renewal });
+    }
+  }
+
+  /**
+   * Ends a session without cutting its streams: the hub is told to send no new ones, and once the last has
+   * ended (or the agent stops) the session closes.
+   */
+  async #retire(session: MuxSession): Promise<SessionEnd> {
+    this.#retiring.add(session);
+    session.drain();
+    while (session.isOpen && session.streamCount > 0 && !this.#stopping.signal.aborted) {
+      await new Promise((resolve) => setTimeout(resolve, RETIRE_POLL_MS));
+    }
+    await session.closeGracefully(1000, "agent re-registered or hub removed", SESSION_CLOSE_WAIT_MS);
+    this.#retiring.delete(session);
+    return await session.closed;
   }
 
   /** Resolves once every hub has a session (for the demo and tests). */
@@ -205,7 +285,7 @@ export class Agent {
   async stop(drainMs: number): Promise<void> {
     this.#stopping.abort();
     // The hubs take this backend out of their pools at once, so new clients go to other backends.
-    for (const session of this.#sessions.values()) session.drain();
+    for (const session of [...this.#sessions.values(), ...this.#retiring]) session.drain();
     if (drainMs > 0 && this.#splices.size > 0) {
       this.#log.info("draining streams", { streams: this.#splices.size, drain_ms: drainMs });
       await this.#splices.drain(drainMs);
@@ -213,17 +293,17 @@ export class Agent {
     this.#splices.abortAll("agent shutting down");
     // Closing handshakes, not just closes: the process exits next, and the hub must get the last bytes first.
     await Promise.all(
-      [...this.#sessions.values()].map((session) =>
+      [...this.#sessions.values(), ...this.#retiring].map((session) =>
         session.closeGracefully(1000, "agent shutting down", SESSION_CLOSE_WAIT_MS)
       ),
     );
-    await Promise.allSettled(this.#loops);
+    await Promise.allSettled([...[...this.#loops.values()].map(({ loop }) => loop), ...this.#ending]);
     this.#sweeper.close();
     clearInterval(this.#housekeeping);
     this.#refusals.flush({ all: true });
   }
 
-  #runHub(url: string): Promise<void> {
+  #runHub(url: string, removed: AbortSignal, renewal: LinkRenewal): Promise<void> {
     const hub: Mutable<HubStatus> = {
       url,
       state: "connecting",
@@ -241,21 +321,32 @@ export class Agent {
       target: url,
       kind: "hub",
       self: "agent",
-      reconnect: { ...this.#settings.reconnect, stableAfterMs: STABLE_SESSION_MS },
-      signal: this.#stopping.signal,
+      reconnect: this.#reconnect,
+      signal: AbortSignal.any([this.#stopping.signal, removed]),
+      renewal,
+      retire: (session) => this.#retire(session),
       log: this.#log,
       establish: () => this.#establish(url, () => enter("draining")),
       // A wrong secret or a forbidden name stays wrong until someone changes it.
       cannotHeal: refusalCannotHeal,
       attempting: () => enter("connecting"),
       up: (session) => {
+        const replaced = this.#sessions.get(url);
         this.#sessions.set(url, session);
+        if (replaced !== undefined && replaced !== session) {
+          this.#log.info("re-registered on a new session; the old one drains", {
+            hub: url,
+            streams_on_old: replaced.streamCount,
+          });
+        }
         hub.protocol = session.dialect.name;
         enter(session.draining ? "draining" : "connected");
         this.#log.info("connected to hub", { hub: url, protocol: session.dialect.name });
         this.#onConnected(url);
       },
-      down: () => {
+      down: (session) => {
+        // A retired session ends after its successor took its place: only the session held counts.
+        if (this.#sessions.get(url) !== session) return;
         this.#sessions.delete(url);
         hub.protocol = null;
       },
@@ -390,6 +481,10 @@ export class Agent {
   #countDialFailure(target: string): void {
     this.#dialFailures.set(target, (this.#dialFailures.get(target) ?? 0) + 1);
   }
+}
+
+function sweeperTimeouts(settings: AgentSettings): SpliceTimeouts {
+  return { idleTimeoutMs: settings.idleTimeoutMs, halfClosedTimeoutMs: settings.halfClosedTimeoutMs };
 }
 
 /**

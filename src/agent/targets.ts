@@ -48,9 +48,12 @@ export class TargetMap {
   readonly #exact = new Map<string, TargetRule>();
   readonly #wildcard = new Map<string, TargetRule>();
   readonly #default: TargetRule | undefined;
+  /** The rules as given, for {@linkcode toString}. */
+  readonly #rules: ReadonlyMap<string, TargetRule>;
 
   /** @param rules keys are hostnames, `*.suffix` wildcards or `default`; keys must already be valid. */
   constructor(rules: ReadonlyMap<string, TargetRule>) {
+    this.#rules = rules;
     let fallback: TargetRule | undefined;
     for (const [key, rule] of rules) {
       if (key === DEFAULT_TARGET_KEY) {
@@ -63,6 +66,20 @@ export class TargetMap {
       else throw new RangeError(claim.reason);
     }
     this.#default = fallback;
+  }
+
+  /**
+   * The rules as text, sorted by key (`app.example.com: tls 127.0.0.1:8443 v2, http 127.0.0.1:8080`): what a
+   * reload compares and logs.
+   */
+  toString(): string {
+    const target = (t: Target) => `${t.host}:${t.port}${t.proxyProtocol ? ` v${t.proxyProtocol}` : ""}`;
+    return [...this.#rules].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([key, rule]) =>
+      `${key}: ${
+        [rule.tls && `tls ${target(rule.tls)}`, rule.http && `http ${target(rule.http)}`].filter(Boolean)
+          .join(", ")
+      }`
+    ).join("; ");
   }
 
   /** The target for a stream, or undefined when no rule has one for its protocol. */

@@ -6,12 +6,15 @@
  */
 
 import { parseArgs } from "node:util";
-import { AdminListener } from "../admin/admin_listener.ts";
+import { AdminListener, moveAdminListener } from "../admin/admin_listener.ts";
 import { AgentView } from "../admin/agent_view.ts";
 import { Agent } from "../agent/agent.ts";
 import { commandTokenSource, secretTokenSource } from "../agent/token_source.ts";
 import { type AgentConfig, readAgentConfig } from "../config/agent_config.ts";
+import type { AdminSettings } from "../config/admin_keys.ts";
 import { readNodeConfig } from "../config/node_config.ts";
+import { AGENT_KEYS } from "../config/reload_plan.ts";
+import { Reloader } from "../config/reloader.ts";
 import { ConfigError, parseDurationSeconds } from "../config/yaml_reader.ts";
 import { parseHostnameClaim } from "../hostnames/hostname.ts";
 import { createLogger, RateLimitedLog, setLogFormat, setLogLevel } from "../log/logger.ts";
@@ -40,11 +43,15 @@ Run "nexus <command> --help" for a command's options.`,
   serve: `Usage: nexus serve --config FILE
 
 Runs a node. SIGTERM or SIGINT drains open streams for drainTimeoutSeconds, a second signal exits at once.
+SIGHUP (or POST /reload on the admin listener) re-reads FILE: an invalid file changes nothing; what changed
+is applied and logged key by key, open streams stay up (README: "Reloading the configuration").
 With an admin block, admin.listenAddress serves /healthz, /readyz, /metrics (Prometheus), /status (JSON)
 and a status page at /; readiness turns 503 as soon as the node begins to drain.`,
   agent: `Usage: nexus agent --config FILE
 
 Runs a backend agent. SIGTERM or SIGINT drains open streams for drainTimeoutSeconds, a second signal exits at once.
+SIGHUP (or POST /reload on the admin listener) re-reads FILE; new names or weight re-register on a new
+session while open streams finish on the old one.
 With an admin block, admin.listenAddress serves /healthz, /readyz (200 once a hub session is registered),
 /metrics, /status and a status page at /.`,
   token: `Usage: nexus token --secret-file FILE --hostname NAME [--hostname NAME...] [options]
@@ -168,12 +175,18 @@ async function serve(args: readonly string[]): Promise<number> {
   const path = configPath(args);
   const { text, dir } = readConfigText(path);
   const config = readNodeConfig(text, path, dir);
-  // Signals are heard from before the node starts: a SIGTERM right after "node started" must drain, not kill.
+  const readAgain = () => {
+    const again = readConfigText(path);
+    return readNodeConfig(again.text, path, again.dir);
+  };
+  // Signals are heard from before the node starts: a SIGTERM right after "node started" must drain, not kill,
+  // and a SIGHUP must not end the process (its default).
   let node: Node | null = null;
   const signalled = untilSignalled(() =>
-    node?.shutdown(config.drainTimeoutSeconds * 1000) ?? Promise.resolve()
+    node?.shutdown(node.config.drainTimeoutSeconds * 1000) ?? Promise.resolve()
   );
-  node = new Node(config);
+  onReloadSignal(() => void node?.reload("SIGHUP"));
+  node = new Node(config, readAgain);
   let hubFailure: unknown;
   const started = node;
   await Promise.race([
@@ -196,32 +209,56 @@ async function agent(args: readonly string[]): Promise<number> {
   setLogLevel(config.logLevel);
   setLogFormat(config.logFormat);
   const agent = new Agent(agentSettings(config), createLogger("agent"));
-  const admin = startAgentAdmin(agent, config);
-  // Signals are heard from before the agent dials: a SIGTERM right after it starts must drain, not kill.
+  let admin: AdminListener | null = null;
+  const refusals = new RateLimitedLog(createLogger("refusals"), {
+    onEvent: (kind, fields) => view.refusal(kind, fields),
+  });
+  const makeAdmin = (settings: AdminSettings) =>
+    new AdminListener({ ...settings, view, log: createLogger("admin"), refusals });
+  const reloads: Reloader<AgentConfig> = new Reloader({
+    inForce: config,
+    read: () => {
+      const again = readConfigText(path);
+      return readAgentConfig(again.text, path, again.dir);
+    },
+    specs: AGENT_KEYS,
+    log: createLogger("reload"),
+    apply: (plan) => {
+      const next = plan.effective;
+      const changed = new Set(plan.live.map((change) => change.key));
+      setLogLevel(next.logLevel);
+      setLogFormat(next.logFormat);
+      agent.reconfigure(agentSettings(next), {
+        reregister: ["name", "hostnames", "weight"].some((key) => changed.has(key)),
+      });
+      if (!changed.has("admin")) return Promise.resolve({ inForce: next, problems: [] });
+      const moved = moveAdminListener(admin, reloads.inForce.admin, next.admin, makeAdmin);
+      admin = moved.listener;
+      if (moved.problem === null) return Promise.resolve({ inForce: next, problems: [] });
+      const { admin: _refused, ...rest } = next;
+      const old = reloads.inForce.admin;
+      return Promise.resolve({
+        inForce: old === undefined ? rest : { ...rest, admin: old },
+        problems: [moved.problem],
+      });
+    },
+  });
+  const view = new AgentView(agent, reloads);
+  // Signals are heard from before the agent dials: a SIGTERM right after it starts must drain, not kill, and
+  // a SIGHUP must not end it (its default).
   const signalled = untilSignalled(async () => {
-    await agent.stop(config.drainTimeoutSeconds * 1000);
+    await agent.stop(reloads.inForce.drainTimeoutSeconds * 1000);
     // Last: /readyz answers 503 all through the drain.
     await admin?.close();
   });
+  onReloadSignal(() => void reloads.reload("SIGHUP"));
+  if (config.admin !== undefined) {
+    admin = makeAdmin(config.admin);
+    admin.listen();
+  }
   agent.start();
   await signalled;
   return 0;
-}
-
-/** The agent's admin listener when the config has an `admin` block; throws when it cannot listen. */
-function startAgentAdmin(agent: Agent, config: AgentConfig): AdminListener | null {
-  if (config.admin === undefined) return null;
-  const view = new AgentView(agent, config);
-  const admin = new AdminListener({
-    ...config.admin,
-    view,
-    log: createLogger("admin"),
-    refusals: new RateLimitedLog(createLogger("refusals"), {
-      onEvent: (kind, fields) => view.refusal(kind, fields),
-    }),
-  });
-  admin.listen();
-  return admin;
 }
 
 /** Turns a validated agent config into the agent's settings. */
@@ -313,6 +350,12 @@ function check(args: readonly string[]): number {
     );
   }
   return 0;
+}
+
+/** Calls `reload` on each SIGHUP (not on Windows, which has none). */
+function onReloadSignal(reload: () => void): void {
+  if (Deno.build.os === "windows") return;
+  Deno.addSignalListener("SIGHUP", reload);
 }
 
 /**

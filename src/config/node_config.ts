@@ -36,6 +36,11 @@ export interface NodeConfig extends OperationKeys, AdminKeys {
   readonly hubAcme?: HubAcmeSettings;
   readonly relay: { readonly bindAddress: string; readonly ports: readonly RelayPort[] };
   readonly backendsJwtSecret: Uint8Array;
+  /**
+   * Secrets retired from `backendsJWTSecret` whose tokens are still accepted while agents move to the new one
+   * (`previousBackendsJWTSecrets`); empty when none.
+   */
+  readonly previousBackendsJwtSecrets: readonly Uint8Array[];
   readonly peerSecret?: Uint8Array;
   readonly peers: readonly string[];
   readonly peerCaPem?: string;
@@ -104,6 +109,11 @@ export function readNodeConfig(text: string, fileName: string, configDir: string
       },
       backendsJwtSecret: readSecret(root, "backendsJWTSecret", configDir, { required: true }) ??
         new Uint8Array(),
+      previousBackendsJwtSecrets: root.list(
+        "previousBackendsJWTSecrets",
+        (item) => readSecret(item.asMap(), "secret", configDir, { required: true }),
+        { default: [] },
+      ),
       ...(peerSecret ? { peerSecret } : {}),
       peers,
       ...optional(

@@ -28,7 +28,7 @@ function newNonce(): string {
 /** Runs the handshake on a freshly upgraded WebSocket. Never throws. */
 export async function acceptBackendHandshake(
   ws: HandshakeSocket,
-  secret: Uint8Array,
+  secrets: readonly Uint8Array[],
   options: { acknowledge: boolean; tokenWaitMs?: number },
 ): Promise<HandshakeOutcome> {
   const inbox = new WebSocketInbox(ws);
@@ -36,7 +36,7 @@ export async function acceptBackendHandshake(
 
   const first = await readToken(inbox, waitMs, "first");
   if (typeof first !== "string") return first;
-  const stage0 = await verifyBackendToken(first, secret);
+  const stage0 = await verifyBackendToken(first, secrets);
   if (!stage0.ok) return stage0;
 
   const nonce = newNonce();
@@ -44,7 +44,7 @@ export async function acceptBackendHandshake(
 
   const second = await readToken(inbox, waitMs, "second");
   if (typeof second !== "string") return second;
-  const stage1 = await verifyBackendToken(second, secret);
+  const stage1 = await verifyBackendToken(second, secrets);
   if (!stage1.ok) return stage1;
   const mismatch = compareStages(stage0.claims, stage1.claims, nonce);
   if (mismatch !== null) return { ok: false, reason: `handshake mismatch: ${mismatch}` };

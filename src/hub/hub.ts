@@ -5,6 +5,7 @@
  * @module
  */
 
+import { Live } from "../config/live.ts";
 import type { HostnameClaim } from "../hostnames/hostname.ts";
 import { claimKey } from "../hostnames/hostname.ts";
 import type { Logger, RateLimitedLog } from "../log/logger.ts";
@@ -32,6 +33,8 @@ export interface Backend {
 /** Limits and settings of the hub. */
 export interface HubSettings {
   readonly jwtSecret: Uint8Array;
+  /** Retired secrets whose tokens are still accepted (`previousBackendsJWTSecrets`). */
+  readonly previousJwtSecrets?: readonly Uint8Array[];
   readonly maxBackends: number;
   readonly maxStreamsPerBackend: number;
   readonly legacyStreamBufferBytes: number;
@@ -56,7 +59,7 @@ export const POLICY_VIOLATION = 1008;
 
 /** Accepts backends and keeps the set of registered ones. */
 export class Hub {
-  readonly #settings: HubSettings;
+  readonly #settings: Live<HubSettings>;
   readonly #log: Logger;
   readonly #refusals: RateLimitedLog;
   readonly #onUp: (backend: Backend) => void;
@@ -65,12 +68,12 @@ export class Hub {
   #closing = false;
 
   constructor(
-    settings: HubSettings,
+    settings: HubSettings | Live<HubSettings>,
     log: Logger,
     refusals: RateLimitedLog,
     events: { onUp: (backend: Backend) => void; onDown: (backend: Backend) => void },
   ) {
-    this.#settings = settings;
+    this.#settings = Live.of(settings);
     this.#log = log;
     this.#refusals = refusals;
     this.#onUp = events.onUp;
@@ -99,7 +102,7 @@ export class Hub {
     if (this.#closing) return await hubRequest.respond(503, "Shutting down\n");
     // Only registered backends count: strangers still proving themselves are bounded by the hub listener's
     // handshake pools, and must not make real agents see 503.
-    if (this.#backends.size >= this.#settings.maxBackends) {
+    if (this.#backends.size >= this.#settings.current.maxBackends) {
       this.#refusals.event("backend_limit", "backend refused: maxBackends reached", {
         remote: remoteAddress,
       });
@@ -108,7 +111,7 @@ export class Hub {
     const speaksCredits = offeredSubprotocols(request).includes(MUX_SUBPROTOCOL);
     try {
       const socket = await hubRequest.upgrade({
-        idleTimeoutMs: this.#settings.pingIdleSeconds * 1000,
+        idleTimeoutMs: this.#settings.current.pingIdleSeconds * 1000,
         ...(speaksCredits ? { protocol: MUX_SUBPROTOCOL } : {}),
       });
       await this.#admit(socket, hubRequest, speaksCredits).catch((error) => {
@@ -149,9 +152,13 @@ export class Hub {
 
   async #admit(ws: WebSocketConnection, hubRequest: HubRequest, speaksCredits: boolean): Promise<void> {
     const { remoteAddress } = hubRequest;
-    const outcome = await acceptBackendHandshake(ws, this.#settings.jwtSecret, {
+    const settings = this.#settings.current;
+    const outcome = await acceptBackendHandshake(ws, [
+      settings.jwtSecret,
+      ...settings.previousJwtSecrets ?? [],
+    ], {
       acknowledge: speaksCredits,
-      tokenWaitMs: this.#settings.tokenWaitMs,
+      tokenWaitMs: this.#settings.current.tokenWaitMs,
     });
     if (!outcome.ok) {
       this.#refusals.event("backend_rejected", "backend rejected", {
@@ -165,7 +172,7 @@ export class Hub {
       closeQuietly(ws, 1001, "shutting down");
       return;
     }
-    if (this.#backends.size >= this.#settings.maxBackends) {
+    if (this.#backends.size >= this.#settings.current.maxBackends) {
       this.#refusals.event("backend_limit", "backend refused: maxBackends reached", {
         remote: remoteAddress,
       });
@@ -177,7 +184,7 @@ export class Hub {
     ws.setMaxMessageBytes(speaksCredits ? MAX_BATCHED_MESSAGE_BYTES : MAX_MESSAGE_BYTES);
     const { claims } = outcome;
     const reserved = claims.hostnames.find((claim) =>
-      claim.kind === "exact" && this.#settings.isReserved?.(claim.name)
+      claim.kind === "exact" && this.#settings.current.isReserved?.(claim.name)
     );
     if (reserved !== undefined) {
       // "forbidden": a claim that cannot heal, so the original's client stops retrying (README, tokens).
@@ -193,12 +200,12 @@ export class Hub {
       label: `backend ${name} ${remoteAddress}`,
       dialect: speaksCredits ? NEXUS_MUX : ORIGINAL,
       log: this.#log,
-      maxStreams: this.#settings.maxStreamsPerBackend,
-      legacyStreamBufferBytes: this.#settings.legacyStreamBufferBytes,
-      receiveWindowFrames: this.#settings.streamWindowFrames,
-      receiveBudget: this.#settings.receiveBudget,
-      windowStalls: this.#settings.windowStalls,
-      heartbeatIntervalMs: this.#settings.heartbeatIntervalMs,
+      maxStreams: this.#settings.current.maxStreamsPerBackend,
+      legacyStreamBufferBytes: this.#settings.current.legacyStreamBufferBytes,
+      receiveWindowFrames: this.#settings.current.streamWindowFrames,
+      receiveBudget: this.#settings.current.receiveBudget,
+      windowStalls: this.#settings.current.windowStalls,
+      heartbeatIntervalMs: this.#settings.current.heartbeatIntervalMs,
       pendingMessages: outcome.pendingMessages,
       onText: () =>
         this.#log.debug("text message from backend ignored (no re-authentication pending)", { name }),

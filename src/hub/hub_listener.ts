@@ -17,6 +17,7 @@
  * @module
  */
 
+import { Live } from "../config/live.ts";
 import type { EndpointRequest } from "../http/endpoint_request.ts";
 import { readEndpointRequest } from "../http/read_endpoint_request.ts";
 import type { Logger, RateLimitedLog } from "../log/logger.ts";
@@ -206,7 +207,7 @@ interface TlsServer {
 
 /** The hub's listener. */
 export class HubListener {
-  readonly #settings: HubListenerSettings;
+  readonly #settings: Live<HubListenerSettings>;
   readonly #handle: (request: HubRequest) => Promise<void>;
   #public: Deno.TcpListener | null = null;
   #tls: TlsServer | null = null;
@@ -226,15 +227,18 @@ export class HubListener {
   readonly #acceptLoops = new Set<Promise<void>>();
   #closed = false;
 
-  constructor(settings: HubListenerSettings, handle: (request: HubRequest) => Promise<void>) {
-    this.#settings = settings;
+  constructor(
+    settings: HubListenerSettings | Live<HubListenerSettings>,
+    handle: (request: HubRequest) => Promise<void>,
+  ) {
+    this.#settings = Live.of(settings);
     this.#handle = handle;
   }
 
   /** Binds the public port and the loopback TLS server; throws with the reason when either cannot start. */
   listen(): void {
-    const { hostname, port } = this.#settings;
-    this.#tls = this.#startTlsServer(this.#settings.certPem, this.#settings.keyPem);
+    const { hostname, port } = this.#settings.current;
+    this.#tls = this.#startTlsServer(this.#settings.current.certPem, this.#settings.current.keyPem);
     try {
       this.#public = Deno.listen({ hostname, port, transport: "tcp" });
     } catch (error) {
@@ -243,7 +247,7 @@ export class HubListener {
     }
     const publicListener = this.#public;
     this.#acceptLoops.add(acceptLoop(publicListener, (conn) => this.#gate(conn), (error, retryInMs) => {
-      this.#settings.refusals.event("hub_accept_error", "hub accept failed", {
+      this.#settings.current.refusals.event("hub_accept_error", "hub accept failed", {
         error: describe(error),
         retry_in_ms: retryInMs,
       });
@@ -302,7 +306,7 @@ export class HubListener {
     const listener = Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert: certPem, key: keyPem });
     const server: TlsServer = { listener, port: (listener.addr as Deno.NetAddr).port };
     const loop = acceptLoop(listener, (conn) => this.#serveTls(conn), (error, retryInMs) => {
-      this.#settings.refusals.event("hub_accept_error", "hub TLS accept failed", {
+      this.#settings.current.refusals.event("hub_accept_error", "hub TLS accept failed", {
         error: describe(error),
         retry_in_ms: retryInMs,
       });
@@ -318,7 +322,7 @@ export class HubListener {
     const remoteAddress = formatAddress(remote);
     let gated: GatedConnection | null = null;
     const shed = () => {
-      this.#settings.refusals.event(
+      this.#settings.current.refusals.event(
         "hub_handshake_shed",
         "hub connection shed: its slot went to a newer one",
         {
@@ -327,9 +331,9 @@ export class HubListener {
       );
       gated?.end("shed");
     };
-    const ticket = this.#settings.admission.admit(remote.hostname, { shed });
+    const ticket = this.#settings.current.admission.admit(remote.hostname, { shed });
     if (typeof ticket === "string") {
-      this.#settings.refusals.event(`hub_${ticket}`, "hub connection refused: limit reached", {
+      this.#settings.current.refusals.event(`hub_${ticket}`, "hub connection refused: limit reached", {
         limit: ticket,
         remote: remoteAddress,
       });
@@ -347,12 +351,12 @@ export class HubListener {
     this.#open.add(entry);
     void entry.done.then(() => this.#open.delete(entry));
     // The deadline runs from accept: a loopback connect that waits (a full accept queue) counts too.
-    this.#deadline(entry, this.#settings.upgradeDeadlineMs, "no complete WebSocket upgrade in time");
+    this.#deadline(entry, this.#settings.current.upgradeDeadlineMs, "no complete WebSocket upgrade in time");
     conn.setNoDelay(true);
     // From its first byte on, a connection leaves the pool of silent ones for the pool of those that spoke.
     const spoke = () => {
       if (entry.ended || entry.phase === "proven") return;
-      const speaking = this.#settings.handshakes.admit(remote.hostname, { shed });
+      const speaking = this.#settings.current.handshakes.admit(remote.hostname, { shed });
       if (typeof speaking === "string") return entry.end(`refused: ${speaking}`);
       entry.speaking = speaking;
       ticket.handshakeDone();
@@ -377,7 +381,7 @@ export class HubListener {
       (error) => {
         if (!entry.ended) {
           // Out of descriptors for the loopback leg, most likely: refuse this one, the listener goes on.
-          this.#settings.refusals.event(
+          this.#settings.current.refusals.event(
             "hub_loopback_failed",
             "hub connection refused: cannot reach its TLS server",
             {
@@ -402,10 +406,14 @@ export class HubListener {
   #deadline(gated: GatedConnection, ms: number, why: string): void {
     clearTimeout(gated.deadline);
     gated.deadline = setTimeout(() => {
-      this.#settings.refusals.event("hub_handshake_timeout", "hub connection closed: deadline passed", {
-        remote: gated.remoteAddress,
-        why,
-      });
+      this.#settings.current.refusals.event(
+        "hub_handshake_timeout",
+        "hub connection closed: deadline passed",
+        {
+          remote: gated.remoteAddress,
+          why,
+        },
+      );
       gated.end(why);
     }, ms);
   }
@@ -426,7 +434,7 @@ export class HubListener {
         // local process dialling the loopback port directly (Deno's TLS server keeps such a socket until that
         // process lets go; only local processes can reach the port).
         if (this.#endedLegs.has(leg)) return;
-        this.#settings.refusals.event(
+        this.#settings.current.refusals.event(
           "hub_loopback_stray",
           "hub TLS server: a local connection not from the gate closed",
           {
@@ -446,7 +454,7 @@ export class HubListener {
   #serveGated(conn: Deno.TlsConn, gated: GatedConnection): void {
     this.#track(
       this.#serveRequest(conn, gated).catch((error) => {
-        this.#settings.log.warn("hub connection failed", {
+        this.#settings.current.log.warn("hub connection failed", {
           remote: gated.remoteAddress,
           error: describe(error),
         });
@@ -461,7 +469,7 @@ export class HubListener {
     } catch (error) {
       // After the gate ended the connection (shed, deadline), the failure is only its echo.
       if (!gated.ended) {
-        this.#settings.refusals.event("hub_tls_failed", "hub TLS handshake failed", {
+        this.#settings.current.refusals.event("hub_tls_failed", "hub TLS handshake failed", {
           remote: gated.remoteAddress,
           error: describe(error),
         });
@@ -477,7 +485,7 @@ export class HubListener {
     if (head.result.kind !== "request") {
       const status = head.result.kind === "too_large" ? 431 : 400;
       const why = head.result.kind === "bad_request" ? head.result.reason : "request head too large";
-      this.#settings.refusals.event("hub_bad_request", "hub request refused", {
+      this.#settings.current.refusals.event("hub_bad_request", "hub request refused", {
         remote: gated.remoteAddress,
         why,
       });
@@ -499,12 +507,12 @@ export class HubListener {
         gated.phase = "upgraded";
         this.#deadline(
           gated,
-          this.#settings.proveDeadlineMs - this.#settings.upgradeDeadlineMs,
+          this.#settings.current.proveDeadlineMs - this.#settings.current.upgradeDeadlineMs,
           "not authenticated in time",
         );
         return await acceptWebSocket(conn, request, leftover, {
           ...options,
-          maxMessageBytes: this.#settings.unprovenMaxMessageBytes,
+          maxMessageBytes: this.#settings.current.unprovenMaxMessageBytes,
         });
       },
       proven: () => {

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { Live } from "../config/live.ts";
 import type { Logger } from "../log/logger.ts";
 import type { MuxSession, SessionEnd } from "../mux/session.ts";
 import { waitForOpen } from "../transport/inbox.ts";
@@ -49,11 +50,11 @@ export interface ReconnectPolicy {
 
 /** How long to wait before dial number `attempt` + 1 after one that ended as described. */
 export class Backoff {
-  readonly #policy: ReconnectPolicy;
+  readonly #policy: Live<ReconnectPolicy>;
   #attempt = 0;
 
-  constructor(policy: ReconnectPolicy) {
-    this.#policy = policy;
+  constructor(policy: ReconnectPolicy | Live<ReconnectPolicy>) {
+    this.#policy = Live.of(policy);
   }
 
   /**
@@ -62,7 +63,7 @@ export class Backoff {
    * a day waits as little as one that never failed; a permanent refusal waits the longest.
    */
   next(outcome: { establishedForMs: number | null; permanent?: boolean }, random = Math.random): number {
-    const { initialDelayMs, maxDelayMs, stableAfterMs } = this.#policy;
+    const { initialDelayMs, maxDelayMs, stableAfterMs } = this.#policy.current;
     if (outcome.establishedForMs !== null && outcome.establishedForMs >= stableAfterMs) this.#attempt = 0;
     const attempt = outcome.permanent ? Infinity : this.#attempt;
     this.#attempt += 1;
@@ -78,7 +79,15 @@ export interface DialledLinkOptions extends LinkHooks {
   readonly kind: string;
   /** `agent` or `node`: what this side is, in the log lines. */
   readonly self: string;
-  readonly reconnect: ReconnectPolicy;
+  readonly reconnect: ReconnectPolicy | Live<ReconnectPolicy>;
+  /**
+   * Asks for a new session beside the one held (the agent re-registers with new names): once it is
+   * established it is registered (`up`), and the old one is handed to `retire`, which ends it when its
+   * streams have ended; `down` follows for it then. A new session that cannot be established leaves the old
+   * one as it is.
+   */
+  readonly renewal?: LinkRenewal;
+  retire?(session: MuxSession): Promise<SessionEnd>;
   /** Aborted when the process stops: no more dials, and the wait between them ends at once. */
   readonly signal: AbortSignal;
   readonly log: Logger;
@@ -114,7 +123,9 @@ export async function runDialledLink(options: DialledLinkOptions): Promise<void>
       why = outcome.reason;
     } else {
       const startedMs = Date.now();
-      const end = await holdLink(outcome, options);
+      const end = options.renewal === undefined
+        ? await holdLink(outcome, options)
+        : await holdRenewing(outcome, options, options.renewal);
       establishedForMs = Date.now() - startedMs;
       why = end.reason;
     }
@@ -133,6 +144,82 @@ export async function runDialledLink(options: DialledLinkOptions): Promise<void>
     else log.error(`cannot connect to ${kind}; retrying`, fields);
     options.waiting?.(why, delayMs, permanent);
     await sleep(delayMs, signal);
+  }
+}
+
+/** Requests for a dialled link to move to a new session; requests made while one is under way count once. */
+export class LinkRenewal {
+  #pending = false;
+  #waiter: (() => void) | null = null;
+
+  /** Asks for a new session. */
+  request(): void {
+    this.#pending = true;
+    this.#waiter?.();
+  }
+
+  /** Resolves once a new session is asked for (at once when one was asked for since the last). */
+  next(): Promise<void> {
+    if (this.#pending) {
+      this.#pending = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      this.#waiter = () => {
+        this.#waiter = null;
+        this.#pending = false;
+        resolve();
+      };
+    });
+  }
+}
+
+/**
+ * Holds a session like {@linkcode holdLink}, and on each renewal request establishes its successor beside it,
+ * registers that and retires the old one: streams on the old session go on until they end. Resolves with how
+ * the session held last ended.
+ */
+async function holdRenewing(
+  first: MuxSession,
+  options: DialledLinkOptions,
+  renewal: LinkRenewal,
+): Promise<SessionEnd> {
+  let session = first;
+  options.up(session);
+  for (;;) {
+    const asked = renewal.next().then(() => null);
+    const event = await Promise.race([session.closed, asked]);
+    if (event !== null) {
+      options.down(session, event);
+      return event;
+    }
+    if (options.signal.aborted) continue;
+    const successor = await options.establish().catch((error): LinkFailure => ({ reason: describe(error) }));
+    if ("reason" in successor) {
+      options.log.warn(`cannot open a new ${options.kind} session; the current one stays`, {
+        [options.kind]: options.target,
+        why: successor.reason,
+      });
+      continue;
+    }
+    if (options.signal.aborted || !session.isOpen) {
+      // Stopping, or the old session ended meanwhile: the successor simply takes its place.
+      if (options.signal.aborted) successor.close(1000, "shutting down");
+      else {
+        options.down(session, await session.closed);
+        session = successor;
+        options.up(session);
+      }
+      continue;
+    }
+    const retired = session;
+    session = successor;
+    options.up(session);
+    const retire = options.retire ?? ((old: MuxSession) => {
+      old.close(1000, "replaced by a new session");
+      return old.closed;
+    });
+    void retire(retired).then((end) => options.down(retired, end));
   }
 }
 

@@ -11,6 +11,7 @@
  * @module
  */
 
+import { Live } from "../config/live.ts";
 import { jwtVerify, SignJWT } from "jose";
 import type { Router } from "../balancer/router.ts";
 import type { Logger, RateLimitedLog } from "../log/logger.ts";
@@ -50,6 +51,8 @@ const PEER_CLOCK_TOLERANCE_SECONDS = 30;
 const CONNECT_TIMEOUT_MS = 15_000;
 /** A link that lived this long starts the redial backoff over. */
 const STABLE_LINK_MS = 30_000;
+/** How often a removed peer's link is checked for tunnels still open before it is closed. */
+const RETIRE_POLL_MS = 200;
 
 /** Where the link to one configured peer URL stands. */
 export type PeerDialState = "dialling" | "linked" | "this node";
@@ -70,14 +73,17 @@ export interface PeerStatus {
 
 /** Links to peer nodes and the routes they announced. */
 export class Mesh {
-  readonly #settings: MeshSettings;
+  readonly #settings: Live<MeshSettings>;
   readonly #router: Router<MuxSession>;
   readonly #acceptTunnel: (stream: MuxStream, info: StreamOpenInfo) => void;
   readonly #log: Logger;
   readonly #refusals: RateLimitedLog;
   readonly #links = new Set<MuxSession>();
   readonly #lastVersion = new Map<MuxSession, number>();
-  readonly #loops: Promise<void>[] = [];
+  /** The dial loop of each configured peer URL, and what ends it when the URL is removed by a reload. */
+  readonly #loops = new Map<string, { readonly loop: Promise<void>; readonly removed: AbortController }>();
+  /** Loops of removed peers still ending (their links drain first). */
+  readonly #ending = new Set<Promise<void>>();
   readonly #inbound = new Set<Promise<SessionEnd>>();
   readonly #stopping = new AbortController();
   /** `jti` of each token this node is dialling with → the URL it dials, so a node that dials itself notices. */
@@ -93,15 +99,16 @@ export class Mesh {
   readonly #dialledIn = new Map<MuxSession, { remote: string; sinceMs: number }>();
   #announceVersion = 0;
   #withdrawn = false;
+  #started = false;
 
   constructor(
-    settings: MeshSettings,
+    settings: MeshSettings | Live<MeshSettings>,
     router: Router<MuxSession>,
     acceptTunnel: (stream: MuxStream, info: StreamOpenInfo) => void,
     log: Logger,
     refusals: RateLimitedLog,
   ) {
-    this.#settings = settings;
+    this.#settings = Live.of(settings);
     this.#router = router;
     this.#acceptTunnel = acceptTunnel;
     this.#log = log;
@@ -115,7 +122,7 @@ export class Mesh {
 
   /** Every configured peer and every node that dialled in, for status output. */
   peers(): PeerStatus[] {
-    const outbound = this.#settings.peerUrls.map((url): PeerStatus => {
+    const outbound = this.#settings.current.peerUrls.map((url): PeerStatus => {
       const dialled = this.#dialled.get(url);
       return {
         url,
@@ -139,7 +146,46 @@ export class Mesh {
 
   /** Starts dialling every configured peer. */
   start(): void {
-    for (const url of this.#settings.peerUrls) this.#loops.push(this.#runPeer(url));
+    this.#started = true;
+    this.syncPeers();
+  }
+
+  /**
+   * Makes the dialled links match the configured peers (after a reload changed `peerUrls`): a new URL is
+   * dialled; a removed one is told that this node serves nothing, gets no new tunnels from here, and its link
+   * closes once the tunnels on it have ended (at most `drainMs`).
+   */
+  syncPeers(drainMs = 30_000): void {
+    if (!this.#started || this.#stopping.signal.aborted) return;
+    const wanted = new Set(this.#settings.current.peerUrls);
+    for (const [url, { loop, removed }] of this.#loops) {
+      if (wanted.has(url)) continue;
+      this.#loops.delete(url);
+      removed.abort();
+      const link = this.#dialled.get(url)?.link ?? null;
+      this.#dialled.delete(url);
+      this.#peerStates.delete(url);
+      this.#log.info("peer removed from the configuration", { peer: url, linked: link !== null });
+      const ending = (link === null ? loop : this.#retire(link, drainMs).then(() => loop))
+        .finally(() => this.#ending.delete(ending));
+      this.#ending.add(ending);
+    }
+    for (const url of wanted) {
+      if (this.#loops.has(url)) continue;
+      const removed = new AbortController();
+      this.#loops.set(url, { loop: this.#runPeer(url, removed.signal), removed });
+    }
+  }
+
+  /** Withdraws this node's routes from `link` and forgets its own, then closes it once its tunnels end. */
+  async #retire(link: MuxSession, drainMs: number): Promise<void> {
+    link.announce(++this.#announceVersion, []);
+    this.#router.removePeer(link);
+    const deadline = Date.now() + drainMs;
+    while (link.isOpen && link.streamCount > 0 && Date.now() < deadline && !this.#stopping.signal.aborted) {
+      await new Promise((resolve) => setTimeout(resolve, RETIRE_POLL_MS));
+    }
+    await link.closeGracefully(1000, "peer removed from the configuration", 5_000);
   }
 
   /** Sends this node's current routes to every peer (full state, §6.3). */
@@ -210,12 +256,16 @@ export class Mesh {
   async stop(): Promise<void> {
     this.#stopping.abort();
     for (const link of this.#links) link.close(1001, "node shutting down");
-    await Promise.allSettled([...this.#loops, ...this.#inbound]);
+    await Promise.allSettled([
+      ...[...this.#loops.values()].map(({ loop }) => loop),
+      ...this.#ending,
+      ...this.#inbound,
+    ]);
   }
 
   async #verifyPeerToken(token: string): Promise<string | null> {
     try {
-      const { payload } = await jwtVerify(token, this.#settings.peerSecret, {
+      const { payload } = await jwtVerify(token, this.#settings.current.peerSecret, {
         issuer: PEER_TOKEN_ISSUER,
         audience: PEER_TOKEN_AUDIENCE,
         algorithms: ["HS256"],
@@ -231,13 +281,13 @@ export class Mesh {
     }
   }
 
-  #runPeer(url: string): Promise<void> {
+  #runPeer(url: string, removed: AbortSignal): Promise<void> {
     return runDialledLink({
       target: url,
       kind: "peer",
       self: "node",
-      reconnect: { ...this.#settings.reconnect, stableAfterMs: STABLE_LINK_MS },
-      signal: this.#stopping.signal,
+      reconnect: { ...this.#settings.current.reconnect, stableAfterMs: STABLE_LINK_MS },
+      signal: AbortSignal.any([this.#stopping.signal, removed]),
       log: this.#log,
       establish: () => this.#establish(url),
       attempting: () => this.#setPeerState(url, "dialling"),
@@ -247,11 +297,17 @@ export class Mesh {
         this.#linkUp(link);
       },
       down: (link, end) => {
-        this.#dialled.get(url)!.link = null;
-        this.#setPeerState(url, "dialling");
+        // A peer removed by a reload is no longer shown: only its link is forgotten.
+        if (!removed.aborted) {
+          this.#dialled.get(url)!.link = null;
+          this.#setPeerState(url, "dialling");
+        }
         this.#linkDown(link, end);
       },
-      waiting: (why) => (this.#dialled.get(url)!.lastError = why),
+      waiting: (why) => {
+        const dialled = this.#dialled.get(url);
+        if (dialled !== undefined) dialled.lastError = why;
+      },
       giveUp: () => {
         if (!this.#selfUrls.has(url)) return false;
         this.#setPeerState(url, "this node");
@@ -271,7 +327,7 @@ export class Mesh {
       .setJti(jti)
       .setIssuedAt()
       .setExpirationTime(`${PEER_TOKEN_TTL_SECONDS}s`)
-      .sign(this.#settings.peerSecret);
+      .sign(this.#settings.current.peerSecret);
     // While the dial is out, a node that receives this token knows it dialled itself.
     this.#dialling.set(jti, url);
     const ws = await dialWebSocket(
@@ -279,7 +335,7 @@ export class Mesh {
       {
         protocols: [MUX_SUBPROTOCOL],
         headers: { authorization: `Bearer ${token}` },
-        ...(this.#settings.peerCaPem ? { caCerts: [this.#settings.peerCaPem] } : {}),
+        ...(this.#settings.current.peerCaPem ? { caCerts: [this.#settings.current.peerCaPem] } : {}),
       },
       CONNECT_TIMEOUT_MS,
       this.#stopping.signal,
@@ -303,11 +359,11 @@ export class Mesh {
       label,
       dialect: NEXUS_MUX,
       log: this.#log,
-      maxStreams: this.#settings.maxStreamsPerPeer,
-      receiveBudget: this.#settings.receiveBudget,
-      windowStalls: this.#settings.windowStalls,
+      maxStreams: this.#settings.current.maxStreamsPerPeer,
+      receiveBudget: this.#settings.current.receiveBudget,
+      windowStalls: this.#settings.current.windowStalls,
       legacyStreamBufferBytes: 0,
-      heartbeatIntervalMs: this.#settings.heartbeatIntervalMs,
+      heartbeatIntervalMs: this.#settings.current.heartbeatIntervalMs,
       onStreamOpened: this.#acceptTunnel,
       onAnnounce: (version, routes) => this.#onAnnounce(link, version, routes),
     });

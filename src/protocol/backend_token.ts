@@ -52,18 +52,31 @@ export type TokenVerdict =
  * (await verifyBackendToken(token, secret)).ok; // true
  * ```
  */
-export async function verifyBackendToken(token: string, secret: Uint8Array): Promise<TokenVerdict> {
-  let payload: Record<string, unknown>;
-  try {
-    ({ payload } = await jwtVerify(token.trim(), secret, {
-      issuer: TOKEN_ISSUER,
-      audience: TOKEN_AUDIENCE,
-      algorithms: ALGORITHMS,
-    }));
-  } catch (error) {
-    return { ok: false, reason: describeJoseError(error) };
+export async function verifyBackendToken(
+  token: string,
+  secret: Uint8Array | readonly Uint8Array[],
+): Promise<TokenVerdict> {
+  // With several secrets (the current one first, then those retired but still accepted during a rotation),
+  // the first whose signature matches decides: its expiry or claims are what the backend is told about.
+  const secrets = secret instanceof Uint8Array ? [secret] : secret;
+  let mismatch: TokenVerdict = { ok: false, reason: "authentication failed: no backends secret" };
+  for (const candidate of secrets) {
+    let payload: Record<string, unknown>;
+    try {
+      ({ payload } = await jwtVerify(token.trim(), candidate, {
+        issuer: TOKEN_ISSUER,
+        audience: TOKEN_AUDIENCE,
+        algorithms: ALGORITHMS,
+      }));
+    } catch (error) {
+      const verdict: TokenVerdict = { ok: false, reason: describeJoseError(error) };
+      if (!(error instanceof errors.JWSSignatureVerificationFailed)) return verdict;
+      mismatch = verdict;
+      continue;
+    }
+    return readClaims(payload);
   }
-  return readClaims(payload);
+  return mismatch;
 }
 
 function describeJoseError(error: unknown): string {

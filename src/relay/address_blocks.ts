@@ -62,6 +62,11 @@ export class AddressBlocks {
     this.#blocks = blocks;
   }
 
+  /** The blocks as CIDR text in their order (`10.0.0.0/8,192.0.2.7/32`): what a reload compares and logs. */
+  toString(): string {
+    return this.#blocks.map((block) => `${formatIpAddress(block.network)}/${block.prefixLength}`).join(",");
+  }
+
   /**
    * Whether `ip` (as a socket reports it) is in one of the blocks; anything that is not an address is in none.
    *

@@ -67,6 +67,7 @@
  * @module
  */
 
+import { Live } from "../config/live.ts";
 import { type HeapPlace, IndexedHeap } from "./indexed_heap.ts";
 import { sourcePrefix } from "./source_prefix.ts";
 
@@ -126,7 +127,7 @@ interface Source extends HeapPlace {
 
 /** Counts connections, refuses those over a connection limit, and shares the handshake pool out. */
 export class Admission {
-  readonly #limits: AdmissionLimits;
+  readonly #limits: Live<AdmissionLimits>;
   readonly #sources = new Map<string, Source>();
   /** Sources holding handshakes, the one to shed from first at the top. */
   readonly #heaviest = new IndexedHeap<Source>(heavier);
@@ -135,8 +136,8 @@ export class Admission {
   #nextSeq = 0;
   #unattributed = 0;
 
-  constructor(limits: AdmissionLimits) {
-    this.#limits = limits;
+  constructor(limits: AdmissionLimits | Live<AdmissionLimits>) {
+    this.#limits = Live.of(limits);
   }
 
   /** Open connections. */
@@ -160,11 +161,11 @@ export class Admission {
    * yet; the connection is a source of its own until {@linkcode AdmissionTicket.rekey}.
    */
   admit(ip: string | null, options: AdmitOptions): AdmissionTicket | AdmissionRefusal {
-    if (this.#connections >= this.#limits.maxConnections) return "max_connections";
+    if (this.#connections >= this.#limits.current.maxConnections) return "max_connections";
     // Never an address's prefix (those are addresses or end in /64), so it is no one else's source.
     const prefix = ip === null ? `unattributed #${this.#unattributed++}` : sourcePrefix(ip);
     const held = this.#sources.get(prefix);
-    if (held !== undefined && held.connections >= this.#limits.maxConnectionsPerIp) {
+    if (held !== undefined && held.connections >= this.#limits.current.maxConnectionsPerIp) {
       return "max_connections_per_ip";
     }
     const victim = this.#victimFor(held);
@@ -206,12 +207,12 @@ export class Admission {
     const from = handshake.source;
     if (from.prefix === prefix) return null;
     const held = this.#sources.get(prefix);
-    if (held !== undefined && held.connections >= this.#limits.maxConnectionsPerIp) {
+    if (held !== undefined && held.connections >= this.#limits.current.maxConnectionsPerIp) {
       return "max_connections_per_ip";
     }
     const inPool = handshake.inPool;
     if (inPool) this.#leave(handshake);
-    if (inPool && held !== undefined && held.handshakes >= this.#limits.maxHandshakesPerIp) {
+    if (inPool && held !== undefined && held.handshakes >= this.#limits.current.maxHandshakesPerIp) {
       const victim = held.oldest!;
       this.#leave(victim);
       // Its owner may release it right here, which can remove its source: look it up afterwards.
@@ -244,8 +245,8 @@ export class Admission {
   /** The handshake to shed so a newcomer from `source` fits, or null when there is room. */
   #victimFor(source: Source | undefined): Handshake | null {
     const own = source?.handshakes ?? 0;
-    if (source !== undefined && own >= this.#limits.maxHandshakesPerIp) return source.oldest;
-    if (this.#handshakes < this.#limits.maxHandshakes) return null;
+    if (source !== undefined && own >= this.#limits.current.maxHandshakesPerIp) return source.oldest;
+    if (this.#handshakes < this.#limits.current.maxHandshakes) return null;
     const heaviest = this.#heaviest.peek()!;
     // The pool is full, so some source holds a handshake; the newcomer's own holds one if it is the heaviest.
     return own < heaviest.handshakes ? heaviest.oldest : source!.oldest;

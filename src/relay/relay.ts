@@ -6,6 +6,7 @@
  * @module
  */
 
+import { Live } from "../config/live.ts";
 import type { RouteKind, Router, Upstream } from "../balancer/router.ts";
 import { normalizeHostname } from "../hostnames/hostname.ts";
 import { proxyErrorResponse } from "../http/responses.ts";
@@ -42,7 +43,8 @@ export interface RelayDependencies {
   readonly router: Router<Upstream>;
   readonly admission: Admission;
   readonly sweeper: SpliceSweeper;
-  readonly deadlines: SniffDeadlines;
+  /** Read at each accept: a reload may change them. */
+  readonly deadlines: SniffDeadlines | Live<SniffDeadlines>;
   readonly log: Logger;
   /** Refusals are counted and rate-limited, never one line per event in a flood. */
   readonly refusals: RateLimitedLog;
@@ -96,15 +98,46 @@ interface ClientHandshake {
   routedTo?: RouteKind;
 }
 
+/** A listening relay port, and the settings its next connection is accepted with. */
+interface BoundPort {
+  readonly listener: Deno.TcpListener;
+  /** The bound port (port 0 in the config asked for a free one). */
+  readonly port: number;
+  settings: RelayPort;
+  /** As the config has it (port 0 stays 0), for the reload that compares configs. */
+  configured: RelayPort;
+}
+
+/**
+ * The ports by the key a reload matches them by: the port number, or for port 0 (a free port, in tests)
+ * its protocol and its place among the port-0 entries of that protocol.
+ */
+function keyedPorts(ports: readonly RelayPort[]): Map<string, RelayPort> {
+  const keyed = new Map<string, RelayPort>();
+  const zeros = new Map<string, number>();
+  for (const port of ports) {
+    if (port.port !== 0) {
+      keyed.set(String(port.port), port);
+      continue;
+    }
+    const nth = zeros.get(port.protocol) ?? 0;
+    zeros.set(port.protocol, nth + 1);
+    keyed.set(`0/${port.protocol}/${nth}`, port);
+  }
+  return keyed;
+}
+
 /** A complete, routable HTTP request head, as the parser read it. */
 export type HttpRequestHead = Extract<RequestHeadResult, { kind: "request" }>;
 
 /** Public listeners and the connections they carry. */
 export class Relay {
   readonly #deps: RelayDependencies;
-  readonly #listeners: Deno.TcpListener[] = [];
+  readonly #deadlines: Live<SniffDeadlines>;
+  /** Each listening port by its key ({@linkcode portKey}), in configuration order, with its settings in force. */
+  readonly #listeners = new Map<string, BoundPort>();
   /** One per listener; each ends once its listener is closed and its port free again. */
-  readonly #acceptLoops: Promise<void>[] = [];
+  readonly #acceptLoops = new Set<Promise<void>>();
   /** Clients spliced to their streams, and where each stream goes. */
   readonly #clients: SpliceSet<RouteKind>;
   /** Tunnels from peers spliced to this node's backends. */
@@ -116,41 +149,88 @@ export class Relay {
 
   constructor(deps: RelayDependencies) {
     this.#deps = deps;
+    this.#deadlines = Live.of(deps.deadlines);
     this.#clients = new SpliceSet(deps.sweeper);
     this.#tunnels = new SpliceSet(deps.sweeper);
   }
 
   /** Binds every relay port; throws with the port named when one cannot be bound. */
   listen(): void {
-    for (const relayPort of this.#deps.ports) {
-      let listener: Deno.TcpListener;
-      try {
-        listener = Deno.listen({ hostname: this.#deps.bindAddress, port: relayPort.port, transport: "tcp" });
-      } catch (error) {
-        this.stopAccepting();
-        throw new Error(
-          `Cannot listen on ${this.#deps.bindAddress}:${relayPort.port} (${relayPort.protocol}): ${
-            describe(error)
-          }`,
-        );
-      }
-      this.#listeners.push(listener);
-      this.#deps.log.info("relay listening", {
-        address: `${this.#deps.bindAddress}:${(listener.addr as Deno.NetAddr).port}`,
-        protocol: relayPort.protocol,
+    try {
+      for (const [key, relayPort] of keyedPorts(this.#deps.ports)) this.#bind(key, relayPort);
+    } catch (error) {
+      this.stopAccepting();
+      throw error;
+    }
+  }
+
+  /**
+   * Makes the listening ports match `ports` (a reload): a new port is bound, a removed one stops accepting
+   * while its open connections go on to their end, and a kept one takes its new settings (`trustedProxies`)
+   * for the connections it accepts from now on. A port that cannot be bound is left out and named in the
+   * problems; everything else is applied. Returns the configured ports now in force, and the problems.
+   */
+  setPorts(ports: readonly RelayPort[]): { inForce: RelayPort[]; problems: string[] } {
+    const wanted = keyedPorts(ports);
+    const problems: string[] = [];
+    for (const [key, bound] of [...this.#listeners]) {
+      if (wanted.has(key)) continue;
+      this.#listeners.delete(key);
+      closeQuietly(bound.listener);
+      this.#deps.log.info("relay port closed: no new connections, open ones go on", {
+        port: bound.port,
+        protocol: bound.settings.protocol,
       });
-      this.#acceptLoops.push(
-        this.#accept(listener, { ...relayPort, port: (listener.addr as Deno.NetAddr).port }),
+    }
+    const kept = new Map<string, BoundPort>();
+    for (const [key, relayPort] of wanted) {
+      const bound = this.#listeners.get(key);
+      if (bound !== undefined) {
+        bound.settings = { ...relayPort, port: bound.port };
+        bound.configured = relayPort;
+        kept.set(key, bound);
+        continue;
+      }
+      try {
+        this.#bind(key, relayPort);
+        kept.set(key, this.#listeners.get(key)!);
+      } catch (error) {
+        problems.push(describe(error));
+      }
+    }
+    // Configuration order, for `ports` and status.
+    this.#listeners.clear();
+    for (const [key, bound] of kept) this.#listeners.set(key, bound);
+    return { inForce: [...kept.values()].map((bound) => bound.configured), problems };
+  }
+
+  /** Binds one port and starts accepting on it; throws naming the port when it cannot be bound. */
+  #bind(key: string, relayPort: RelayPort): void {
+    let listener: Deno.TcpListener;
+    try {
+      listener = Deno.listen({ hostname: this.#deps.bindAddress, port: relayPort.port, transport: "tcp" });
+    } catch (error) {
+      throw new Error(
+        `Cannot listen on ${this.#deps.bindAddress}:${relayPort.port} (${relayPort.protocol}): ${
+          describe(error)
+        }`,
       );
     }
+    const port = (listener.addr as Deno.NetAddr).port;
+    const bound: BoundPort = { listener, port, settings: { ...relayPort, port }, configured: relayPort };
+    this.#listeners.set(key, bound);
+    this.#deps.log.info("relay listening", {
+      address: `${this.#deps.bindAddress}:${port}`,
+      protocol: relayPort.protocol,
+    });
+    const loop = this.#accept(bound);
+    this.#acceptLoops.add(loop);
+    void loop.finally(() => this.#acceptLoops.delete(loop));
   }
 
   /** The bound ports in configuration order (useful when port 0 asked for a free one). */
   get ports(): RelayPort[] {
-    return this.#listeners.map((listener, i) => ({
-      port: (listener.addr as Deno.NetAddr).port,
-      protocol: this.#deps.ports[i].protocol,
-    }));
+    return [...this.#listeners.values()].map(({ port, settings }) => ({ port, protocol: settings.protocol }));
   }
 
   /** Spliced client connections currently open. */
@@ -205,18 +285,13 @@ export class Relay {
 
   /** Stops accepting; open connections go on. */
   stopAccepting(): void {
-    for (const listener of this.#listeners.splice(0)) {
-      try {
-        listener.close();
-      } catch {
-        // Already closed.
-      }
-    }
+    for (const { listener } of this.#listeners.values()) closeQuietly(listener);
+    this.#listeners.clear();
   }
   /** Resolves once every listener's port is released (a closed listener frees its port a moment later). */
   async stoppedAccepting(): Promise<void> {
     this.stopAccepting();
-    await Promise.all(this.#acceptLoops);
+    await Promise.all([...this.#acceptLoops]);
   }
 
   /**
@@ -243,8 +318,10 @@ export class Relay {
     for (const conn of this.#handshaking) closeQuietly(conn);
   }
 
-  #accept(listener: Deno.TcpListener, relayPort: RelayPort): Promise<void> {
-    return acceptLoop(listener, (conn) => {
+  #accept(bound: BoundPort): Promise<void> {
+    return acceptLoop(bound.listener, (conn) => {
+      // The port's settings as they are at accept: a reload may have changed them since it was bound.
+      const relayPort = bound.settings;
       this.#deps.observer?.accepted(relayPort.port);
       const handler = this.#handle(conn, relayPort).catch((error) => {
         this.#deps.log.error("connection handler failed", { port: relayPort.port, error: describe(error) });
@@ -255,7 +332,7 @@ export class Relay {
     }, (error, retryInMs) => {
       // Out of descriptors and the like: say so, pause instead of spinning, keep serving.
       this.#deps.refusals.event("accept_error", "accept failed", {
-        port: relayPort.port,
+        port: bound.port,
         error: describe(error),
         retry_in_ms: retryInMs,
       });
@@ -303,7 +380,7 @@ export class Relay {
       address: clientAddress,
       relayAddress: formatAddress(conn.localAddr as Deno.NetAddr),
       shed: shed.signal,
-      deadline: new HandshakeDeadline(this.#deps.deadlines, acceptedMs),
+      deadline: new HandshakeDeadline(this.#deadlines.current, acceptedMs),
     };
     this.#handshaking.add(conn);
     try {
@@ -542,7 +619,7 @@ function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-function closeQuietly(conn: Deno.Conn): void {
+function closeQuietly(conn: { close(): void }): void {
   try {
     conn.close();
   } catch {

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { Live } from "../config/live.ts";
 import { type Duplex, PeerGoneError } from "./duplex.ts";
 
 /** How a splice ended. */
@@ -128,12 +129,12 @@ export interface SpliceTimeouts {
  * connection: each sweep compares a splice's byte count with the previous sweep.
  */
 export class SpliceSweeper {
-  readonly #timeouts: SpliceTimeouts;
+  readonly #timeouts: Live<SpliceTimeouts>;
   readonly #watched = new Map<Splice, { bytes: number; quietSinceMs: number }>();
   readonly #timer: ReturnType<typeof setInterval>;
 
-  constructor(timeouts: SpliceTimeouts, intervalMs = 1_000) {
-    this.#timeouts = timeouts;
+  constructor(timeouts: SpliceTimeouts | Live<SpliceTimeouts>, intervalMs = 1_000) {
+    this.#timeouts = Live.of(timeouts);
     this.#timer = setInterval(() => this.sweep(Date.now()), intervalMs);
     Deno.unrefTimer(this.#timer);
   }
@@ -151,7 +152,7 @@ export class SpliceSweeper {
 
   /** Aborts every watched splice that has been quiet for longer than its limit. */
   sweep(nowMs: number): void {
-    const { idleTimeoutMs, halfClosedTimeoutMs } = this.#timeouts;
+    const { idleTimeoutMs, halfClosedTimeoutMs } = this.#timeouts.current;
     for (const [splice, state] of this.#watched) {
       const bytes = splice.bytesMoved;
       if (bytes !== state.bytes) {

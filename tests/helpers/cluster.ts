@@ -69,6 +69,7 @@ export async function startTestNode(options: TestNodeOptions = {}): Promise<Test
       ports: options.relayPorts ?? [{ port: 0, protocol: "tls" }, { port: 0, protocol: "http" }],
     },
     backendsJwtSecret: TEST_JWT_SECRET,
+    previousBackendsJwtSecrets: [],
     ...(options.peerSecret === null ? {} : { peerSecret: options.peerSecret ?? TEST_PEER_SECRET }),
     peers: options.peers ?? [],
     ...(options.peerCaPem === null ? {} : { peerCaPem: certs.ca.certPem }),

@@ -7,6 +7,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { Live } from "../../src/config/live.ts";
 import { Admission, type AdmissionLimits, type AdmissionTicket } from "../../src/relay/admission.ts";
 
 const LARGE = 1_000_000;
@@ -365,7 +366,19 @@ function modelRekey(
 class ModelRun {
   readonly admission: Admission;
   readonly model: ModelConnection[] = [];
-  readonly #limits: AdmissionLimits;
+  #limits: AdmissionLimits;
+  readonly #live: Live<AdmissionLimits>;
+  /**
+   * What each count may reach: its limit, or what it stood at when the limits last changed (a reload), if
+   * more. Nothing open is closed for a lower cap, so a count above a lowered limit may stay there (a newcomer
+   * to a full handshake pool takes the place of one it sheds) but never grows.
+   */
+  #ceilings = {
+    connections: 0,
+    handshakes: 0,
+    perSource: new Map<string, number>(),
+    handshakesPerSource: new Map<string, number>(),
+  };
   readonly #tickets: AdmissionTicket[] = [];
   readonly #shedCalls: number[] = [];
   /** Entering a handshake queue, as the admission counts it. */
@@ -373,7 +386,23 @@ class ModelRun {
 
   constructor(limits: AdmissionLimits) {
     this.#limits = limits;
-    this.admission = new Admission(limits);
+    this.#live = new Live(limits);
+    this.admission = new Admission(this.#live);
+  }
+
+  /** A reload: the limits change while connections are open; what comes next is decided by the new ones. */
+  setLimits(limits: AdmissionLimits): void {
+    this.#limits = limits;
+    this.#live.set(limits);
+    const open = this.model.filter((c) => !c.released);
+    const handshakes = open.filter((c) => c.inHandshake);
+    this.#ceilings = {
+      connections: Math.max(limits.maxConnections, open.length),
+      handshakes: Math.max(limits.maxHandshakes, handshakes.length),
+      perSource: countBySource(open),
+      handshakesPerSource: countBySource(handshakes),
+    };
+    this.#check();
   }
 
   /** `ip` null: not attributed yet, a source of its own (`source` must then be unique to it). */
@@ -465,12 +494,23 @@ class ModelRun {
     assert.equal(admission.connections, open.length);
     assert.equal(admission.handshakes, handshakes.length);
     assert.equal(admission.sources, countBySource(open).size, "state is kept only for open connections");
-    assert.ok(admission.connections <= this.#limits.maxConnections);
-    assert.ok(admission.handshakes <= this.#limits.maxHandshakes);
-    for (const count of countBySource(open).values()) assert.ok(count <= this.#limits.maxConnectionsPerIp);
-    for (const count of countBySource(handshakes).values()) {
-      assert.ok(count <= this.#limits.maxHandshakesPerIp);
-    }
+    // Each count is within its limit, or within what it stood at above a lowered limit; and that allowance
+    // shrinks as the count does, so a count above its limit never grows again.
+    const ceilings = this.#ceilings;
+    const within = (count: number, limit: number, ceiling: number) => {
+      assert.ok(count <= Math.max(limit, ceiling), `${count} within ${limit} (or ${ceiling} above it)`);
+      return Math.min(ceiling, count);
+    };
+    ceilings.connections = within(admission.connections, this.#limits.maxConnections, ceilings.connections);
+    ceilings.handshakes = within(admission.handshakes, this.#limits.maxHandshakes, ceilings.handshakes);
+    const perSource = (counts: Map<string, number>, limit: number, bySource: Map<string, number>) => {
+      for (const [source, count] of counts) within(count, limit, bySource.get(source) ?? 0);
+      for (const [source, ceiling] of bySource) {
+        bySource.set(source, Math.min(ceiling, counts.get(source) ?? 0));
+      }
+    };
+    perSource(countBySource(open), this.#limits.maxConnectionsPerIp, ceilings.perSource);
+    perSource(countBySource(handshakes), this.#limits.maxHandshakesPerIp, ceilings.handshakesPerSource);
     assert.equal(new Set(this.#shedCalls).size, this.#shedCalls.length, "each ticket is shed at most once");
   }
 }
@@ -510,6 +550,43 @@ Deno.test("property: the admission decides as the reference model does, and its 
           if (newcomer.source === `drain ${i}` && newcomer.inHandshake) run.handshakeDone(newcomer);
         }
         // Everything released: nothing is left counted.
+        run.releaseAll();
+        assert.equal(run.admission.connections, 0);
+        assert.equal(run.admission.handshakes, 0);
+        assert.equal(run.admission.sources, 0);
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
+
+Deno.test("property: limits changed while connections are open (a reload) decide what comes next as the model does", () => {
+  fc.assert(
+    fc.property(
+      fc.array(limitsArbitrary, { minLength: 2, maxLength: 4 }),
+      weightsArbitrary,
+      fc.array(operationArbitrary, { maxLength: 300, size: "max" }),
+      (limitsInTurn, weights, operations) => {
+        const run = new ModelRun(limitsInTurn[0]);
+        const changeEvery = Math.max(1, Math.floor(operations.length / limitsInTurn.length));
+        operations.forEach((operation, i) => {
+          if (i > 0 && i % changeEvery === 0) {
+            run.setLimits(limitsInTurn[Math.min(limitsInTurn.length - 1, i / changeEvery)]);
+          }
+          if (operation.kind === "admit") {
+            const [ip, source] = pickAddress(weights, operation.address);
+            run.admit(ip, source, operation.releasesWhenShed);
+          } else if (operation.kind === "admitUnattributed") {
+            run.admit(null, `unattributed ${run.model.length}`, operation.releasesWhenShed);
+          } else if (run.model.length > 0) {
+            const target = run.model[operation.ticket % run.model.length];
+            if (operation.kind === "rekey") {
+              const [ip, source] = pickAddress(weights, operation.address);
+              run.rekey(target, ip, source);
+            } else if (operation.kind === "handshakeDone") run.handshakeDone(target);
+            else run.release(target);
+          }
+        });
         run.releaseAll();
         assert.equal(run.admission.connections, 0);
         assert.equal(run.admission.handshakes, 0);
