@@ -56,11 +56,11 @@ import {
   type TargetName,
 } from "./bench/report.ts";
 
-const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
-const SERVER_NAME = "bench.nexus.test";
+export const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+export const SERVER_NAME = "bench.nexus.test";
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
-const STREAMS = 64;
+export const STREAMS = 64;
 const CONNECT_CONCURRENCY = 16;
 const REQUEST_CONNECTIONS = 16;
 const REQUEST_BYTES = 64;
@@ -72,7 +72,7 @@ const HOLD_CONCURRENCY = 128;
  * Deadlines of the phases, in seconds, scaled to what each one moves. Generous (a phase that takes a tenth of
  * its deadline is slow already): they are there to turn a proxy that stopped answering into a message.
  */
-const DEADLINES = {
+export const DEADLINES = {
   /** Starting a child and waiting until it answers. */
   start: 60,
   /** Stopping children: SIGTERM, up to 10 s of grace each, then SIGKILL. */
@@ -140,16 +140,16 @@ function debug(line: string): void {
   if (Deno.env.get("NEXUS_BENCH_DEBUG")) log(`  (debug) ${line}`);
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-function freePort(): number {
+export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();
   return port;
 }
 
-function median(values: readonly number[]): number | undefined {
+export function median(values: readonly number[]): number | undefined {
   const finite = values.filter(Number.isFinite).sort((a, b) => a - b);
   if (finite.length === 0) return undefined;
   const mid = Math.floor(finite.length / 2);
@@ -157,7 +157,7 @@ function median(values: readonly number[]): number | undefined {
 }
 
 /** The files and ports of one benchmark setup. */
-interface Setup {
+export interface Setup {
   readonly dir: string;
   readonly servicePort: number;
   readonly relayPort: number;
@@ -174,7 +174,7 @@ interface Proxies {
   haproxy: BenchChild | null;
 }
 
-async function writeFiles(dir: string): Promise<void> {
+export async function writeFiles(dir: string): Promise<void> {
   const ca = await createCertificateAuthority({ commonName: "Nexus benchmark CA" });
   const hub = await issueCertificate(ca, { dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"] });
   const service = await issueCertificate(ca, { dnsNames: [SERVER_NAME] });
@@ -186,7 +186,7 @@ async function writeFiles(dir: string): Promise<void> {
   await Deno.writeTextFile(`${dir}/backends.secret`, crypto.randomUUID(), { mode: 0o600 });
 }
 
-async function writeConfigs(setup: Setup): Promise<void> {
+export async function writeConfigs(setup: Setup): Promise<void> {
   await Deno.writeTextFile(
     `${setup.dir}/node.yaml`,
     `backendListenAddress: "127.0.0.1:${setup.hubPort}"
@@ -234,7 +234,7 @@ limits:
   );
 }
 
-function denoRun(
+export function denoRun(
   permissions: readonly string[],
   script: string,
   args: readonly string[],
@@ -245,22 +245,35 @@ function denoRun(
 
 const NEXUS_PERMISSIONS = ["--allow-net", "--allow-read", "--allow-env"];
 
+/** How node and agent are run: extra flags of `deno run` (such as `--v8-flags=...`), environment, profiling. */
+export interface NexusRunOptions {
+  /** Where `--cpu-prof` writes the profiles of node and agent; no profiling without it. */
+  readonly profileDir?: string;
+  readonly denoFlags?: readonly string[];
+  readonly env?: Record<string, string>;
+  /** The `src/main.ts` to run (default: this checkout's), to measure another build beside this one. */
+  readonly mainScript?: string;
+}
+
 /**
  * Starts the node, waits for its hub to accept connections, then starts the agent (no reconnect delay). The
  * wait is bounded by the phase it runs in.
  */
-async function startNexus(
+export async function startNexus(
   setup: Setup,
   context: PhaseContext,
-  profileDir?: string,
+  options: NexusRunOptions = {},
 ): Promise<{ node: BenchChild; agent: BenchChild }> {
-  const profile = (name: string) =>
-    profileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profileDir}/${name}`];
-  const main = `${REPO}/src/main.ts`;
+  const { profileDir, denoFlags = [], env, mainScript = `${REPO}/src/main.ts` } = options;
+  const profile = (name: string) => [
+    ...denoFlags,
+    ...(profileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profileDir}/${name}`]),
+  ];
+  const main = mainScript;
   const node = new BenchChild(
     "node",
     denoRun(NEXUS_PERMISSIONS, main, ["serve", "--config", `${setup.dir}/node.yaml`], profile("node")),
-    { logFile: `${setup.dir}/node.log` },
+    { logFile: `${setup.dir}/node.log`, env },
   );
   context.progress = "the node's hub does not accept connections yet";
   for (;;) {
@@ -279,7 +292,7 @@ async function startNexus(
   const agent = new BenchChild(
     "agent",
     denoRun(NEXUS_PERMISSIONS, main, ["agent", "--config", `${setup.dir}/agent.yaml`], profile("agent")),
-    { logFile: `${setup.dir}/agent.log` },
+    { logFile: `${setup.dir}/agent.log`, env },
   );
   debug(`agent started (pid ${agent.pid})`);
   return { node, agent };
@@ -292,7 +305,7 @@ function startHaproxy(setup: Setup): BenchChild {
 }
 
 /** The load generator, with one job in flight at a time. */
-class Generator {
+export class Generator {
   readonly child: BenchChild;
 
   constructor(child: BenchChild) {
@@ -317,7 +330,12 @@ class Generator {
 }
 
 /** Waits until a connection through `target` reaches the service; the phase of `context` bounds the wait. */
-async function waitReachable(generator: Generator, target: LoadTarget, what: string, context: PhaseContext) {
+export async function waitReachable(
+  generator: Generator,
+  target: LoadTarget,
+  what: string,
+  context: PhaseContext,
+) {
   for (;;) {
     try {
       await generator.run({ op: "probe", target });
@@ -771,7 +789,7 @@ async function profileRun(
     "start Nexus under the profiler",
     DEADLINES.start,
     async (context) => {
-      const started = await startNexus(setup, context, profileDir);
+      const started = await startNexus(setup, context, { profileDir });
       await waitReachable(generator, target, "Nexus", context);
       return started;
     },
