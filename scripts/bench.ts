@@ -37,6 +37,7 @@ import { createCertificateAuthority, issueCertificate } from "./dev_certs.ts";
 import {
   BenchChild,
   openFileLimits,
+  PeakRss,
   type ProcessSample,
   sampleProcess,
   WANTED_OPEN_FILES,
@@ -67,6 +68,8 @@ const REQUEST_BYTES = 64;
 const LATENCY_CONNECTIONS = 8;
 const LATENCY_RATE_PER_SECOND = 1_000;
 const HOLD_CONCURRENCY = 128;
+/** How long after the last transfer of a repeat the RSS it left behind is read. */
+const BULK_SETTLE_MS = 2_000;
 
 /**
  * Deadlines of the phases, in seconds, scaled to what each one moves. Generous (a phase that takes a tenth of
@@ -140,7 +143,7 @@ function debug(line: string): void {
   if (Deno.env.get("NEXUS_BENCH_DEBUG")) log(`  (debug) ${line}`);
 }
 
-export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -239,7 +242,7 @@ export function denoRun(
   script: string,
   args: readonly string[],
   extra: readonly string[] = [],
-) {
+): string[] {
   return [Deno.execPath(), "run", ...permissions, ...extra, script, ...args];
 }
 
@@ -335,7 +338,7 @@ export async function waitReachable(
   target: LoadTarget,
   what: string,
   context: PhaseContext,
-) {
+): Promise<void> {
   for (;;) {
     try {
       await generator.run({ op: "probe", target });
@@ -485,6 +488,7 @@ async function measureRepeat(
   samples: Samples,
   repeat: number,
   generatorLoad: Map<TargetName, number>,
+  startRss: { readonly node: number; readonly agent: number },
 ): Promise<void> {
   const order = targets.list.map((_, i) => targets.list[(i + repeat) % targets.list.length]);
   const cpu = new Map<TargetName, CpuPerGib>(order.map((t) => [t, new CpuPerGib()]));
@@ -502,11 +506,19 @@ async function measureRepeat(
       { stallSeconds: DEADLINES.stall },
     );
 
+  // Highest RSS of node and agent during this repeat's Nexus transfers.
+  const nexusPeaks = { node: 0, agent: 0 };
   const transfer = async (key: string, target: TargetName, job: LoadJob, bytes: number) => {
     const watched = watchedFor(target);
     const before = await Promise.all(watched.map(([, child]) => sampleProcess(child.pid)));
     const generatorBefore = await sampleProcess(generator.child.pid);
+    const peaks = target === "nexus" ? new PeakRss([proxies.node.pid, proxies.agent.pid]) : null;
     const result = await phase(key, target, DEADLINES.transfer(bytes), job);
+    if (peaks !== null) {
+      const [node, agent] = await peaks.stop();
+      nexusPeaks.node = Math.max(nexusPeaks.node, node);
+      nexusPeaks.agent = Math.max(nexusPeaks.agent, agent);
+    }
     const generatorAfter = await sampleProcess(generator.child.pid);
     const after = await Promise.all(watched.map(([, child]) => sampleProcess(child.pid)));
     const seconds = Number(result.seconds);
@@ -534,6 +546,18 @@ async function measureRepeat(
       bytesEach: plan.streamBytes,
     };
     await transfer("streams", target, job, STREAMS * plan.streamBytes);
+  }
+  if (order.includes("nexus")) {
+    // What the transfers left behind once they are over: the agent's RSS against its RSS at start.
+    await sleep(BULK_SETTLE_MS);
+    const [node, agent] = await Promise.all([
+      sampleProcess(proxies.node.pid),
+      sampleProcess(proxies.agent.pid),
+    ]);
+    samples.add("agent_bulk_peak", "nexus", (nexusPeaks.agent - startRss.agent) / MIB);
+    samples.add("agent_bulk_after", "nexus", (agent.rssBytes - startRss.agent) / MIB);
+    samples.add("node_bulk_peak", "nexus", (nexusPeaks.node - startRss.node) / MIB);
+    samples.add("node_bulk_after", "nexus", (node.rssBytes - startRss.node) / MIB);
   }
   log("  transfers done");
   const timed = DEADLINES.timed(plan.seconds);
@@ -690,7 +714,7 @@ function buildFigures(samples: Samples, plan: Plan): Figure[] {
       better: "lower",
       compare: "ratio",
       values: m("node_per_idle"),
-      goal: { kind: "below", value: 20 },
+      goal: { kind: "below", value: 8 },
     },
     {
       key: "agent_per_idle",
@@ -699,6 +723,40 @@ function buildFigures(samples: Samples, plan: Plan): Figure[] {
       better: "lower",
       compare: "ratio",
       values: m("agent_per_idle"),
+    },
+    {
+      key: "agent_bulk_peak",
+      label: "Agent RSS during the transfers, highest, above its RSS at start",
+      unit: "MiB",
+      better: "lower",
+      compare: "ratio",
+      values: m("agent_bulk_peak"),
+      goal: { kind: "below", value: 96 },
+    },
+    {
+      key: "agent_bulk_after",
+      label: `Agent RSS ${BULK_SETTLE_MS / 1000} s after the transfers, above its RSS at start`,
+      unit: "MiB",
+      better: "lower",
+      compare: "ratio",
+      values: m("agent_bulk_after"),
+      goal: { kind: "below", value: 24 },
+    },
+    {
+      key: "node_bulk_peak",
+      label: "Node RSS during the transfers, highest, above its RSS at start",
+      unit: "MiB",
+      better: "lower",
+      compare: "ratio",
+      values: m("node_bulk_peak"),
+    },
+    {
+      key: "node_bulk_after",
+      label: `Node RSS ${BULK_SETTLE_MS / 1000} s after the transfers, above its RSS at start`,
+      unit: "MiB",
+      better: "lower",
+      compare: "ratio",
+      values: m("node_bulk_after"),
     },
     {
       key: "cpu_node",
@@ -985,6 +1043,12 @@ async function main(): Promise<number> {
     await startProxies("restart the proxies");
     log("proxies restarted");
 
+    await sleep(500);
+    const [nodeStart, agentStart] = await Promise.all([
+      sampleProcess(proxies.node!.pid),
+      sampleProcess(proxies.agent!.pid),
+    ]);
+    const startRss = { node: nodeStart.rssBytes, agent: agentStart.rssBytes };
     const generatorLoad = new Map<TargetName, number>();
     for (let repeat = 0; repeat < plan.repeats; repeat++) {
       log(`repeat ${repeat + 1} of ${plan.repeats}`);
@@ -997,6 +1061,7 @@ async function main(): Promise<number> {
         samples,
         repeat,
         generatorLoad,
+        startRss,
       );
     }
     await stopProxies();
@@ -1024,7 +1089,9 @@ async function main(): Promise<number> {
         `Open-file limit: every child is started through \`sh -c 'ulimit -n ${WANTED_OPEN_FILES}'\` (falling back to the hard limit); limits in effect: ${
           limits.join(", ")
         }.`,
-        `Memory is VmRSS from /proc/<pid>/status; "per idle connection" is the RSS growth from the idle baseline divided by the connections held (each a completed TLS handshake with one echo, then idle). CPU is utime+stime from /proc/<pid>/stat over the one-stream and ${STREAMS}-stream transfers.`,
+        `Memory is VmRSS from /proc/<pid>/status; "per idle connection" is the RSS growth from the idle baseline divided by the connections held (each a completed TLS handshake with one echo, then idle). Agent and node RSS during the transfers: the highest of samples every 100 ms through each repeat's Nexus transfers, and one sample ${
+          BULK_SETTLE_MS / 1000
+        } s after them, both against the RSS of the freshly started process. CPU is utime+stime from /proc/<pid>/stat over the one-stream and ${STREAMS}-stream transfers.`,
         `Whole run took ${((Date.now() - startedMs) / 1000).toFixed(0)} s.`,
       ],
       notes: [

@@ -27,7 +27,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { BenchChild, sampleProcess } from "./bench/child.ts";
+import { BenchChild, PeakRss, sampleProcess } from "./bench/child.ts";
 import { EXIT_DEADLINE, PhaseError, Phases } from "./bench/phase.ts";
 import { reapOnExit, registeredChildren, removeOnExit } from "./bench/reaper.ts";
 import {
@@ -49,7 +49,6 @@ import {
 
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
-const SAMPLE_INTERVAL_MS = 100;
 const HOLD_CONCURRENCY = 128;
 
 /** One way of running node and agent. */
@@ -80,30 +79,6 @@ function parseVariant(text: string): Variant {
 /** Figures of one run of one variant, by name. */
 type RunFigures = Record<string, number>;
 
-/** Highest RSS of each watched process while it runs, sampled every 100 ms. */
-class PeakSampler {
-  readonly #peaks: number[];
-  readonly #done: Promise<void>;
-  #running = true;
-
-  constructor(children: readonly BenchChild[]) {
-    this.#peaks = children.map(() => 0);
-    this.#done = (async () => {
-      while (this.#running) {
-        const samples = await Promise.all(children.map((child) => sampleProcess(child.pid)));
-        samples.forEach((sample, i) => this.#peaks[i] = Math.max(this.#peaks[i], sample.rssBytes));
-        await sleep(SAMPLE_INTERVAL_MS);
-      }
-    })();
-  }
-
-  async stop(): Promise<number[]> {
-    this.#running = false;
-    await this.#done;
-    return this.#peaks;
-  }
-}
-
 async function bulkRun(
   phases: Phases,
   setup: Setup,
@@ -127,7 +102,7 @@ async function bulkRun(
       node_start: nodeStart.rssBytes / MIB,
       agent_start: agentStart.rssBytes / MIB,
     };
-    const sampler = new PeakSampler([node, agent]);
+    const sampler = new PeakRss([node.pid, agent.pid]);
     let nodeCpu = 0;
     let agentCpu = 0;
     let moved = 0;
