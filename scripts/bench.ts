@@ -43,6 +43,7 @@ import {
   WANTED_OPEN_FILES,
 } from "./bench/child.ts";
 import { topFunctions } from "./bench/cpu_profile.ts";
+import { RUNTIME_V8_FLAGS } from "./compile.ts";
 import { HAPROXY_INSTALL_HINT, haproxyConfig, haproxyVersion } from "./bench/haproxy.ts";
 import type { LoadJob, LoadProgress, LoadResult, LoadTarget } from "./bench/load.ts";
 import { EXIT_DEADLINE, type PhaseContext, PhaseError, Phases } from "./bench/phase.ts";
@@ -247,6 +248,8 @@ export function denoRun(
 }
 
 const NEXUS_PERMISSIONS = ["--allow-net", "--allow-read", "--allow-env"];
+/** Node and agent run with the V8 flags the binaries are built with, so the figures are what ships. */
+const SHIPPED_V8_FLAGS = [`--v8-flags=${RUNTIME_V8_FLAGS.join(",")}`];
 
 /** How node and agent are run: extra flags of `deno run` (such as `--v8-flags=...`), environment, profiling. */
 export interface NexusRunOptions {
@@ -847,7 +850,7 @@ async function profileRun(
     "start Nexus under the profiler",
     DEADLINES.start,
     async (context) => {
-      const started = await startNexus(setup, context, { profileDir });
+      const started = await startNexus(setup, context, { profileDir, denoFlags: SHIPPED_V8_FLAGS });
       await waitReachable(generator, target, "Nexus", context);
       return started;
     },
@@ -1012,7 +1015,7 @@ async function main(): Promise<number> {
     };
     const startProxies = (what: string) =>
       phases.run(what, DEADLINES.start, async (context) => {
-        Object.assign(proxies, await startNexus(setup, context), {
+        Object.assign(proxies, await startNexus(setup, context, { denoFlags: SHIPPED_V8_FLAGS }), {
           haproxy: haproxy === null ? null : startHaproxy(setup),
         });
         if (proxies.haproxy) debug(`haproxy started (pid ${proxies.haproxy.pid})`);
