@@ -37,11 +37,13 @@ import { createCertificateAuthority, issueCertificate } from "./dev_certs.ts";
 import {
   BenchChild,
   openFileLimits,
+  PeakRss,
   type ProcessSample,
   sampleProcess,
   WANTED_OPEN_FILES,
 } from "./bench/child.ts";
 import { topFunctions } from "./bench/cpu_profile.ts";
+import { RUNTIME_V8_FLAGS } from "./compile.ts";
 import { HAPROXY_INSTALL_HINT, haproxyConfig, haproxyVersion } from "./bench/haproxy.ts";
 import type { LoadJob, LoadProgress, LoadResult, LoadTarget } from "./bench/load.ts";
 import { EXIT_DEADLINE, type PhaseContext, PhaseError, Phases } from "./bench/phase.ts";
@@ -56,23 +58,25 @@ import {
   type TargetName,
 } from "./bench/report.ts";
 
-const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
-const SERVER_NAME = "bench.nexus.test";
+export const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+export const SERVER_NAME = "bench.nexus.test";
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
-const STREAMS = 64;
+export const STREAMS = 64;
 const CONNECT_CONCURRENCY = 16;
 const REQUEST_CONNECTIONS = 16;
 const REQUEST_BYTES = 64;
 const LATENCY_CONNECTIONS = 8;
 const LATENCY_RATE_PER_SECOND = 1_000;
 const HOLD_CONCURRENCY = 128;
+/** How long after the last transfer of a repeat the RSS it left behind is read. */
+const BULK_SETTLE_MS = 2_000;
 
 /**
  * Deadlines of the phases, in seconds, scaled to what each one moves. Generous (a phase that takes a tenth of
  * its deadline is slow already): they are there to turn a proxy that stopped answering into a message.
  */
-const DEADLINES = {
+export const DEADLINES = {
   /** Starting a child and waiting until it answers. */
   start: 60,
   /** Stopping children: SIGTERM, up to 10 s of grace each, then SIGKILL. */
@@ -140,16 +144,16 @@ function debug(line: string): void {
   if (Deno.env.get("NEXUS_BENCH_DEBUG")) log(`  (debug) ${line}`);
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-function freePort(): number {
+export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();
   return port;
 }
 
-function median(values: readonly number[]): number | undefined {
+export function median(values: readonly number[]): number | undefined {
   const finite = values.filter(Number.isFinite).sort((a, b) => a - b);
   if (finite.length === 0) return undefined;
   const mid = Math.floor(finite.length / 2);
@@ -157,7 +161,7 @@ function median(values: readonly number[]): number | undefined {
 }
 
 /** The files and ports of one benchmark setup. */
-interface Setup {
+export interface Setup {
   readonly dir: string;
   readonly servicePort: number;
   readonly relayPort: number;
@@ -174,7 +178,7 @@ interface Proxies {
   haproxy: BenchChild | null;
 }
 
-async function writeFiles(dir: string): Promise<void> {
+export async function writeFiles(dir: string): Promise<void> {
   const ca = await createCertificateAuthority({ commonName: "Nexus benchmark CA" });
   const hub = await issueCertificate(ca, { dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"] });
   const service = await issueCertificate(ca, { dnsNames: [SERVER_NAME] });
@@ -186,7 +190,7 @@ async function writeFiles(dir: string): Promise<void> {
   await Deno.writeTextFile(`${dir}/backends.secret`, crypto.randomUUID(), { mode: 0o600 });
 }
 
-async function writeConfigs(setup: Setup): Promise<void> {
+export async function writeConfigs(setup: Setup): Promise<void> {
   await Deno.writeTextFile(
     `${setup.dir}/node.yaml`,
     `backendListenAddress: "127.0.0.1:${setup.hubPort}"
@@ -234,33 +238,48 @@ limits:
   );
 }
 
-function denoRun(
+export function denoRun(
   permissions: readonly string[],
   script: string,
   args: readonly string[],
   extra: readonly string[] = [],
-) {
+): string[] {
   return [Deno.execPath(), "run", ...permissions, ...extra, script, ...args];
 }
 
 const NEXUS_PERMISSIONS = ["--allow-net", "--allow-read", "--allow-env"];
+/** Node and agent run with the V8 flags the binaries are built with, so the figures are what ships. */
+const SHIPPED_V8_FLAGS = [`--v8-flags=${RUNTIME_V8_FLAGS.join(",")}`];
+
+/** How node and agent are run: extra flags of `deno run` (such as `--v8-flags=...`), environment, profiling. */
+export interface NexusRunOptions {
+  /** Where `--cpu-prof` writes the profiles of node and agent; no profiling without it. */
+  readonly profileDir?: string;
+  readonly denoFlags?: readonly string[];
+  readonly env?: Record<string, string>;
+  /** The `src/main.ts` to run (default: this checkout's), to measure another build beside this one. */
+  readonly mainScript?: string;
+}
 
 /**
  * Starts the node, waits for its hub to accept connections, then starts the agent (no reconnect delay). The
  * wait is bounded by the phase it runs in.
  */
-async function startNexus(
+export async function startNexus(
   setup: Setup,
   context: PhaseContext,
-  profileDir?: string,
+  options: NexusRunOptions = {},
 ): Promise<{ node: BenchChild; agent: BenchChild }> {
-  const profile = (name: string) =>
-    profileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profileDir}/${name}`];
-  const main = `${REPO}/src/main.ts`;
+  const { profileDir, denoFlags = [], env, mainScript = `${REPO}/src/main.ts` } = options;
+  const profile = (name: string) => [
+    ...denoFlags,
+    ...(profileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profileDir}/${name}`]),
+  ];
+  const main = mainScript;
   const node = new BenchChild(
     "node",
     denoRun(NEXUS_PERMISSIONS, main, ["serve", "--config", `${setup.dir}/node.yaml`], profile("node")),
-    { logFile: `${setup.dir}/node.log` },
+    { logFile: `${setup.dir}/node.log`, env },
   );
   context.progress = "the node's hub does not accept connections yet";
   for (;;) {
@@ -279,7 +298,7 @@ async function startNexus(
   const agent = new BenchChild(
     "agent",
     denoRun(NEXUS_PERMISSIONS, main, ["agent", "--config", `${setup.dir}/agent.yaml`], profile("agent")),
-    { logFile: `${setup.dir}/agent.log` },
+    { logFile: `${setup.dir}/agent.log`, env },
   );
   debug(`agent started (pid ${agent.pid})`);
   return { node, agent };
@@ -292,7 +311,7 @@ function startHaproxy(setup: Setup): BenchChild {
 }
 
 /** The load generator, with one job in flight at a time. */
-class Generator {
+export class Generator {
   readonly child: BenchChild;
 
   constructor(child: BenchChild) {
@@ -317,7 +336,12 @@ class Generator {
 }
 
 /** Waits until a connection through `target` reaches the service; the phase of `context` bounds the wait. */
-async function waitReachable(generator: Generator, target: LoadTarget, what: string, context: PhaseContext) {
+export async function waitReachable(
+  generator: Generator,
+  target: LoadTarget,
+  what: string,
+  context: PhaseContext,
+): Promise<void> {
   for (;;) {
     try {
       await generator.run({ op: "probe", target });
@@ -467,6 +491,7 @@ async function measureRepeat(
   samples: Samples,
   repeat: number,
   generatorLoad: Map<TargetName, number>,
+  startRss: { readonly node: number; readonly agent: number },
 ): Promise<void> {
   const order = targets.list.map((_, i) => targets.list[(i + repeat) % targets.list.length]);
   const cpu = new Map<TargetName, CpuPerGib>(order.map((t) => [t, new CpuPerGib()]));
@@ -484,11 +509,19 @@ async function measureRepeat(
       { stallSeconds: DEADLINES.stall },
     );
 
+  // Highest RSS of node and agent during this repeat's Nexus transfers.
+  const nexusPeaks = { node: 0, agent: 0 };
   const transfer = async (key: string, target: TargetName, job: LoadJob, bytes: number) => {
     const watched = watchedFor(target);
     const before = await Promise.all(watched.map(([, child]) => sampleProcess(child.pid)));
     const generatorBefore = await sampleProcess(generator.child.pid);
+    const peaks = target === "nexus" ? new PeakRss([proxies.node.pid, proxies.agent.pid]) : null;
     const result = await phase(key, target, DEADLINES.transfer(bytes), job);
+    if (peaks !== null) {
+      const [node, agent] = await peaks.stop();
+      nexusPeaks.node = Math.max(nexusPeaks.node, node);
+      nexusPeaks.agent = Math.max(nexusPeaks.agent, agent);
+    }
     const generatorAfter = await sampleProcess(generator.child.pid);
     const after = await Promise.all(watched.map(([, child]) => sampleProcess(child.pid)));
     const seconds = Number(result.seconds);
@@ -516,6 +549,18 @@ async function measureRepeat(
       bytesEach: plan.streamBytes,
     };
     await transfer("streams", target, job, STREAMS * plan.streamBytes);
+  }
+  if (order.includes("nexus")) {
+    // What the transfers left behind once they are over: the agent's RSS against its RSS at start.
+    await sleep(BULK_SETTLE_MS);
+    const [node, agent] = await Promise.all([
+      sampleProcess(proxies.node.pid),
+      sampleProcess(proxies.agent.pid),
+    ]);
+    samples.add("agent_bulk_peak", "nexus", (nexusPeaks.agent - startRss.agent) / MIB);
+    samples.add("agent_bulk_after", "nexus", (agent.rssBytes - startRss.agent) / MIB);
+    samples.add("node_bulk_peak", "nexus", (nexusPeaks.node - startRss.node) / MIB);
+    samples.add("node_bulk_after", "nexus", (node.rssBytes - startRss.node) / MIB);
   }
   log("  transfers done");
   const timed = DEADLINES.timed(plan.seconds);
@@ -672,7 +717,7 @@ function buildFigures(samples: Samples, plan: Plan): Figure[] {
       better: "lower",
       compare: "ratio",
       values: m("node_per_idle"),
-      goal: { kind: "below", value: 20 },
+      goal: { kind: "below", value: 8 },
     },
     {
       key: "agent_per_idle",
@@ -681,6 +726,40 @@ function buildFigures(samples: Samples, plan: Plan): Figure[] {
       better: "lower",
       compare: "ratio",
       values: m("agent_per_idle"),
+    },
+    {
+      key: "agent_bulk_peak",
+      label: "Agent RSS during the transfers, highest, above its RSS at start",
+      unit: "MiB",
+      better: "lower",
+      compare: "ratio",
+      values: m("agent_bulk_peak"),
+      goal: { kind: "below", value: 96 },
+    },
+    {
+      key: "agent_bulk_after",
+      label: `Agent RSS ${BULK_SETTLE_MS / 1000} s after the transfers, above its RSS at start`,
+      unit: "MiB",
+      better: "lower",
+      compare: "ratio",
+      values: m("agent_bulk_after"),
+      goal: { kind: "below", value: 24 },
+    },
+    {
+      key: "node_bulk_peak",
+      label: "Node RSS during the transfers, highest, above its RSS at start",
+      unit: "MiB",
+      better: "lower",
+      compare: "ratio",
+      values: m("node_bulk_peak"),
+    },
+    {
+      key: "node_bulk_after",
+      label: `Node RSS ${BULK_SETTLE_MS / 1000} s after the transfers, above its RSS at start`,
+      unit: "MiB",
+      better: "lower",
+      compare: "ratio",
+      values: m("node_bulk_after"),
     },
     {
       key: "cpu_node",
@@ -771,7 +850,7 @@ async function profileRun(
     "start Nexus under the profiler",
     DEADLINES.start,
     async (context) => {
-      const started = await startNexus(setup, context, profileDir);
+      const started = await startNexus(setup, context, { profileDir, denoFlags: SHIPPED_V8_FLAGS });
       await waitReachable(generator, target, "Nexus", context);
       return started;
     },
@@ -936,7 +1015,7 @@ async function main(): Promise<number> {
     };
     const startProxies = (what: string) =>
       phases.run(what, DEADLINES.start, async (context) => {
-        Object.assign(proxies, await startNexus(setup, context), {
+        Object.assign(proxies, await startNexus(setup, context, { denoFlags: SHIPPED_V8_FLAGS }), {
           haproxy: haproxy === null ? null : startHaproxy(setup),
         });
         if (proxies.haproxy) debug(`haproxy started (pid ${proxies.haproxy.pid})`);
@@ -967,6 +1046,12 @@ async function main(): Promise<number> {
     await startProxies("restart the proxies");
     log("proxies restarted");
 
+    await sleep(500);
+    const [nodeStart, agentStart] = await Promise.all([
+      sampleProcess(proxies.node!.pid),
+      sampleProcess(proxies.agent!.pid),
+    ]);
+    const startRss = { node: nodeStart.rssBytes, agent: agentStart.rssBytes };
     const generatorLoad = new Map<TargetName, number>();
     for (let repeat = 0; repeat < plan.repeats; repeat++) {
       log(`repeat ${repeat + 1} of ${plan.repeats}`);
@@ -979,6 +1064,7 @@ async function main(): Promise<number> {
         samples,
         repeat,
         generatorLoad,
+        startRss,
       );
     }
     await stopProxies();
@@ -1006,7 +1092,9 @@ async function main(): Promise<number> {
         `Open-file limit: every child is started through \`sh -c 'ulimit -n ${WANTED_OPEN_FILES}'\` (falling back to the hard limit); limits in effect: ${
           limits.join(", ")
         }.`,
-        `Memory is VmRSS from /proc/<pid>/status; "per idle connection" is the RSS growth from the idle baseline divided by the connections held (each a completed TLS handshake with one echo, then idle). CPU is utime+stime from /proc/<pid>/stat over the one-stream and ${STREAMS}-stream transfers.`,
+        `Memory is VmRSS from /proc/<pid>/status; "per idle connection" is the RSS growth from the idle baseline divided by the connections held (each a completed TLS handshake with one echo, then idle). Agent and node RSS during the transfers: the highest of samples every 100 ms through each repeat's Nexus transfers, and one sample ${
+          BULK_SETTLE_MS / 1000
+        } s after them, both against the RSS of the freshly started process. CPU is utime+stime from /proc/<pid>/stat over the one-stream and ${STREAMS}-stream transfers.`,
         `Whole run took ${((Date.now() - startedMs) / 1000).toFixed(0)} s.`,
       ],
       notes: [

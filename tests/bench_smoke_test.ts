@@ -18,6 +18,10 @@ const ROWS = [
   "Proxy memory per idle connection, at 10",
   "Proxy memory per idle connection, at 20",
   "Agent memory per idle connection, at 20",
+  "Agent RSS during the transfers, highest, above its RSS at start",
+  "Agent RSS 2 s after the transfers, above its RSS at start",
+  "Node RSS during the transfers, highest, above its RSS at start",
+  "Node RSS 2 s after the transfers, above its RSS at start",
   "CPU per GiB moved, node (HAProxy: its process)",
   "CPU per GiB moved, agent",
   "CPU per GiB moved, node + agent",
@@ -26,7 +30,14 @@ const ROWS = [
 /** Rows measured on the direct connection too; the others are about proxy processes only. */
 const DIRECT_ROWS = new Set(ROWS.slice(0, 7));
 /** Rows with no HAProxy counterpart. */
-const NEXUS_ONLY_ROWS = new Set(["Agent memory per idle connection, at 20", "CPU per GiB moved, agent"]);
+const NEXUS_ONLY_ROWS = new Set([
+  "Agent memory per idle connection, at 20",
+  "Agent RSS during the transfers, highest, above its RSS at start",
+  "Agent RSS 2 s after the transfers, above its RSS at start",
+  "Node RSS during the transfers, highest, above its RSS at start",
+  "Node RSS 2 s after the transfers, above its RSS at start",
+  "CPU per GiB moved, agent",
+]);
 
 async function git(args: string[]): Promise<string> {
   const output = await new Deno.Command("git", { args, cwd: REPO, stdout: "piped" }).output();

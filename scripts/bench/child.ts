@@ -63,6 +63,31 @@ export async function sampleProcess(pid: number): Promise<ProcessSample> {
   return { cpuSeconds, rssBytes: rssKib * 1024 };
 }
 
+/** The highest RSS of each of some processes while it runs, sampled every 100 ms from `/proc`. */
+export class PeakRss {
+  readonly #peaks: number[];
+  readonly #done: Promise<void>;
+  #running = true;
+
+  constructor(pids: readonly number[], intervalMs = 100) {
+    this.#peaks = pids.map(() => 0);
+    this.#done = (async () => {
+      while (this.#running) {
+        const samples = await Promise.all(pids.map((pid) => sampleProcess(pid)));
+        samples.forEach((sample, i) => this.#peaks[i] = Math.max(this.#peaks[i], sample.rssBytes));
+        await new Promise((resolve) => setTimeout(resolve, intervalMs));
+      }
+    })();
+  }
+
+  /** Stops sampling; the peak of each process, in bytes, in the order given. */
+  async stop(): Promise<number[]> {
+    this.#running = false;
+    await this.#done;
+    return this.#peaks;
+  }
+}
+
 /** The soft and hard open-file limits of a process, from `/proc/<pid>/limits`. */
 export async function openFileLimits(pid: number): Promise<{ soft: number; hard: number }> {
   const limits = await readProc(pid, ["limits"]);

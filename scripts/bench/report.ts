@@ -150,6 +150,7 @@ const HISTORY_COLUMNS: ReadonlyArray<{ key: string; heading: string }> = [
   { key: "requests", heading: "req/s kept-alive" },
   { key: "added_p99", heading: "added p99 ms" },
   { key: "node_per_idle", heading: "node KiB/idle conn" },
+  { key: "agent_bulk_after", heading: "agent MiB after bulk" },
   { key: "cpu_total", heading: "node+agent CPU s/GiB" },
 ];
 

@@ -8,6 +8,7 @@ import {
   executableKind,
   resolveRuntime,
   RUNTIME_PERMISSIONS,
+  RUNTIME_V8_FLAGS,
   TARGETS,
   writePermission,
 } from "../../scripts/compile.ts";
@@ -163,6 +164,7 @@ Deno.test("compileArgs builds each target from src/main.ts into dist with the ru
       "--allow-read",
       "--allow-env=NEXUS_*,LOG_TOKENS,LOG_STREAM",
       exe ? "--allow-write=C:\\ProgramData\\nexus" : "--allow-write=/var/lib/nexus",
+      "--v8-flags=--max-semi-space-size=1",
       "src/main.ts",
     ]);
     for (const broad of ["-A", "--allow-all", "--allow-write", "--allow-run", "--allow-ffi", "--allow-sys"]) {
@@ -191,8 +193,20 @@ Deno.test("compileArgs takes the output directory, entry point and write directo
       "--allow-read",
       "--allow-env=NEXUS_*,LOG_TOKENS,LOG_STREAM",
       "--allow-write=/srv/nexus",
+      "--v8-flags=--max-semi-space-size=1",
       "/tmp/tiny.ts",
     ],
+  );
+});
+
+Deno.test("deno task nexus and the container run with the binaries' V8 flags", async () => {
+  const flag = `--v8-flags=${RUNTIME_V8_FLAGS.join(",")}`;
+  ok(denoConfig.tasks.nexus.split(" ").includes(flag), `deno task nexus: ${denoConfig.tasks.nexus}`);
+  const dockerfile = await Deno.readTextFile(join(ROOT, "Dockerfile"));
+  const entrypoint = dockerfile.replace(/\\\n\s*/g, " ").split("\n").find((l) => l.startsWith("ENTRYPOINT "));
+  ok(
+    entrypoint !== undefined && JSON.parse(entrypoint.slice("ENTRYPOINT ".length)).includes(flag),
+    `${entrypoint}`,
   );
 });
 
