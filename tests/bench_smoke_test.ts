@@ -25,6 +25,9 @@ const ROWS = [
   "CPU per GiB moved, node (HAProxy: its process)",
   "CPU per GiB moved, agent",
   "CPU per GiB moved, node + agent",
+  "CPU per 1,000 new TLS connections, node (HAProxy: its process)",
+  "CPU per 1,000 new TLS connections, agent",
+  "CPU per 1,000 new TLS connections, node + agent",
 ];
 
 /** Rows measured on the direct connection too; the others are about proxy processes only. */
@@ -37,6 +40,7 @@ const NEXUS_ONLY_ROWS = new Set([
   "Node RSS during the transfers, highest, above its RSS at start",
   "Node RSS 2 s after the transfers, above its RSS at start",
   "CPU per GiB moved, agent",
+  "CPU per 1,000 new TLS connections, agent",
 ]);
 
 async function git(args: string[]): Promise<string> {

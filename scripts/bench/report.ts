@@ -20,6 +20,8 @@ const TARGET_LABELS: Record<TargetName, string> = {
 export type Goal =
   | { readonly kind: "ratio_vs_haproxy"; readonly atLeast: number }
   | { readonly kind: "difference_vs_haproxy"; readonly atMost: number }
+  /** A cost (CPU) that may be at most this multiple of HAProxy's. */
+  | { readonly kind: "cost_vs_haproxy"; readonly atMost: number }
   | { readonly kind: "below"; readonly value: number };
 
 /** One row of the table: the median of each target, where it applies. */
@@ -99,6 +101,8 @@ function goalMet(figure: Figure): boolean | null {
       return haproxy === undefined ? null : nexus / haproxy >= goal.atLeast;
     case "difference_vs_haproxy":
       return haproxy === undefined ? null : nexus - haproxy <= goal.atMost;
+    case "cost_vs_haproxy":
+      return haproxy === undefined ? null : nexus / haproxy <= goal.atMost;
     case "below":
       return nexus < goal.value;
   }
@@ -110,6 +114,8 @@ function describeGoal(goal: Goal, unit: string): string {
       return `≥ ${Math.round(goal.atLeast * 100)}% of HAProxy`;
     case "difference_vs_haproxy":
       return `≤ HAProxy + ${goal.atMost} ${unit}`;
+    case "cost_vs_haproxy":
+      return `≤ ${goal.atMost}× HAProxy`;
     case "below":
       return `< ${goal.value} ${unit}`;
   }
@@ -151,7 +157,9 @@ const HISTORY_COLUMNS: ReadonlyArray<{ key: string; heading: string }> = [
   { key: "added_p99", heading: "added p99 ms" },
   { key: "node_per_idle", heading: "node KiB/idle conn" },
   { key: "agent_bulk_after", heading: "agent MiB after bulk" },
+  { key: "cpu_node", heading: "node CPU s/GiB" },
   { key: "cpu_total", heading: "node+agent CPU s/GiB" },
+  { key: "connection_cpu_node", heading: "node CPU ms/1k conn" },
 ];
 
 /** The log of runs: Nexus's figure with its ratio to HAProxy (or HAProxy's figure) in each cell. */
