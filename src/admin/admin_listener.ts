@@ -101,7 +101,7 @@ function tokenDigest(token: Uint8Array): Uint8Array {
  * The answer to one request, given the view and the token's digest (`null`: no token). Pure but for the
  * view's reads.
  */
-export function answerAdminRequest(
+function answerAdminRequest(
   request: EndpointRequest,
   view: AdminView,
   expectedTokenDigest: Uint8Array | null,

@@ -32,7 +32,7 @@ export interface AdminKeys {
  * isLoopbackHost("0.0.0.0"); // false
  * ```
  */
-export function isLoopbackHost(hostname: string): boolean {
+function isLoopbackHost(hostname: string): boolean {
   return hostname === "localhost" || hostname === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
 }
 
