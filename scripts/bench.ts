@@ -251,6 +251,20 @@ const NEXUS_PERMISSIONS = ["--allow-net", "--allow-read", "--allow-env"];
 /** Node and agent run with the V8 flags the binaries are built with, so the figures are what ships. */
 const SHIPPED_V8_FLAGS = [`--v8-flags=${RUNTIME_V8_FLAGS.join(",")}`];
 
+/** The TLS echo and transfer service every target leads to, with the files of {@linkcode writeFiles}. */
+export function startService(dir: string): BenchChild {
+  return new BenchChild(
+    "service",
+    denoRun(["--allow-net", "--allow-read"], `${REPO}/scripts/bench/service.ts`, [
+      "--cert",
+      `${dir}/service.pem`,
+      "--key",
+      `${dir}/service-key.pem`,
+    ]),
+    { logFile: `${dir}/service.log` },
+  );
+}
+
 /** How node and agent are run: extra flags of `deno run` (such as `--v8-flags=...`), environment, profiling. */
 export interface NexusRunOptions {
   /** Where `--cpu-prof` writes the profiles of node and agent; no profiling without it. */
@@ -1000,16 +1014,7 @@ async function main(): Promise<number> {
   const children: BenchChild[] = [];
   const proxies: Partial<Proxies> = {};
   try {
-    const service = new BenchChild(
-      "service",
-      denoRun(["--allow-net", "--allow-read"], `${REPO}/scripts/bench/service.ts`, [
-        "--cert",
-        `${dir}/service.pem`,
-        "--key",
-        `${dir}/service-key.pem`,
-      ]),
-      { logFile: `${dir}/service.log` },
-    );
+    const service = startService(dir);
     children.push(service);
     debug(`service started (pid ${service.pid})`);
     const servicePort = await phases.run("start the service", DEADLINES.start, async (context) => {

@@ -41,6 +41,7 @@ import {
   type Setup,
   sleep,
   startNexus,
+  startService,
   STREAMS,
   waitReachable,
   writeConfigs,
@@ -239,16 +240,7 @@ async function main(): Promise<number> {
     haproxyMaxConnections: 1,
   };
   await writeFiles(dir);
-  const service = new BenchChild(
-    "service",
-    denoRun(["--allow-net", "--allow-read"], `${REPO}/scripts/bench/service.ts`, [
-      "--cert",
-      `${dir}/service.pem`,
-      "--key",
-      `${dir}/service-key.pem`,
-    ]),
-    { logFile: `${dir}/service.log` },
-  );
+  const service = startService(dir);
   const newGenerator = () =>
     new Generator(
       new BenchChild(

@@ -97,6 +97,16 @@ function tokenDigest(token: Uint8Array): Uint8Array {
   return createHash("sha256").update(token).digest();
 }
 
+/** `401` with the reason and the scheme a client should use. */
+function unauthorized(refusal: string): AdminResponse {
+  return {
+    status: 401,
+    contentType: TEXT,
+    body: `${refusal}\n`,
+    headers: { "WWW-Authenticate": 'Bearer realm="nexus admin"' },
+  };
+}
+
 /**
  * The answer to one request, given the view and the token's digest (`null`: no token). Pure but for the
  * view's reads.
@@ -134,14 +144,7 @@ function answerAdminRequest(
       return { status: 404, contentType: TEXT, body: "not found\n" };
   }
   const refusal = authorizationRefusal(request, expectedTokenDigest);
-  if (refusal !== null) {
-    return {
-      status: 401,
-      contentType: TEXT,
-      body: `${refusal}\n`,
-      headers: { "WWW-Authenticate": 'Bearer realm="nexus admin"' },
-    };
-  }
+  if (refusal !== null) return unauthorized(refusal);
   switch (request.path) {
     case "/readyz": {
       const notReady = view.readiness();
@@ -297,14 +300,7 @@ export class AdminListener {
     const view = this.#settings.view;
     if (view.reload === undefined) return { status: 404, contentType: TEXT, body: "not found\n" };
     const refusal = authorizationRefusal(request, this.#tokenDigest.current);
-    if (refusal !== null) {
-      return {
-        status: 401,
-        contentType: TEXT,
-        body: `${refusal}\n`,
-        headers: { "WWW-Authenticate": 'Bearer realm="nexus admin"' },
-      };
-    }
+    if (refusal !== null) return unauthorized(refusal);
     const report = await view.reload();
     return {
       status: report.result === "ok" ? 200 : 422,
