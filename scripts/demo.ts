@@ -190,6 +190,16 @@ Plain HTTP on the Host port (how ACME HTTP-01 challenges reach a backend):
   curl --resolve ${DEMO_HOSTNAME}:${http}:127.0.0.1 http://${DEMO_HOSTNAME}:${http}/.well-known/acme-challenge/test
 
 Press Ctrl-C to stop.`);
-  await new Promise<void>((resolve) => Deno.addSignalListener("SIGINT", () => resolve()));
+  // The demo's node and agent run in this process from configs it made up, not from files it could re-read:
+  // a SIGHUP (which would end the process and leave the files behind) is answered with a word instead.
+  Deno.addSignalListener("SIGHUP", () => {
+    console.log(
+      "The demo does not reload: start `nexus serve --config FILE` to try a reload. Ctrl-C stops it.",
+    );
+  });
+  await new Promise<void>((resolve) => {
+    Deno.addSignalListener("SIGINT", () => resolve());
+    Deno.addSignalListener("SIGTERM", () => resolve());
+  });
   await demo.stop();
 }

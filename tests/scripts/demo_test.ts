@@ -34,7 +34,7 @@ async function* splitLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<s
   if (rest) yield rest;
 }
 
-Deno.test("`deno task demo` prints a curl line that fetches the service's page through the node, and Ctrl-C cleans up", async () => {
+Deno.test("`deno task demo` prints a curl line that fetches the service's page through the node, outlives a SIGHUP, and Ctrl-C cleans up", async () => {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["task", "demo"],
     cwd: ROOT,
@@ -70,6 +70,12 @@ Deno.test("`deno task demo` prints a curl line that fetches the service's page t
       new TextDecoder().decode(challenge.stdout),
       "plain HTTP reached the service: /.well-known/acme-challenge/test\n",
     );
+
+    // A SIGHUP (an operator trying a reload) is answered, and the demo goes on serving.
+    child.kill("SIGHUP");
+    await readUntil(lines, /The demo does not reload/, 10_000);
+    const again = await new Deno.Command(curl, { args: ["-sS", "--max-time", "10", ...args] }).output();
+    assert.equal(again.code, 0, new TextDecoder().decode(again.stderr));
 
     child.kill("SIGINT");
     const status = await child.status;
