@@ -24,13 +24,6 @@ export interface AdminKeys {
 /**
  * Whether `hostname` reaches this machine only: `localhost`, 127.0.0.0/8 or `::1`. An empty host (":9100")
  * listens on every address, so it is not.
- *
- * @example
- * ```ts
- * import { isLoopbackHost } from "./admin_keys.ts";
- * isLoopbackHost("127.0.0.1"); // true
- * isLoopbackHost("0.0.0.0"); // false
- * ```
  */
 function isLoopbackHost(hostname: string): boolean {
   return hostname === "localhost" || hostname === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
