@@ -19,7 +19,14 @@ import {
   readStreamLimitKeys,
   type StreamLimitKeys,
 } from "./shared_keys.ts";
-import { readListenAddress, readPemFile, readSecret, readWebSocketUrls, resolvePath } from "./sources.ts";
+import {
+  keyPairProblem,
+  readListenAddress,
+  readPemFile,
+  readSecret,
+  readWebSocketUrls,
+  resolvePath,
+} from "./sources.ts";
 import { type MapReader, readYamlConfig, type ValueReader } from "./yaml_reader.ts";
 
 /** Everything a node needs. */
@@ -174,10 +181,12 @@ function readHubTls(
 ): { certPem?: string; keyPem?: string; acme?: HubAcmeSettings } {
   const files = root.has("hubTlsCertFile") || root.has("hubTlsKeyFile");
   if (!root.has("hubAcme")) {
-    return {
-      certPem: readPemFile(root, "hubTlsCertFile", configDir, "certificate", { required: true }),
-      keyPem: readPemFile(root, "hubTlsKeyFile", configDir, "private key", { required: true }),
-    };
+    const certPem = readPemFile(root, "hubTlsCertFile", configDir, "certificate", { required: true });
+    const keyPem = readPemFile(root, "hubTlsKeyFile", configDir, "private key", { required: true });
+    // Checked here, so that `nexus check` and a reload refuse a pair the TLS server would refuse at start.
+    const mismatch = certPem === undefined || keyPem === undefined ? null : keyPairProblem(certPem, keyPem);
+    if (mismatch !== null) root.problem("hubTlsKeyFile", `${mismatch} in hubTlsCertFile`);
+    return { certPem, keyPem };
   }
   if (files) {
     root.problem(

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import type { MapReader } from "./yaml_reader.ts";
 
 /** Environment variables a secret may come from: the compiled binary may read only `NEXUS_*` variables. */
@@ -96,6 +97,20 @@ export function readPemFile(
     return undefined;
   }
   return text;
+}
+
+/**
+ * Why a certificate and a private key cannot serve together (the key is not the certificate's, or either
+ * cannot be parsed), or null when they can.
+ */
+export function keyPairProblem(certPem: string, keyPem: string): string | null {
+  try {
+    const certificate = new X509Certificate(certPem);
+    const key = createPrivateKey(keyPem);
+    return certificate.checkPrivateKey(key) ? null : "the private key does not belong to the certificate";
+  } catch (error) {
+    return `cannot use the certificate and key together: ${describe(error)}`;
+  }
 }
 
 /** Reads `key` as `host:port`, `:port` or `[v6]:port`; an empty host means every address. */

@@ -166,6 +166,16 @@ Deno.test("a relay port's trustedProxies are CIDR blocks or single addresses, IP
   }
 });
 
+Deno.test("a hub key that is not the certificate's is refused, as the TLS server would refuse it at start", async () => {
+  const dir = await configDir();
+  const certs = await testCertificates();
+  await dir.write("other.key", certs.service.keyPem);
+  assert.deepEqual(await problems(withLine(2, 'hubTlsKeyFile: "other.key"')), [
+    "node.yaml:3:16: hubTlsKeyFile: the private key does not belong to the certificate in hubTlsCertFile",
+  ]);
+  assert.equal(await problems(withLine(2, 'hubTlsKeyFile: "hub.key"')), "valid");
+});
+
 Deno.test("a config with only the required keys gets every default", async () => {
   const dir = await configDir();
   const certs = await testCertificates();
