@@ -66,7 +66,9 @@ export function readSecret(
     }
   }
   if (secret === undefined || secret.length < 16) {
-    map.problem(key, "the secret must be at least 16 characters long");
+    // Reported at the key that was given, so the line points at the file or variable that holds it.
+    const givenKey = file !== undefined ? `${key}File` : env !== undefined ? `${key}Env` : key;
+    map.problem(givenKey, "the secret must be at least 16 characters long");
     return undefined;
   }
   return new TextEncoder().encode(secret);

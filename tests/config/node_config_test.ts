@@ -176,6 +176,14 @@ Deno.test("a hub key that is not the certificate's is refused, as the TLS server
   assert.equal(await problems(withLine(2, 'hubTlsKeyFile: "hub.key"')), "valid");
 });
 
+Deno.test("a secret file that holds too short a secret is reported at the key that names the file", async () => {
+  const dir = await configDir();
+  await dir.write("short.secret", "short\n");
+  assert.deepEqual(await problems(withLine(4, 'backendsJWTSecretFile: "short.secret"')), [
+    "node.yaml:5:24: backendsJWTSecretFile: the secret must be at least 16 characters long",
+  ]);
+});
+
 Deno.test("a config with only the required keys gets every default", async () => {
   const dir = await configDir();
   const certs = await testCertificates();
