@@ -86,6 +86,9 @@ const STABLE_SESSION_MS = 30_000;
 /** How often a retired session (replaced, or of a removed hub) is checked for streams still open. */
 const RETIRE_POLL_MS = 200;
 
+/** Why a session is retired, as the hub logs it when the session closes. */
+type RetireReason = "agent re-registered on a new session" | "hub removed from the agent's configuration";
+
 /** What a reload changed that the agent must act on, beyond settings read at use time. */
 export interface AgentChanges {
   /** The names, weight or name in its tokens changed: each hub gets a new session, the old ones drain. */
@@ -234,7 +237,11 @@ export class Agent {
       removed.abort();
       const session = this.#sessions.get(url);
       this.#log.info("hub removed from the configuration", { hub: url, streams: session?.streamCount ?? 0 });
-      const ending = (session === undefined ? loop : this.#retire(session).then(() => loop))
+      const ending = (session === undefined
+        ? loop
+        : this.#retire(session, "hub removed from the agent's configuration").then(() =>
+          loop
+        ))
         .finally(() => this.#ending.delete(ending));
       this.#ending.add(ending);
     }
@@ -250,15 +257,17 @@ export class Agent {
    * Ends a session without cutting its streams: the hub is told to send no new ones, and once the last has
    * ended (or the agent stops) the session closes.
    */
-  async #retire(session: MuxSession): Promise<SessionEnd> {
+  async #retire(session: MuxSession, why: RetireReason): Promise<SessionEnd> {
     this.#retiring.add(session);
     session.drain();
     while (session.isOpen && session.streamCount > 0 && !this.#stopping.signal.aborted) {
       await new Promise((resolve) => setTimeout(resolve, RETIRE_POLL_MS));
     }
-    await session.closeGracefully(1000, "agent re-registered or hub removed", SESSION_CLOSE_WAIT_MS);
+    // A stopping agent drains the streams of a retiring session as of a current one: `stop` closes it.
+    if (!this.#stopping.signal.aborted) await session.closeGracefully(1000, why, SESSION_CLOSE_WAIT_MS);
+    const end = await session.closed;
     this.#retiring.delete(session);
-    return await session.closed;
+    return end;
   }
 
   /** Resolves once every hub has a session (for the demo and tests). */
@@ -324,7 +333,7 @@ export class Agent {
       reconnect: this.#reconnect,
       signal: AbortSignal.any([this.#stopping.signal, removed]),
       renewal,
-      retire: (session) => this.#retire(session),
+      retire: (session) => this.#retire(session, "agent re-registered on a new session"),
       log: this.#log,
       establish: () => this.#establish(url, () => enter("draining")),
       // A wrong secret or a forbidden name stays wrong until someone changes it.
