@@ -67,6 +67,11 @@ export interface HubStatus {
   readonly lastError: string | null;
   /** Attempts after the first. */
   readonly reconnects: number;
+  /**
+   * A reload changed the names, weight or name and the session with them is not open yet (the hub refused it,
+   * say: `lastError` tells why): the session held still serves the names it registered, and it is retried.
+   */
+  readonly reregistrationPending: boolean;
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
@@ -167,7 +172,15 @@ export class Agent {
   get hubs(): HubStatus[] {
     return this.#settings.hubUrls.map((url) =>
       this.#hubs.get(url) ??
-        { url, state: "connecting", protocol: null, sinceMs: Date.now(), lastError: null, reconnects: 0 }
+        {
+          url,
+          state: "connecting",
+          protocol: null,
+          sinceMs: Date.now(),
+          lastError: null,
+          reconnects: 0,
+          reregistrationPending: false,
+        }
     );
   }
 
@@ -222,8 +235,13 @@ export class Agent {
     this.#sweeperTimeouts.set(sweeperTimeouts(settings));
     this.#reconnect.set({ ...settings.reconnect, stableAfterMs: STABLE_SESSION_MS });
     this.#syncHubs();
-    if (changes.reregister) {
-      for (const { renewal } of this.#loops.values()) renewal.request();
+    for (const [url, { renewal }] of this.#loops) {
+      const hub = this.#hubs.get(url);
+      // A re-registration still pending is tried again at once: this reload may have fixed why it was refused.
+      if (!changes.reregister && hub?.reregistrationPending !== true) continue;
+      // A hub still dialling its first session registers with the new settings anyway.
+      if (hub !== undefined && this.#sessions.has(url)) hub.reregistrationPending = true;
+      renewal.request();
     }
   }
 
@@ -320,6 +338,7 @@ export class Agent {
       sinceMs: Date.now(),
       lastError: null,
       reconnects: 0,
+      reregistrationPending: false,
     };
     this.#hubs.set(url, hub);
     const enter = (state: HubSessionState) => {
@@ -349,6 +368,7 @@ export class Agent {
           });
         }
         hub.protocol = session.dialect.name;
+        hub.reregistrationPending = false;
         enter(session.draining ? "draining" : "connected");
         this.#log.info("connected to hub", { hub: url, protocol: session.dialect.name });
         this.#onConnected(url);
@@ -358,6 +378,9 @@ export class Agent {
         if (this.#sessions.get(url) !== session) return;
         this.#sessions.delete(url);
         hub.protocol = null;
+      },
+      renewalFailed: (why) => {
+        hub.lastError = `re-registration refused or failed: ${why}`;
       },
       waiting: (why, _delayMs, permanent) => {
         hub.lastError = why;

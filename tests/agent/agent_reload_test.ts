@@ -1,15 +1,18 @@
 /**
  * An agent reconfigured in process against a real node: a session retired by a re-registration drains on
- * shutdown exactly like the current one, and the hub is told why each session closed.
+ * shutdown exactly like the current one, and the hub is told why each session closed; a re-registration the
+ * hub refused is retried, at once after a reload, and shows in status until it is done.
  */
 
 import assert from "node:assert/strict";
 import { Agent } from "../../src/agent/agent.ts";
+import { type BackendIdentity, secretTokenSource, type TokenSource } from "../../src/agent/token_source.ts";
 import { createLogger } from "../../src/log/logger.ts";
 import {
   connectTls,
   startTestNode,
   Teardown,
+  TEST_JWT_SECRET,
   testAgentSettings,
   waitFor,
   withTimeout,
@@ -77,6 +80,91 @@ Deno.test("agent reload: a retired session that has drained closes with the reas
     agent.reconfigure(await testAgentSettings({ ...options, weight: 2 }), { reregister: true });
     const end = await withTimeout(old.session.closed, "the old session's close", 10_000);
     assert.equal(end.reason, "agent re-registered on a new session");
+  } finally {
+    await teardown.run();
+  }
+});
+
+const OTHER = "other.test.nexus";
+
+/** A token source signing with the test secret, or with a wrong one while `refused` is set. */
+function switchableTokens(identity: BackendIdentity): TokenSource & { refused: boolean } {
+  const good = secretTokenSource(identity, TEST_JWT_SECRET, 30);
+  const bad = secretTokenSource(identity, new TextEncoder().encode("not-the-backends-secret-0123456789"), 30);
+  return {
+    refused: true,
+    token(stage, nonce) {
+      return (this.refused ? bad : good).token(stage, nonce);
+    },
+  };
+}
+
+async function refusedReregistration(reconnect: { initialDelayMs: number; maxDelayMs: number }) {
+  const certs = await testCertificates();
+  const teardown = new Teardown();
+  const service = teardown.add(serveConnections(echo, certs.service));
+  const hub = teardown.add(await startTestNode());
+  const options = {
+    hubUrls: [hub.hubUrl],
+    hostnames: [APP],
+    targets: { [APP]: service.port, [OTHER]: service.port },
+    settings: { reconnect },
+  };
+  const agent = new Agent(await testAgentSettings(options), createLogger("agent"));
+  agent.start();
+  teardown.add(agent);
+  assert.ok(await agent.whenConnected(10_000));
+  const tokens = switchableTokens({ name: "test-agent", hostnames: [APP, OTHER], weight: 1 });
+  const renamed = { ...options, hostnames: [APP, OTHER], tokens };
+  agent.reconfigure(await testAgentSettings(renamed), { reregister: true });
+  await waitFor(() => agent.hubs[0].lastError !== null, "the hub to refuse the re-registration", 10_000);
+  const [status] = agent.hubs;
+  assert.equal(status.state, "connected", "the session held stays");
+  assert.equal(status.reregistrationPending, true, "status shows the re-registration still pending");
+  assert.match(status.lastError ?? "", /re-registration/);
+  assert.equal(hub.node.router.hasExactRoute(OTHER), false);
+  return { teardown, hub, agent, tokens, renamed };
+}
+
+Deno.test("agent reload: a re-registration the hub refused is retried with the backoff until it is accepted", async () => {
+  const { teardown, hub, agent, tokens } = await refusedReregistration({
+    initialDelayMs: 100,
+    maxDelayMs: 300,
+  });
+  try {
+    tokens.refused = false;
+    await waitFor(
+      () => hub.node.router.hasExactRoute(OTHER),
+      "the retried re-registration to serve the new name",
+      10_000,
+    );
+    await waitFor(
+      () => !agent.hubs[0].reregistrationPending,
+      "status to show the re-registration done",
+      10_000,
+    );
+  } finally {
+    await teardown.run();
+  }
+});
+
+Deno.test("agent reload: a reload that fixes the token retries a refused re-registration at once", async () => {
+  const slow = { initialDelayMs: 60_000, maxDelayMs: 60_000 };
+  const { teardown, hub, agent, tokens, renamed } = await refusedReregistration(slow);
+  try {
+    tokens.refused = false;
+    // The token changed, nothing else: no re-registration is asked for but the one pending.
+    agent.reconfigure(await testAgentSettings(renamed), { reregister: false });
+    await waitFor(
+      () => hub.node.router.hasExactRoute(OTHER),
+      "the re-registration to serve the new name",
+      10_000,
+    );
+    await waitFor(
+      () => !agent.hubs[0].reregistrationPending,
+      "status to show the re-registration done",
+      10_000,
+    );
   } finally {
     await teardown.run();
   }
