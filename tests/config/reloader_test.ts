@@ -95,7 +95,19 @@ Deno.test("reloader: the model of counts, the config in force and the log over a
           };
           assert.equal(report.result, unapplied ? "failed" : "ok");
           assert.deepEqual(report.restartNeeded.length, fixedChanged ? 1 : 0);
-          assert.equal(lines.filter((line) => line.includes("reload: changed")).length, liveChanged ? 1 : 0);
+          // Only what took effect is applied and logged as changed; what failed is logged as not applied.
+          const tookEffect = liveChanged && !unapplied;
+          assert.deepEqual(report.applied, tookEffect ? ["live"] : []);
+          assert.equal(lines.filter((line) => line.startsWith("info changed ")).length, tookEffect ? 1 : 0);
+          assert.equal(
+            lines.filter((line) => /^error not applied .*"key":"live".*"why":"live: cannot"/.test(line))
+              .length,
+            unapplied ? 1 : 0,
+          );
+          assert.equal(
+            lines.filter((line) => /^warn not applied .*"key":"fixed"/.test(line)).length,
+            fixedChanged ? 1 : 0,
+          );
         }
         assert.deepEqual(reloader.inForce, model.inForce);
         assert.deepEqual(reloader.counts, { ok: model.ok, failed: model.failed });
