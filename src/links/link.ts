@@ -149,30 +149,33 @@ export async function runDialledLink(options: DialledLinkOptions): Promise<void>
   }
 }
 
-/** Requests for a dialled link to move to a new session; requests made while one is under way count once. */
+/**
+ * Requests for a dialled link to move to a new session. A request stays pending until it is taken, so a
+ * wait given up (a retry's backoff that ended first) loses none; requests made before one is taken count once.
+ */
 export class LinkRenewal {
   #pending = false;
-  #waiter: (() => void) | null = null;
+  #wakers: (() => void)[] = [];
 
   /** Asks for a new session. */
   request(): void {
     this.#pending = true;
-    this.#waiter?.();
+    const wakers = this.#wakers;
+    this.#wakers = [];
+    for (const wake of wakers) wake();
   }
 
-  /** Resolves once a new session is asked for (at once when one was asked for since the last). */
-  next(): Promise<void> {
-    if (this.#pending) {
-      this.#pending = false;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => {
-      this.#waiter = () => {
-        this.#waiter = null;
-        this.#pending = false;
-        resolve();
-      };
-    });
+  /** Resolves once a request is pending (at once when one is), without taking it. */
+  asked(): Promise<void> {
+    if (this.#pending) return Promise.resolve();
+    return new Promise((resolve) => this.#wakers.push(resolve));
+  }
+
+  /** Takes the pending request: whether there was one. */
+  take(): boolean {
+    const pending = this.#pending;
+    this.#pending = false;
+    return pending;
   }
 }
 
@@ -189,12 +192,12 @@ async function holdRenewing(
   let session = first;
   options.up(session);
   for (;;) {
-    const asked = renewal.next().then(() => null);
-    const event = await Promise.race([session.closed, asked]);
+    const event = await Promise.race([session.closed, renewal.asked().then(() => null)]);
     if (event !== null) {
       options.down(session, event);
       return event;
     }
+    renewal.take();
     if (options.signal.aborted) continue;
     const successor = await establishSuccessor(session, options, renewal);
     if (successor === null) continue;
@@ -241,7 +244,8 @@ async function establishSuccessor(
       retry_in_ms: delayMs,
     });
     options.renewalFailed?.(outcome.reason);
-    await Promise.race([sleep(delayMs, options.signal), renewal.next(), session.closed]);
+    await Promise.race([sleep(delayMs, options.signal), renewal.asked(), session.closed]);
+    renewal.take();
   }
   return null;
 }
