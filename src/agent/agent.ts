@@ -255,12 +255,10 @@ export class Agent {
       removed.abort();
       const session = this.#sessions.get(url);
       this.#log.info("hub removed from the configuration", { hub: url, streams: session?.streamCount ?? 0 });
-      const ending = (session === undefined
-        ? loop
-        : this.#retire(session, "hub removed from the agent's configuration").then(() =>
-          loop
-        ))
-        .finally(() => this.#ending.delete(ending));
+      const retired = session === undefined
+        ? Promise.resolve()
+        : this.#retire(session, "hub removed from the agent's configuration");
+      const ending = retired.then(() => loop).finally(() => this.#ending.delete(ending));
       this.#ending.add(ending);
     }
     for (const url of wanted) {

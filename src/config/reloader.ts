@@ -3,7 +3,8 @@
  * one is refused whole, each problem logged as `nexus check` prints it, and the config in force stays; a
  * valid one is compared key by key with the config in force ({@linkcode planReload}), the keys that need a
  * restart refused with why, and the rest handed to the process to apply through the components that own
- * them; each change that took effect is logged on a line of its own, and each that did not with why. Reloads run one at a time, in the order they were asked for.
+ * them; each change that took effect is logged on a line of its own, and each that did not with why. Reloads
+ * run one at a time, in the order they were asked for.
  *
  * @module
  */

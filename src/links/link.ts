@@ -155,20 +155,24 @@ export async function runDialledLink(options: DialledLinkOptions): Promise<void>
  */
 export class LinkRenewal {
   #pending = false;
-  #wakers: (() => void)[] = [];
+  /** One wait for the next request, shared by every caller: waits given up pile nothing up. */
+  #asked: { readonly promise: Promise<void>; readonly wake: () => void } | null = null;
 
   /** Asks for a new session. */
   request(): void {
     this.#pending = true;
-    const wakers = this.#wakers;
-    this.#wakers = [];
-    for (const wake of wakers) wake();
+    this.#asked?.wake();
+    this.#asked = null;
   }
 
   /** Resolves once a request is pending (at once when one is), without taking it. */
   asked(): Promise<void> {
     if (this.#pending) return Promise.resolve();
-    return new Promise((resolve) => this.#wakers.push(resolve));
+    if (this.#asked === null) {
+      const { promise, resolve } = Promise.withResolvers<void>();
+      this.#asked = { promise, wake: resolve };
+    }
+    return this.#asked.promise;
   }
 
   /** Takes the pending request: whether there was one. */
