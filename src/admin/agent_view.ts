@@ -151,6 +151,7 @@ export class AgentView implements AdminView {
         since: new Date(hub.sinceMs).toISOString(),
         lastError: hub.lastError,
         reconnects: hub.reconnects,
+        reregistrationPending: hub.reregistrationPending,
       })),
       counters: {
         streamsServed: agent.streamsOpened,
@@ -191,6 +192,7 @@ export interface AgentStatus {
     since: string;
     lastError: string | null;
     reconnects: number;
+    reregistrationPending: boolean;
   }>;
   readonly counters: {
     readonly streamsServed: number;

@@ -67,6 +67,11 @@ export interface HubStatus {
   readonly lastError: string | null;
   /** Attempts after the first. */
   readonly reconnects: number;
+  /**
+   * A reload changed the names, weight or name and the session with them is not open yet (the hub refused it,
+   * say: `lastError` tells why): the session held still serves the names it registered, and it is retried.
+   */
+  readonly reregistrationPending: boolean;
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
@@ -85,6 +90,9 @@ const SESSION_CLOSE_WAIT_MS = 5_000;
 const STABLE_SESSION_MS = 30_000;
 /** How often a retired session (replaced, or of a removed hub) is checked for streams still open. */
 const RETIRE_POLL_MS = 200;
+
+/** Why a session is retired, as the hub logs it when the session closes. */
+type RetireReason = "agent re-registered on a new session" | "hub removed from the agent's configuration";
 
 /** What a reload changed that the agent must act on, beyond settings read at use time. */
 export interface AgentChanges {
@@ -164,7 +172,15 @@ export class Agent {
   get hubs(): HubStatus[] {
     return this.#settings.hubUrls.map((url) =>
       this.#hubs.get(url) ??
-        { url, state: "connecting", protocol: null, sinceMs: Date.now(), lastError: null, reconnects: 0 }
+        {
+          url,
+          state: "connecting",
+          protocol: null,
+          sinceMs: Date.now(),
+          lastError: null,
+          reconnects: 0,
+          reregistrationPending: false,
+        }
     );
   }
 
@@ -219,8 +235,13 @@ export class Agent {
     this.#sweeperTimeouts.set(sweeperTimeouts(settings));
     this.#reconnect.set({ ...settings.reconnect, stableAfterMs: STABLE_SESSION_MS });
     this.#syncHubs();
-    if (changes.reregister) {
-      for (const { renewal } of this.#loops.values()) renewal.request();
+    for (const [url, { renewal }] of this.#loops) {
+      const hub = this.#hubs.get(url);
+      // A re-registration still pending is tried again at once: this reload may have fixed why it was refused.
+      if (!changes.reregister && hub?.reregistrationPending !== true) continue;
+      // A hub still dialling its first session registers with the new settings anyway.
+      if (hub !== undefined && this.#sessions.has(url)) hub.reregistrationPending = true;
+      renewal.request();
     }
   }
 
@@ -234,8 +255,10 @@ export class Agent {
       removed.abort();
       const session = this.#sessions.get(url);
       this.#log.info("hub removed from the configuration", { hub: url, streams: session?.streamCount ?? 0 });
-      const ending = (session === undefined ? loop : this.#retire(session).then(() => loop))
-        .finally(() => this.#ending.delete(ending));
+      const retired = session === undefined
+        ? Promise.resolve()
+        : this.#retire(session, "hub removed from the agent's configuration");
+      const ending = retired.then(() => loop).finally(() => this.#ending.delete(ending));
       this.#ending.add(ending);
     }
     for (const url of wanted) {
@@ -250,15 +273,17 @@ export class Agent {
    * Ends a session without cutting its streams: the hub is told to send no new ones, and once the last has
    * ended (or the agent stops) the session closes.
    */
-  async #retire(session: MuxSession): Promise<SessionEnd> {
+  async #retire(session: MuxSession, why: RetireReason): Promise<SessionEnd> {
     this.#retiring.add(session);
     session.drain();
     while (session.isOpen && session.streamCount > 0 && !this.#stopping.signal.aborted) {
       await new Promise((resolve) => setTimeout(resolve, RETIRE_POLL_MS));
     }
-    await session.closeGracefully(1000, "agent re-registered or hub removed", SESSION_CLOSE_WAIT_MS);
+    // A stopping agent drains the streams of a retiring session as of a current one: `stop` closes it.
+    if (!this.#stopping.signal.aborted) await session.closeGracefully(1000, why, SESSION_CLOSE_WAIT_MS);
+    const end = await session.closed;
     this.#retiring.delete(session);
-    return await session.closed;
+    return end;
   }
 
   /** Resolves once every hub has a session (for the demo and tests). */
@@ -311,6 +336,7 @@ export class Agent {
       sinceMs: Date.now(),
       lastError: null,
       reconnects: 0,
+      reregistrationPending: false,
     };
     this.#hubs.set(url, hub);
     const enter = (state: HubSessionState) => {
@@ -324,7 +350,7 @@ export class Agent {
       reconnect: this.#reconnect,
       signal: AbortSignal.any([this.#stopping.signal, removed]),
       renewal,
-      retire: (session) => this.#retire(session),
+      retire: (session) => this.#retire(session, "agent re-registered on a new session"),
       log: this.#log,
       establish: () => this.#establish(url, () => enter("draining")),
       // A wrong secret or a forbidden name stays wrong until someone changes it.
@@ -340,6 +366,7 @@ export class Agent {
           });
         }
         hub.protocol = session.dialect.name;
+        hub.reregistrationPending = false;
         enter(session.draining ? "draining" : "connected");
         this.#log.info("connected to hub", { hub: url, protocol: session.dialect.name });
         this.#onConnected(url);
@@ -349,6 +376,9 @@ export class Agent {
         if (this.#sessions.get(url) !== session) return;
         this.#sessions.delete(url);
         hub.protocol = null;
+      },
+      renewalFailed: (why) => {
+        hub.lastError = `re-registration refused or failed: ${why}`;
       },
       waiting: (why, _delayMs, permanent) => {
         hub.lastError = why;

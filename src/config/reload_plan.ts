@@ -193,7 +193,9 @@ export const NODE_KEYS: readonly KeySpec<NodeConfig>[] = [
   {
     key: "hubTlsCertFile",
     read: (c) => `${digestOf(c.hub.certPem)} ${digestOf(c.hub.keyPem)}`,
-    show: (c) => c.hub.certPem === "" ? NONE : `certificate ${digestOf(c.hub.certPem)}`,
+    // Both digests: a new key for the same certificate is a change too.
+    show: (c) =>
+      c.hub.certPem === "" ? NONE : `certificate ${digestOf(c.hub.certPem)} key ${digestOf(c.hub.keyPem)}`,
     write: (c, from) => ({ ...c, hub: { ...c.hub, certPem: from.hub.certPem, keyPem: from.hub.keyPem } }),
     restartNeeded: acmeOnEitherSide,
   },

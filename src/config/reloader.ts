@@ -1,9 +1,10 @@
 /**
  * A reload, the same for node and agent (`SIGHUP`, `POST /reload`): read the config file again; an invalid
  * one is refused whole, each problem logged as `nexus check` prints it, and the config in force stays; a
- * valid one is compared key by key with the config in force ({@linkcode planReload}), each change logged on
- * a line of its own, the keys that need a restart refused with why, and the rest handed to the process to
- * apply through the components that own them. Reloads run one at a time, in the order they were asked for.
+ * valid one is compared key by key with the config in force ({@linkcode planReload}), the keys that need a
+ * restart refused with why, and the rest handed to the process to apply through the components that own
+ * them; each change that took effect is logged on a line of its own, and each that did not with why. Reloads
+ * run one at a time, in the order they were asked for.
  *
  * @module
  */
@@ -20,7 +21,7 @@ export interface ReloadReport {
   readonly trigger: string;
   /** When it finished (`Date.now()`). */
   readonly atMs: number;
-  /** Keys applied. */
+  /** Keys that took effect (a key that could not be applied is not among them). */
   readonly applied: readonly string[];
   /** Keys refused because they need a restart, each with why. */
   readonly restartNeeded: readonly string[];
@@ -105,12 +106,10 @@ export class Reloader<C> {
       });
       return this.#finish({ trigger, applied: [], restartNeeded: [], problems });
     }
-    const plan = planReload(this.#specs, this.#inForce, next);
-    for (const change of plan.live) {
-      this.#log.info("reload: changed", { key: change.key, from: change.from, to: change.to });
-    }
+    const old = this.#inForce;
+    const plan = planReload(this.#specs, old, next);
     for (const change of plan.restartNeeded) {
-      this.#log.warn("reload: not applied", {
+      this.#log.warn("not applied", {
         key: change.key,
         from: change.from,
         to: change.to,
@@ -122,21 +121,37 @@ export class Reloader<C> {
       applied = await this.#apply(plan);
     } catch (error) {
       // A bug, not a bad config: say so, and keep what was in force.
-      applied = { inForce: this.#inForce, problems: [`internal error: ${String(error)}`] };
+      applied = { inForce: old, problems: [`internal error: ${String(error)}`] };
     }
     this.#inForce = applied.inForce;
+    // What took effect is what differs in the config now in force: a part that failed kept its old setting.
+    const tookEffect = planReload(this.#specs, old, applied.inForce).live;
+    const effective = new Set(tookEffect.map((change) => change.key));
+    for (const change of tookEffect) {
+      this.#log.info("changed", { key: change.key, from: change.from, to: change.to });
+    }
+    for (const change of plan.live) {
+      if (effective.has(change.key)) continue;
+      const own = applied.problems.filter((problem) => problem.startsWith(`${change.key}:`));
+      this.#log.error("not applied", {
+        key: change.key,
+        from: change.from,
+        to: change.to,
+        why: (own.length > 0 ? own : applied.problems).join("; "),
+      });
+    }
     for (const problem of applied.problems) {
-      this.#log.error("reload: a change could not be applied", { problem });
+      this.#log.error("a change could not be applied", { problem });
     }
     this.#log.info(applied.problems.length === 0 ? "reload done" : "reload done with problems", {
       trigger,
-      changed: plan.live.length,
+      changed: tookEffect.length,
       needs_restart: plan.restartNeeded.length,
       problems: applied.problems.length,
     });
     return this.#finish({
       trigger,
-      applied: plan.live.map((change) => change.key),
+      applied: tookEffect.map((change) => change.key),
       restartNeeded: plan.restartNeeded.map((change) => `${change.key}: ${change.restartNeeded}`),
       problems: applied.problems,
     });

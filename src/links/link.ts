@@ -84,7 +84,7 @@ export interface DialledLinkOptions extends LinkHooks {
    * Asks for a new session beside the one held (the agent re-registers with new names): once it is
    * established it is registered (`up`), and the old one is handed to `retire`, which ends it when its
    * streams have ended; `down` follows for it then. A new session that cannot be established leaves the old
-   * one as it is.
+   * one as it is, and is retried with the backoff.
    */
   readonly renewal?: LinkRenewal;
   retire?(session: MuxSession): Promise<SessionEnd>;
@@ -102,6 +102,8 @@ export interface DialledLinkOptions extends LinkHooks {
   cannotHeal?(why: string): boolean;
   /** An attempt starts (for status). */
   attempting?(): void;
+  /** A new session asked for by `renewal` could not be established: the held one stays, and it is retried. */
+  renewalFailed?(why: string): void;
   /** An attempt failed or a session ended: the next dial comes after `delayMs` (for status). */
   waiting?(why: string, delayMs: number, permanent: boolean): void;
 }
@@ -147,30 +149,37 @@ export async function runDialledLink(options: DialledLinkOptions): Promise<void>
   }
 }
 
-/** Requests for a dialled link to move to a new session; requests made while one is under way count once. */
+/**
+ * Requests for a dialled link to move to a new session. A request stays pending until it is taken, so a
+ * wait given up (a retry's backoff that ended first) loses none; requests made before one is taken count once.
+ */
 export class LinkRenewal {
   #pending = false;
-  #waiter: (() => void) | null = null;
+  /** One wait for the next request, shared by every caller: waits given up pile nothing up. */
+  #asked: { readonly promise: Promise<void>; readonly wake: () => void } | null = null;
 
   /** Asks for a new session. */
   request(): void {
     this.#pending = true;
-    this.#waiter?.();
+    this.#asked?.wake();
+    this.#asked = null;
   }
 
-  /** Resolves once a new session is asked for (at once when one was asked for since the last). */
-  next(): Promise<void> {
-    if (this.#pending) {
-      this.#pending = false;
-      return Promise.resolve();
+  /** Resolves once a request is pending (at once when one is), without taking it. */
+  asked(): Promise<void> {
+    if (this.#pending) return Promise.resolve();
+    if (this.#asked === null) {
+      const { promise, resolve } = Promise.withResolvers<void>();
+      this.#asked = { promise, wake: resolve };
     }
-    return new Promise((resolve) => {
-      this.#waiter = () => {
-        this.#waiter = null;
-        this.#pending = false;
-        resolve();
-      };
-    });
+    return this.#asked.promise;
+  }
+
+  /** Takes the pending request: whether there was one. */
+  take(): boolean {
+    const pending = this.#pending;
+    this.#pending = false;
+    return pending;
   }
 }
 
@@ -187,21 +196,15 @@ async function holdRenewing(
   let session = first;
   options.up(session);
   for (;;) {
-    const asked = renewal.next().then(() => null);
-    const event = await Promise.race([session.closed, asked]);
+    const event = await Promise.race([session.closed, renewal.asked().then(() => null)]);
     if (event !== null) {
       options.down(session, event);
       return event;
     }
+    renewal.take();
     if (options.signal.aborted) continue;
-    const successor = await options.establish().catch((error): LinkFailure => ({ reason: describe(error) }));
-    if ("reason" in successor) {
-      options.log.warn(`cannot open a new ${options.kind} session; the current one stays`, {
-        [options.kind]: options.target,
-        why: successor.reason,
-      });
-      continue;
-    }
+    const successor = await establishSuccessor(session, options, renewal);
+    if (successor === null) continue;
     if (options.signal.aborted || !session.isOpen) {
       // Stopping, or the old session ended meanwhile: the successor simply takes its place.
       if (options.signal.aborted) successor.close(1000, "shutting down");
@@ -221,6 +224,34 @@ async function holdRenewing(
     });
     void retire(retired).then((end) => options.down(retired, end));
   }
+}
+
+/**
+ * Establishes the successor of `session`, retrying with the link's backoff until one is established (null:
+ * the process stops or `session` ends first, and the redial that follows uses the settings in force). A new
+ * renewal request retries at once: the reload that fixed a refused token need not wait for the backoff.
+ */
+async function establishSuccessor(
+  session: MuxSession,
+  options: DialledLinkOptions,
+  renewal: LinkRenewal,
+): Promise<MuxSession | null> {
+  const backoff = new Backoff(options.reconnect);
+  while (!options.signal.aborted && session.isOpen) {
+    const outcome = await options.establish().catch((error): LinkFailure => ({ reason: describe(error) }));
+    if (!("reason" in outcome)) return outcome;
+    const permanent = outcome.permanent === true || options.cannotHeal?.(outcome.reason) === true;
+    const delayMs = backoff.next({ establishedForMs: null, permanent });
+    options.log.warn(`cannot open a new ${options.kind} session; the current one stays, retrying`, {
+      [options.kind]: options.target,
+      why: outcome.reason,
+      retry_in_ms: delayMs,
+    });
+    options.renewalFailed?.(outcome.reason);
+    await Promise.race([sleep(delayMs, options.signal), renewal.asked(), session.closed]);
+    renewal.take();
+  }
+  return null;
 }
 
 /**

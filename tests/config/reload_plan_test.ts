@@ -198,6 +198,8 @@ Deno.test("node reload plan: what needs a restart, and that secrets never show",
       assert.deepEqual(restart, expected);
       for (const change of plan.changes) {
         for (const text of [change.from, change.to]) assert.doesNotMatch(text, /secret-(one|two|three)/);
+        // A change logged must show what changed (a new key for the same certificate too).
+        assert.notEqual(change.from, change.to, change.key);
         if (change.restartNeeded !== null) assert.match(change.restartNeeded, /needs a restart/);
       }
     }),

@@ -95,7 +95,19 @@ Deno.test("reloader: the model of counts, the config in force and the log over a
           };
           assert.equal(report.result, unapplied ? "failed" : "ok");
           assert.deepEqual(report.restartNeeded.length, fixedChanged ? 1 : 0);
-          assert.equal(lines.filter((line) => line.includes("reload: changed")).length, liveChanged ? 1 : 0);
+          // Only what took effect is applied and logged as changed; what failed is logged as not applied.
+          const tookEffect = liveChanged && !unapplied;
+          assert.deepEqual(report.applied, tookEffect ? ["live"] : []);
+          assert.equal(lines.filter((line) => line.startsWith("info changed ")).length, tookEffect ? 1 : 0);
+          assert.equal(
+            lines.filter((line) => /^error not applied .*"key":"live".*"why":"live: cannot"/.test(line))
+              .length,
+            unapplied ? 1 : 0,
+          );
+          assert.equal(
+            lines.filter((line) => /^warn not applied .*"key":"fixed"/.test(line)).length,
+            fixedChanged ? 1 : 0,
+          );
         }
         assert.deepEqual(reloader.inForce, model.inForce);
         assert.deepEqual(reloader.counts, { ok: model.ok, failed: model.failed });
@@ -131,28 +143,35 @@ Deno.test("reloader: reloads asked for at once run one after another, in order",
   assert.deepEqual(reloader.inForce, { live: 4, fixed: 0 });
 });
 
-Deno.test("link renewal: requests made while none is awaited count once; each awaited one ends one wait", async () => {
+Deno.test("link renewal: a request stays pending until taken, whatever waits were given up; requests count once", async () => {
   await fc.assert(
-    fc.asyncProperty(fc.array(fc.constantFrom("request", "wait"), { maxLength: 30 }), async (steps) => {
-      const renewal = new LinkRenewal();
-      let pending = false;
-      for (const step of steps) {
-        if (step === "request") {
-          renewal.request();
-          pending = true;
-          continue;
+    fc.asyncProperty(
+      fc.array(fc.constantFrom("request", "wait", "abandon", "take"), { maxLength: 30 }),
+      async (steps) => {
+        const renewal = new LinkRenewal();
+        let pending = false;
+        for (const step of steps) {
+          if (step === "request") {
+            renewal.request();
+            pending = true;
+          } else if (step === "take") {
+            assert.equal(renewal.take(), pending);
+            pending = false;
+          } else {
+            let resolved = false;
+            const wait = renewal.asked().then(() => (resolved = true));
+            await Promise.resolve();
+            await Promise.resolve();
+            assert.equal(resolved, pending, "a wait ends at once exactly when a request is pending");
+            // A wait given up is left behind: the next request must still be pending for whoever asks next.
+            if (step === "wait" && !pending) {
+              renewal.request();
+              pending = true;
+              await wait;
+            }
+          }
         }
-        let resolved = false;
-        const wait = renewal.next().then(() => (resolved = true));
-        await Promise.resolve();
-        await Promise.resolve();
-        assert.equal(resolved, pending, "a wait ends at once exactly when a request is pending");
-        if (!pending) {
-          renewal.request();
-          await wait;
-        }
-        pending = false;
-      }
-    }),
+      },
+    ),
   );
 });

@@ -142,8 +142,8 @@ export interface TestAgentOptions {
   readonly waitConnected?: boolean;
 }
 
-/** Starts an agent and, by default, waits until it is registered at every hub. */
-export async function startTestAgent(options: TestAgentOptions): Promise<Agent> {
+/** The settings {@linkcode startTestAgent} starts an agent with (a test reconfigures it with others). */
+export async function testAgentSettings(options: TestAgentOptions): Promise<AgentSettings> {
   const certs = await testCertificates();
   const rules = new Map<string, TargetRule>();
   for (const [key, value] of Object.entries(options.targets)) {
@@ -155,7 +155,7 @@ export async function startTestAgent(options: TestAgentOptions): Promise<Agent> 
     hostnames: options.hostnames,
     weight: options.weight ?? 1,
   };
-  const agent = new Agent({
+  return {
     name: identity.name,
     hubUrls: options.hubUrls,
     hubCaPem: certs.ca.certPem,
@@ -169,11 +169,17 @@ export async function startTestAgent(options: TestAgentOptions): Promise<Agent> 
     halfClosedTimeoutMs: 60_000,
     legacyStreamBufferBytes: 4 * 1024 * 1024,
     ...options.settings,
-  }, createLogger(`agent ${identity.name}`));
+  };
+}
+
+/** Starts an agent and, by default, waits until it is registered at every hub. */
+export async function startTestAgent(options: TestAgentOptions): Promise<Agent> {
+  const settings = await testAgentSettings(options);
+  const agent = new Agent(settings, createLogger(`agent ${settings.name}`));
   agent.start();
   if (options.waitConnected !== false && !(await agent.whenConnected(10_000))) {
     await agent.stop(0);
-    throw new Error(`test agent ${identity.name} did not connect to ${options.hubUrls.join(", ")}`);
+    throw new Error(`test agent ${settings.name} did not connect to ${options.hubUrls.join(", ")}`);
   }
   return agent;
 }
