@@ -455,8 +455,9 @@ Deno.test("node reload: an invalid file changes nothing, each problem is logged 
     assert.equal(status.listeners.hub, `127.0.0.1:${hubPort}`);
     assert.equal(agent.connectedHubs, 1);
 
-    // A hub key that does not match its certificate, a relay port and an admin address already taken: none
-    // takes effect, so none is applied nor logged as changed; the limit changed beside them is.
+    // A hub key that does not match its certificate makes the file invalid, as `nexus check` says: nothing of
+    // it is applied. A relay port and an admin address already taken do not take effect, so neither is applied
+    // nor logged as changed; the limit changed beside them is.
     const other = await issueCertificate(
       await createCertificateAuthority({ commonName: "Nexus mismatch CA" }),
       {
@@ -465,24 +466,31 @@ Deno.test("node reload: an invalid file changes nothing, each problem is logged 
     );
     await dir.write("mismatch.crt", await Deno.readTextFile(`${dir.path}/hub.crt`));
     await dir.write("mismatch.key", other.keyPem);
+    await dir.write("node.yaml", nodeFile({ ...base, cert: "mismatch", extra: "limits:\n  maxBackends: 8" }));
+    const mismatched = await reload(node, { adminPort });
+    assert.equal(mismatched.status, 422);
+    assert.deepEqual(mismatched.body?.applied ?? [], [], JSON.stringify(mismatched.body));
+    assert.ok(
+      mismatched.lines.some((line) =>
+        /reload refused.*the private key does not belong to the certificate/.test(line)
+      ),
+      mismatched.lines.join("\n"),
+    );
     const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     teardown.add({ close: () => Promise.resolve(taken.close()) });
     await dir.write(
       "node.yaml",
       nodeFile({
         ...base,
-        cert: "mismatch",
         ports: [...base.ports, `{ port: ${taken.addr.port}, protocol: tls }`],
         extra: "limits:\n  maxBackends: 8",
       }).replace(`listenAddress: "127.0.0.1:0"`, `listenAddress: "127.0.0.1:${taken.addr.port}"`),
     );
     const failing = await reload(node, { adminPort });
     assert.deepEqual(failing.body?.applied, ["limits.maxBackends"], JSON.stringify(failing.body));
-    assert.equal((failing.body?.problems as string[]).length, 3, JSON.stringify(failing.body));
-    assert.ok(
-      !failing.lines.some((line) => /reload: changed.*key=(hubTlsCertFile|relayPorts|admin)/.test(line)),
-    );
-    for (const key of ["hubTlsCertFile", "relayPorts", "admin"]) {
+    assert.equal((failing.body?.problems as string[]).length, 2, JSON.stringify(failing.body));
+    assert.ok(!failing.lines.some((line) => /reload: changed.*key=(relayPorts|admin)/.test(line)));
+    for (const key of ["relayPorts", "admin"]) {
       assert.ok(
         failing.lines.some((line) => new RegExp(`reload: not applied.*key=${key}.*why=`).test(line)),
         `${key} logged as not applied:\n${failing.lines.join("\n")}`,
