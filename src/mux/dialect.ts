@@ -3,7 +3,7 @@
  * in one place instead of in branches on a mode flag (docs/protocol.md §7):
  *
  * - {@linkcode NEXUS_MUX}: our agent and our nodes (`nexus-mux.v1` subprotocol): credits from the first
- *   frame, batches, half-close, drain, session heartbeats.
+ *   frame, batch messages accepted, half-close, drain, session heartbeats.
  * - {@linkcode ORIGINAL}: the original's standalone client v0.2.6 (no subprotocol): it never grants credits
  *   and ignores ours; `pause_stream`/`resume_stream` are its only brake; no half-close (§7.2).
  * - {@linkcode ORIGINAL_CREDITS}: the original's newer generation (the merged v0.3.14 client, §7.3): no
@@ -43,8 +43,8 @@ export interface Dialect {
    */
   readonly writePaceMs: number;
   /**
-   * The frames of one turn travel as one batch message (0x03, §2.4), both ways: the original's parties neither
-   * send them nor could read them (they drop unknown frames).
+   * Batch messages (0x03, frames.ts) may arrive: our earlier versions sent them; the original's parties neither
+   * send them nor could read them.
    */
   readonly batches: boolean;
   /** Largest WebSocket message either end sends or accepts. */

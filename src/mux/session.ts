@@ -13,9 +13,7 @@ import {
   decodeFrame,
   type DisconnectReason,
   encodeControlFrame,
-  FrameBatch,
   INITIAL_STREAM_CREDITS,
-  MAX_BATCH_BYTES,
   MAX_DATA_PAYLOAD_BYTES,
   newStreamId,
   type StreamOpenInfo,
@@ -110,9 +108,6 @@ export class MuxSession {
   #refusedOpens = 0;
   /** Resolves when the current pace interval ends (dialects with a write pace only). */
   #paced: Promise<void> | null = null;
-  /** The frames of this turn, sent as one message at its end, for dialects that batch (null: one per frame). */
-  readonly #batch: FrameBatch | null;
-  #flushQueued = false;
   /** Frames each stream opened here reserved from the receive budget, returned when the stream goes. */
   readonly #reservedFrames = new Map<string, number>();
   /** Joins the parts of the peer's announcements (mesh). */
@@ -125,7 +120,6 @@ export class MuxSession {
     this.label = options.label;
     this.#dialect = options.dialect;
     this.#windowStalls = options.windowStalls ?? new WindowStallCounter();
-    this.#batch = options.dialect.batches ? new FrameBatch() : null;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#socketClosed = new Promise((resolve) => (this.#resolveSocketClosed = resolve));
     ws.binaryType = "arraybuffer";
@@ -238,14 +232,12 @@ export class MuxSession {
 
   /** Sends a text message (handshake and re-authentication tokens). */
   sendText(text: string): void {
-    this.#flush();
     if (this.#end === null && this.#ws.readyState === WebSocket.OPEN) this.#ws.send(text);
   }
 
   /** Closes the WebSocket and fails every stream. `code` 1000 for a normal close. Idempotent. */
   close(code: number, reason: string): void {
     if (this.#end !== null) return;
-    this.#flush();
     try {
       this.#ws.close(code, truncateReason(reason));
     } catch {
@@ -287,40 +279,19 @@ export class MuxSession {
 
   #send(frame: Uint8Array): void {
     if (this.#end !== null || this.#ws.readyState !== WebSocket.OPEN) return;
-    if (this.#batch === null) this.#ws.send(frame);
-    else this.#addToBatch([frame]);
+    this.#ws.send(frame);
   }
 
   /**
-   * A data frame is its stream's 17-byte header and the payload, copied once, straight into the WebSocket's
-   * output: alone, or in this turn's batch (§2.4). The batch holds the payload until the end of the turn; its
-   * writer waits for `write` to resolve before it reuses the bytes, and the flush is queued before that.
+   * A data frame goes out as its stream's 17-byte header and the payload, copied once, straight into the
+   * WebSocket's output: every frame sent in one turn leaves in the socket's one write of that turn.
    */
   #sendData(dataHeader: Uint8Array, payload: Uint8Array): void {
     if (payload.length > MAX_DATA_PAYLOAD_BYTES) {
       throw new RangeError(`Data payload of ${payload.length} bytes exceeds ${MAX_DATA_PAYLOAD_BYTES}`);
     }
     if (this.#end !== null || this.#ws.readyState !== WebSocket.OPEN) return;
-    if (this.#batch === null) this.#ws.sendParts([dataHeader, payload]);
-    else this.#addToBatch([dataHeader, payload]);
-  }
-
-  /** Adds a frame to this turn's batch; sends the batch at the end of the turn, or at once when it is full. */
-  #addToBatch(parts: readonly Uint8Array[]): void {
-    const batch = this.#batch!;
-    batch.add(parts);
-    if (batch.byteLength >= MAX_BATCH_BYTES) this.#flush();
-    else if (!this.#flushQueued) {
-      this.#flushQueued = true;
-      queueMicrotask(() => this.#flush());
-    }
-  }
-
-  #flush(): void {
-    this.#flushQueued = false;
-    if (this.#batch === null || this.#batch.frames === 0) return;
-    const parts = this.#batch.take();
-    if (this.#end === null && this.#ws.readyState === WebSocket.OPEN) this.#ws.sendParts(parts);
+    this.#ws.sendParts([dataHeader, payload]);
   }
 
   /**
@@ -329,9 +300,7 @@ export class MuxSession {
    */
   #whenWritable(): Promise<void> | undefined {
     const highWaterBytes = this.#dialect.writeHighWaterBytes;
-    // This turn's batch counts: it reaches the socket at the end of the turn, before any waiting writer wakes.
-    const unsentBytes = this.#ws.bufferedAmount + (this.#batch?.byteLength ?? 0);
-    if (this.#end !== null || unsentBytes < highWaterBytes) return undefined;
+    if (this.#end !== null || this.#ws.bufferedAmount < highWaterBytes) return undefined;
     const drained = this.#ws.whenDrained(highWaterBytes / 2);
     if (this.#dialect.writePaceMs === 0) return drained;
     // One timer for every writer that waits in the same interval.

@@ -25,11 +25,12 @@ export const MAX_MESSAGE_BYTES = MAX_DATA_PAYLOAD_BYTES + DATA_HEADER_BYTES;
 /**
  * First byte of a batch: several frames in one WebSocket message, each as a 4-byte big-endian length and the
  * frame. Only in our subprotocol (the original's client ignores unknown first bytes, §2.1, and would lose the
- * frames inside): one message per turn of the event loop instead of one per frame saves the receiver's
- * per-message cost (64 concurrent streams measured 30% faster with batches than without, docs/benchmarks.md).
+ * frames inside). Our earlier versions sent the frames of one turn so, against the runtime's WebSocket, whose
+ * per-message cost dominated the node's profile; with our own WebSocket on both ends the frames of a turn leave
+ * in one socket write anyway, so nothing sends batches now, and they are still read from peers that do.
  */
 export const FRAME_BATCH = 0x03;
-/** A batch is sent once it holds this much, without waiting for the end of the turn. */
+/** Largest batch message those senders build. */
 export const MAX_BATCH_BYTES = 256 * 1024;
 /** Largest message a peer of our subprotocol accepts: a full batch plus the largest frame that started it. */
 export const MAX_BATCHED_MESSAGE_BYTES = MAX_BATCH_BYTES + MAX_MESSAGE_BYTES + 4;
@@ -178,79 +179,6 @@ export function encodeDataFrameHeader(idBytes: Uint8Array): Uint8Array {
   header.set(idBytes, 1);
   return header;
 }
-
-/**
- * Collects the frames one session sends in one turn of the event loop as the parts of one message, without
- * copying them: a lone frame is its own parts (so it looks exactly as it would without batching), several are
- * `0x03` and each frame's length and parts (§2.4). The frames' bytes must stay unchanged until the parts from
- * {@linkcode take} have been sent; the length prefixes live in a buffer of the batch's own, reused from turn to
- * turn.
- *
- * @example
- * ```ts
- * import { encodeControlFrame, FrameBatch } from "./frames.ts";
- * const batch = new FrameBatch();
- * batch.add([encodeControlFrame({ type: "ping" })]);
- * batch.add([encodeControlFrame({ type: "pong" })]);
- * batch.take().length; // 5: 0x03, then a length and a frame twice
- * ```
- */
-export class FrameBatch {
-  /** Each frame's parts after its length prefix, behind the batch's first byte. */
-  #parts: Uint8Array[] = [BATCH_HEAD];
-  /** Where this turn's length prefixes are written: views of it go into `#parts`. */
-  #lengths = new Uint8Array(4 * 64);
-  #frames = 0;
-  #bytes = 1;
-  /** Where the first frame's parts end in `#parts`: a lone frame goes as `#parts.slice(2, that)`. */
-  #firstPartsEnd = 0;
-
-  /** Frames collected since the last {@linkcode take}. */
-  get frames(): number {
-    return this.#frames;
-  }
-
-  /** Bytes of the message {@linkcode take} would give now, counted as a batch. */
-  get byteLength(): number {
-    return this.#frames === 0 ? 0 : this.#bytes;
-  }
-
-  /** Appends one frame given as its parts (a data frame's header and payload, or an encoded control frame). */
-  add(parts: readonly Uint8Array[]): void {
-    let frameBytes = 0;
-    for (const part of parts) frameBytes += part.length;
-    if (frameBytes === 0) throw new RangeError("A frame in a batch is never empty");
-    const at = this.#frames * 4;
-    if (at + 4 > this.#lengths.length) {
-      // The views already in `#parts` keep the old buffer alive; new prefixes go to a bigger one.
-      this.#lengths = new Uint8Array(this.#lengths.length * 2);
-    }
-    const prefix = this.#lengths.subarray(at, at + 4);
-    prefix[0] = frameBytes >>> 24;
-    prefix[1] = (frameBytes >>> 16) & 0xff;
-    prefix[2] = (frameBytes >>> 8) & 0xff;
-    prefix[3] = frameBytes & 0xff;
-    this.#parts.push(prefix, ...parts);
-    this.#frames += 1;
-    this.#bytes += 4 + frameBytes;
-    if (this.#frames === 1) this.#firstPartsEnd = this.#parts.length;
-  }
-
-  /** The collected frames as the parts of one message, and empties the batch; no parts when it was empty. */
-  take(): readonly Uint8Array[] {
-    const parts = this.#frames === 0
-      ? []
-      : this.#frames === 1
-      ? this.#parts.slice(2, this.#firstPartsEnd)
-      : this.#parts;
-    this.#parts = [BATCH_HEAD];
-    this.#frames = 0;
-    this.#bytes = 1;
-    return parts;
-  }
-}
-
-const BATCH_HEAD = Uint8Array.of(FRAME_BATCH);
 
 /** Encodes one control frame with the original's wire names and field order (§3.1). */
 export function encodeControlFrame(message: ControlMessage): Uint8Array {

@@ -12,11 +12,9 @@ import {
   type DisconnectReason,
   encodeControlFrame,
   encodeDataFrame,
-  encodeDataFrameHeader,
   FRAME_BATCH,
   FRAME_CONTROL,
   FRAME_DATA,
-  FrameBatch,
   MAX_BATCH_BYTES,
   MAX_BATCHED_MESSAGE_BYTES,
   MAX_CREDIT_GRANT,
@@ -554,103 +552,6 @@ Deno.test("property: any mix of data and control frames, batched, decodes exactl
   );
   assert.ok(full.length <= MAX_BATCHED_MESSAGE_BYTES);
   assert.equal(decodeFrame(full).kind, "batch");
-});
-
-/** The parts of one message joined, as the WebSocket puts them on the wire. */
-function joined(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((bytes, part) => bytes + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
-
-Deno.test("FrameBatch: a lone frame is sent as itself, several as a batch; an empty batch gives no parts", () => {
-  const batch = new FrameBatch();
-  assert.deepEqual(batch.take(), []);
-  const header = encodeDataFrameHeader(streamIdBytes(ID));
-  batch.add([header, Uint8Array.of(1, 2, 3)]);
-  assert.equal(batch.frames, 1);
-  assert.deepEqual(joined(batch.take()), encodeDataFrame(streamIdBytes(ID), Uint8Array.of(1, 2, 3)));
-  assert.equal(batch.frames, 0);
-  assert.equal(batch.byteLength, 0);
-  const close = encodeControlFrame({ type: "close", id: ID, reason: "normal" });
-  batch.add([close]);
-  batch.add([header, new Uint8Array(0)]);
-  assert.equal(batch.byteLength, 1 + 4 + close.length + 4 + DATA_HEADER_BYTES);
-  assert.deepEqual(joined(batch.take()), batchOf([close, header]));
-  assert.throws(() => batch.add([]), RangeError);
-});
-
-Deno.test("property: frames sent through a FrameBatch under the session's rule decode exactly as added, every message within the cap", () => {
-  // Small frames (many length prefixes: the prefix buffer grows) and full ones (the 256 KiB cap is crossed).
-  const frameArbitrary = fc.oneof(
-    {
-      weight: 2,
-      arbitrary: fc.record({
-        kind: fc.constant("data" as const),
-        id: streamId,
-        payload: fc.uint8Array({ maxLength: 300 }),
-      }),
-    },
-    {
-      weight: 1,
-      arbitrary: fc.record({
-        kind: fc.constant("data" as const),
-        id: streamId,
-        payload: fc.integer({ min: 0, max: MAX_DATA_PAYLOAD_BYTES }).map((bytes) =>
-          new Uint8Array(bytes).fill(bytes & 0xff)
-        ),
-      }),
-    },
-    { weight: 2, arbitrary: fc.record({ kind: fc.constant("control" as const), message: controlMessage }) },
-  );
-  fc.assert(
-    fc.property(
-      // Several turns on one reused batch.
-      fc.array(fc.array(frameArbitrary, { minLength: 0, maxLength: 300, size: "max" }), {
-        minLength: 1,
-        maxLength: 4,
-      }),
-      (turns) => {
-        const batch = new FrameBatch();
-        const received: unknown[] = [];
-        const sent: unknown[] = [];
-        // What the session does with a taken batch: join its parts into one message at once.
-        const send = () => {
-          const frames = batch.frames;
-          const bytes = batch.byteLength;
-          const message = joined(batch.take());
-          assert.equal(batch.frames, 0);
-          if (frames === 0) return assert.equal(message.length, 0);
-          assert.ok(message.length <= MAX_BATCHED_MESSAGE_BYTES, `${message.length} bytes`);
-          const decoded = decodeFrame(message);
-          if (frames === 1) return received.push(decoded);
-          assert.equal(message.length, bytes);
-          if (decoded.kind !== "batch") return assert.fail(`expected a batch, got ${decoded.kind}`);
-          assert.equal(decoded.frames.length, frames);
-          for (const frame of decoded.frames) received.push(decodeFrame(frame));
-        };
-        for (const frames of turns) {
-          for (const frame of frames) {
-            if (frame.kind === "data") {
-              batch.add([encodeDataFrameHeader(streamIdBytes(frame.id)), frame.payload]);
-              sent.push({ kind: "data", id: frame.id, payload: frame.payload });
-            } else {
-              batch.add([encodeControlFrame(frame.message)]);
-              sent.push({ kind: "control", message: decodeControlOf(frame.message) });
-            }
-            if (batch.byteLength >= MAX_BATCH_BYTES) send();
-          }
-          send();
-        }
-        assert.deepEqual(received, sent);
-      },
-    ),
-    { numRuns: 100 },
-  );
 });
 
 /** What a control message decodes to after a round trip (the codec drops absent optional fields the same way). */
