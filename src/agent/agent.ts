@@ -100,6 +100,19 @@ export interface AgentChanges {
   readonly reregister: boolean;
 }
 
+/** A hub the agent has not reached yet. */
+function newHubStatus(url: string): Mutable<HubStatus> {
+  return {
+    url,
+    state: "connecting",
+    protocol: null,
+    sinceMs: Date.now(),
+    lastError: null,
+    reconnects: 0,
+    reregistrationPending: false,
+  };
+}
+
 /** The agent: one reconnecting session per hub URL. */
 export class Agent {
   /** The settings in force: read at use (each dial, stream, token), replaced by {@linkcode reconfigure}. */
@@ -170,18 +183,7 @@ export class Agent {
 
   /** Every hub and where the agent stands with it, for status output. */
   get hubs(): HubStatus[] {
-    return this.#settings.hubUrls.map((url) =>
-      this.#hubs.get(url) ??
-        {
-          url,
-          state: "connecting",
-          protocol: null,
-          sinceMs: Date.now(),
-          lastError: null,
-          reconnects: 0,
-          reregistrationPending: false,
-        }
-    );
+    return this.#settings.hubUrls.map((url) => this.#hubs.get(url) ?? newHubStatus(url));
   }
 
   /** Whether the agent is stopping (it is then not ready). */
@@ -329,15 +331,7 @@ export class Agent {
   }
 
   #runHub(url: string, removed: AbortSignal, renewal: LinkRenewal): Promise<void> {
-    const hub: Mutable<HubStatus> = {
-      url,
-      state: "connecting",
-      protocol: null,
-      sinceMs: Date.now(),
-      lastError: null,
-      reconnects: 0,
-      reregistrationPending: false,
-    };
+    const hub: Mutable<HubStatus> = newHubStatus(url);
     this.#hubs.set(url, hub);
     const enter = (state: HubSessionState) => {
       if (hub.state !== state) hub.sinceMs = Date.now();
