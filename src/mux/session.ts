@@ -20,7 +20,12 @@ import {
 } from "../protocol/frames.ts";
 import { AnnouncementAssembler, announcementParts } from "../protocol/announcement.ts";
 import { type Dialect, ORIGINAL, ORIGINAL_CREDITS } from "./dialect.ts";
-import { type BufferBudget, MIN_RECEIVE_WINDOW_FRAMES, WindowStallCounter } from "./flow_control.ts";
+import {
+  type BufferBudget,
+  MIN_RECEIVE_WINDOW_FRAMES,
+  StreamClosedError,
+  WindowStallCounter,
+} from "./flow_control.ts";
 import type { MessageSocket } from "../transport/message_socket.ts";
 import { MuxStream, type StreamTransport } from "./stream.ts";
 
@@ -299,9 +304,14 @@ export class MuxSession {
    * for a dialect with a pace, once that time has passed too).
    */
   #whenWritable(): Promise<void> | undefined {
+    // In the closing handshake the socket takes nothing more: a write then must fail, not vanish, or a splice
+    // would go on reading its client and counting bytes as moved until the session ends (up to seconds).
+    if (this.#end === null && this.#ws.readyState !== WebSocket.OPEN) return this.#closing();
     const highWaterBytes = this.#dialect.writeHighWaterBytes;
     if (this.#end !== null || this.#ws.bufferedAmount < highWaterBytes) return undefined;
-    const drained = this.#ws.whenDrained(highWaterBytes / 2);
+    const drained = this.#ws.whenDrained(highWaterBytes / 2).then(() =>
+      this.#ws.readyState === WebSocket.OPEN ? undefined : this.#closing()
+    );
     if (this.#dialect.writePaceMs === 0) return drained;
     // One timer for every writer that waits in the same interval.
     this.#paced ??= new Promise<void>((resolve) =>
@@ -311,6 +321,10 @@ export class MuxSession {
       }, this.#dialect.writePaceMs)
     );
     return Promise.all([drained, this.#paced]).then(() => {});
+  }
+
+  #closing(): Promise<void> {
+    return Promise.reject(new StreamClosedError(`session ${this.label} is closing`));
   }
 
   #onMessage(data: unknown): void {

@@ -820,3 +820,18 @@ Deno.test("property: a peer that grants only after the connect never has more fr
     { numRuns: 500 },
   );
 });
+
+Deno.test("session: a write during the socket's closing handshake fails instead of vanishing, on every dialect", async () => {
+  for (const dialect of [NEXUS_MUX, ORIGINAL]) {
+    const pair = await openSessionPair({ dialect });
+    try {
+      const { local } = await pair.openStream();
+      await local.write(patternBytes(1024, 1));
+      // The socket is CLOSING from here; the session ends only when the close handshake does.
+      pair.sockets.client.close(1000, "test closes");
+      await assert.rejects(local.write(patternBytes(1024, 2)), StreamClosedError, dialect.name);
+    } finally {
+      await pair.close();
+    }
+  }
+});
