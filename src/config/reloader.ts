@@ -85,8 +85,17 @@ export class Reloader<C> {
 
   /** Reloads after any reload still running; never throws. */
   reload(trigger: string): Promise<ReloadReport> {
-    const report = this.#queue.then(() => this.#reload(trigger));
-    this.#queue = report.catch(() => {});
+    // A bug in planning or logging must not become an unhandled rejection of a SIGHUP: it is a failed reload.
+    const report = this.#queue.then(() => this.#reload(trigger)).catch((error: unknown) => {
+      this.#log.error("reload failed: internal error", { trigger, error: String(error) });
+      return this.#finish({
+        trigger,
+        applied: [],
+        restartNeeded: [],
+        problems: [`internal error: ${error}`],
+      });
+    });
+    this.#queue = report.then(() => {});
     return report;
   }
 

@@ -143,6 +143,30 @@ Deno.test("reloader: reloads asked for at once run one after another, in order",
   assert.deepEqual(reloader.inForce, { live: 4, fixed: 0 });
 });
 
+Deno.test("reloader: a bug while planning is a failed reload with the error, never a rejection; the next one runs", async () => {
+  let broken = true;
+  const reloader = new Reloader<Toy>({
+    inForce: { live: 0, fixed: 0 },
+    read: () => ({ live: 1, fixed: 0 }),
+    specs: SPECS.map((spec) => ({
+      ...spec,
+      read: (config: Toy) => {
+        if (broken) throw new Error("planner bug");
+        return spec.read(config);
+      },
+    })),
+    apply: (plan) => Promise.resolve({ inForce: plan.effective, problems: [] }),
+    log: recordingLog([]),
+  });
+  const failed = await reloader.reload("SIGHUP");
+  assert.equal(failed.result, "failed");
+  assert.deepEqual(failed.problems, ["internal error: Error: planner bug"]);
+  assert.deepEqual(reloader.counts, { ok: 0, failed: 1 });
+  broken = false;
+  assert.equal((await reloader.reload("SIGHUP")).result, "ok");
+  assert.deepEqual(reloader.inForce, { live: 1, fixed: 0 });
+});
+
 Deno.test("link renewal: a request stays pending until taken, whatever waits were given up; requests count once", async () => {
   await fc.assert(
     fc.asyncProperty(
