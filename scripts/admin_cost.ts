@@ -19,6 +19,7 @@ import { parseArgs } from "node:util";
 import { createCertificateAuthority, issueCertificate } from "./dev_certs.ts";
 import { BenchChild, sampleProcess } from "./bench/child.ts";
 import { reapOnExit } from "./bench/reaper.ts";
+import { freePort } from "./bench.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const HOST = "cost.nexus.test";
@@ -32,13 +33,6 @@ interface RunResult {
   readonly peakRssMiB: number;
   readonly seconds: number;
   readonly scrapes: number;
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }
 
 /** A service that answers `SEND <n>` (after an HTTP head) with n bytes, then closes. */

@@ -80,6 +80,24 @@ function parseVariant(text: string): Variant {
 /** Figures of one run of one variant, by name. */
 type RunFigures = Record<string, number>;
 
+/** Starts node and agent of `variant` and waits until a client reaches the service through them. */
+async function startVariant(
+  phases: Phases,
+  setup: Setup,
+  generator: Generator,
+  variant: Variant,
+): Promise<{ node: BenchChild; agent: BenchChild }> {
+  const target = { port: setup.relayPort, serverName: SERVER_NAME };
+  return await phases.run(`start ${variant.name}`, DEADLINES.start, async (context) => {
+    const started = await startNexus(setup, context, {
+      ...variant,
+      mainScript: `${variant.repo}/src/main.ts`,
+    });
+    await waitReachable(generator, target, "Nexus", context);
+    return started;
+  });
+}
+
 async function bulkRun(
   phases: Phases,
   setup: Setup,
@@ -88,14 +106,7 @@ async function bulkRun(
   sizes: { bulkBytes: number; streamBytes: number },
 ): Promise<RunFigures> {
   const target = { port: setup.relayPort, serverName: SERVER_NAME };
-  const { node, agent } = await phases.run(`start ${variant.name}`, DEADLINES.start, async (context) => {
-    const started = await startNexus(setup, context, {
-      ...variant,
-      mainScript: `${variant.repo}/src/main.ts`,
-    });
-    await waitReachable(generator, target, "Nexus", context);
-    return started;
-  });
+  const { node, agent } = await startVariant(phases, setup, generator, variant);
   try {
     await sleep(500);
     const [nodeStart, agentStart] = await Promise.all([sampleProcess(node.pid), sampleProcess(agent.pid)]);
@@ -163,14 +174,7 @@ async function idleRun(
   connections: number,
 ): Promise<RunFigures> {
   const target = { port: setup.relayPort, serverName: SERVER_NAME };
-  const { node, agent } = await phases.run(`start ${variant.name}`, DEADLINES.start, async (context) => {
-    const started = await startNexus(setup, context, {
-      ...variant,
-      mainScript: `${variant.repo}/src/main.ts`,
-    });
-    await waitReachable(probe, target, "Nexus", context);
-    return started;
-  });
+  const { node, agent } = await startVariant(phases, setup, probe, variant);
   const holder = newGenerator();
   try {
     await sleep(500);

@@ -20,6 +20,7 @@
 import { parseArgs } from "node:util";
 import { BenchChild, sampleProcess } from "./bench/child.ts";
 import { reapOnExit, removeOnExit } from "./bench/reaper.ts";
+import { freePort } from "./bench.ts";
 import { createCertificateAuthority, issueCertificate } from "./dev_certs.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -34,13 +35,6 @@ interface RunResult {
   readonly connectionsPerSecond: number;
   readonly nodeCpuMicrosPerConnection: number;
   readonly agentCpuMicrosPerConnection: number;
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }
 
 function median(values: readonly number[]): number {
