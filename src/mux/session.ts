@@ -14,7 +14,6 @@ import {
   type DisconnectReason,
   encodeControlFrame,
   INITIAL_STREAM_CREDITS,
-  MAX_DATA_PAYLOAD_BYTES,
   newStreamId,
   type StreamOpenInfo,
 } from "../protocol/frames.ts";
@@ -292,9 +291,6 @@ export class MuxSession {
    * WebSocket's output: every frame sent in one turn leaves in the socket's one write of that turn.
    */
   #sendData(dataHeader: Uint8Array, payload: Uint8Array): void {
-    if (payload.length > MAX_DATA_PAYLOAD_BYTES) {
-      throw new RangeError(`Data payload of ${payload.length} bytes exceeds ${MAX_DATA_PAYLOAD_BYTES}`);
-    }
     if (this.#end !== null || this.#ws.readyState !== WebSocket.OPEN) return;
     this.#ws.sendParts([dataHeader, payload]);
   }

@@ -27,7 +27,8 @@ export interface StreamTransport {
   readonly label: string;
   /** Null when the peer understands `close_write` (our agent and nodes do); see {@linkcode Duplex}. */
   readonly unsignalledEndTimeoutMs: number | null;
-  /** Sends one data frame: this stream's header ({@linkcode encodeDataFrameHeader}) and the payload. */
+  /** Sends one data frame: this stream's header ({@linkcode encodeDataFrameHeader}) and a payload of at most
+   * `MAX_DATA_PAYLOAD_BYTES` (the stream slices its writes to it, so the session does not check again). */
   sendData(dataHeader: Uint8Array, payload: Uint8Array): void;
   sendControl(message: ControlMessage): void;
   /** Undefined when the WebSocket can take more now, else a promise that resolves when it can. */
