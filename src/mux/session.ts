@@ -133,6 +133,7 @@ export class MuxSession {
       sendData: (dataHeader, payload) => this.#sendData(dataHeader, payload),
       sendControl: (message) => this.#send(encodeControlFrame(message)),
       whenWritable: () => this.#whenWritable(),
+      recycle: (chunk) => ws.recycle(chunk),
       release: (id) => this.#forget(id),
       reportOverflow: (stream) => {
         this.#options.log.warn("stream closed: peer sent more than its receive buffer allows", {
@@ -369,8 +370,9 @@ export class MuxSession {
       case "data": {
         const stream = this.#streams.get(frame.id);
         // Data for a stream we already closed is normal at the tail of a close (§3.4): drop it quietly.
-        if (stream === undefined) this.#unknownStreamFrames += 1;
-        else stream.receiveData(frame.payload);
+        if (stream !== undefined) return stream.receiveData(frame.payload);
+        this.#unknownStreamFrames += 1;
+        this.#ws.recycle(frame.payload);
         return;
       }
       case "control":

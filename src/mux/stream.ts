@@ -33,6 +33,11 @@ export interface StreamTransport {
   sendControl(message: ControlMessage): void;
   /** Undefined when the WebSocket can take more now, else a promise that resolves when it can. */
   whenWritable(): Promise<void> | undefined;
+  /**
+   * A received chunk is no longer used by anyone: its message's buffer may be reused (see
+   * `MessageSocket.recycle`).
+   */
+  recycle(chunk: Uint8Array): void;
   /** The stream is finished locally: forget its id. */
   release(id: string): void;
   /** The receive side overflowed: the sender ignored credits and pause. */
@@ -52,6 +57,8 @@ export class MuxStream implements Duplex {
   readonly #send: SendWindow;
   readonly #receive: ReceiveWindow;
   readonly #queue: Uint8Array[] = [];
+  /** The chunk the reader has now: given back to the socket's pool at its next read (Duplex.read's rule). */
+  #lent: Uint8Array | null = null;
   #reader: { resolve: (chunk: Uint8Array | null) => void; reject: (error: Error) => void } | null = null;
   /** Both directions' states (stream_state.ts); every change goes through {@linkcode #on}. */
   #state: StreamState = OPEN_STREAM;
@@ -97,9 +104,14 @@ export class MuxStream implements Duplex {
   }
 
   read(): Promise<Uint8Array | null> {
+    if (this.#lent !== null) {
+      this.#transport.recycle(this.#lent);
+      this.#lent = null;
+    }
     const chunk = this.#queue.shift();
     if (chunk !== undefined) {
       this.#consumed(chunk);
+      this.#lent = chunk;
       return Promise.resolve(chunk);
     }
     if (this.#state.read === "open") {
@@ -159,7 +171,7 @@ export class MuxStream implements Duplex {
 
   /** A data frame arrived. */
   receiveData(payload: Uint8Array): void {
-    if (this.#state.read !== "open") return;
+    if (this.#state.read !== "open") return this.#transport.recycle(payload);
     if (!this.#receive.arrive(payload.length)) {
       this.#transport.reportOverflow(this);
       // `buffer_full` is the original's word for this (§3.3), so either kind of peer knows why.
@@ -255,6 +267,7 @@ export class MuxStream implements Duplex {
     const chunk = this.#queue.shift();
     if (chunk !== undefined) {
       this.#consumed(chunk);
+      this.#lent = chunk;
       reader.resolve(chunk);
       return;
     }

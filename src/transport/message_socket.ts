@@ -33,4 +33,9 @@ export interface MessageSocket extends HandshakeSocket {
   sendParts(parts: readonly Uint8Array[]): void;
   /** Resolves once at most `bufferedBytes` sent are still unwritten, or the socket is closing or gone. */
   whenDrained(bufferedBytes: number): Promise<void>;
+  /**
+   * Gives back the payload of a received binary message (or any view into it) once nothing uses it any more,
+   * for a later message to reuse; nothing may read or write it afterwards.
+   */
+  recycle(payload: Uint8Array): void;
 }

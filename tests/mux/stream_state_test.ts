@@ -82,6 +82,7 @@ class RecordingTransport implements StreamTransport {
   whenWritable(): undefined {
     return undefined;
   }
+  recycle(): void {}
   release(): void {
     this.released += 1;
   }
