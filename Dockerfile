@@ -35,7 +35,7 @@ VOLUME /var/lib/nexus
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["deno", "eval", "const r = await fetch(Deno.env.get('NEXUS_HEALTH_URL') ?? 'http://127.0.0.1:9100/healthz').catch(() => null); Deno.exit(r?.ok ? 0 : 1);"]
 
-ENTRYPOINT ["/tini", "--", "deno", "run", "--cached-only", "--v8-flags=--max-semi-space-size=1", \
+ENTRYPOINT ["/tini", "--", "deno", "run", "--cached-only", "--v8-flags=--max-semi-space-size=1,--expose-gc", \
             "--allow-net", "--allow-read", "--allow-env=NEXUS_*,LOG_TOKENS,LOG_STREAM", \
             "--allow-write=/var/lib/nexus", "src/main.ts"]
 CMD ["serve", "--config", "/etc/nexus/node.yaml"]

@@ -35,6 +35,7 @@ import { Admission, type AdmissionLimits } from "./relay/admission.ts";
 import { Relay } from "./relay/relay.ts";
 import type { SniffDeadlines } from "./relay/sniff.ts";
 import { SpliceSweeper, type SpliceTimeouts } from "./stream/splice.ts";
+import { QuietCollector } from "./system/quiet_collector.ts";
 import {
   countFreeDescriptors,
   type DescriptorPlan,
@@ -80,6 +81,8 @@ export class Node implements HubCertificateSink {
   readonly #relayDeadlines: Live<SniffDeadlines>;
   readonly #reloader: Reloader<NodeConfig> | null;
   readonly #sweeper: SpliceSweeper;
+  /** Gives back what a burst of traffic left for the garbage collector once it ends (quiet_collector.ts). */
+  readonly #collector: QuietCollector;
   readonly #refusals: RateLimitedLog;
   readonly #receiveBudget: BufferBudget;
   /** Metrics, status and readiness; counted from the start, shown by the admin listener when there is one. */
@@ -120,6 +123,7 @@ export class Node implements HubCertificateSink {
     const live = liveSettings(config, descriptors);
     this.#sweeperTimeouts = new Live(live.sweeper);
     this.#sweeper = new SpliceSweeper(this.#sweeperTimeouts);
+    this.#collector = new QuietCollector();
     this.router = new Router<MuxSession>(() => this.mesh?.announce());
     this.#acme = config.hubAcme === undefined
       ? null
@@ -195,6 +199,7 @@ export class Node implements HubCertificateSink {
       void hubListener?.close();
       void this.#admin?.close();
       this.#sweeper.close();
+      this.#collector.close();
       throw error;
     }
     this.#housekeeping = setInterval(() => this.#refusals.flush(), 1_000);
@@ -424,6 +429,7 @@ export class Node implements HubCertificateSink {
     await this.#hubListener?.close();
     await this.relay.stoppedAccepting();
     this.#sweeper.close();
+    this.#collector.close();
     clearInterval(this.#housekeeping);
     this.#refusals.flush({ all: true });
     // Last: a load balancer watching /readyz sees 503 all through the drain.

@@ -27,6 +27,7 @@ import { type HubMessage, type HubMessageType, parseHubMessage } from "../protoc
 import type { Duplex } from "../stream/duplex.ts";
 import { Splice, SpliceSet, SpliceSweeper, type SpliceTimeouts } from "../stream/splice.ts";
 import { countFreeDescriptors, RESERVED_DESCRIPTORS } from "../system/descriptors.ts";
+import { QuietCollector } from "../system/quiet_collector.ts";
 import { dialTarget } from "./dial_target.ts";
 import type { TargetMap } from "./targets.ts";
 import type { TokenSource } from "./token_source.ts";
@@ -123,6 +124,8 @@ export class Agent {
   readonly #reconnect: Live<ReconnectPolicy>;
   readonly #log: Logger;
   readonly #sweeper: SpliceSweeper;
+  /** Gives back what a burst of traffic left for the garbage collector once it ends (quiet_collector.ts). */
+  readonly #collector: QuietCollector;
   /** Streams refused for a limit: a few lines, then counts, never one line each in a burst. */
   readonly #refusals: RateLimitedLog;
   readonly #housekeeping: ReturnType<typeof setInterval>;
@@ -158,6 +161,7 @@ export class Agent {
     this.#reconnect = new Live({ ...settings.reconnect, stableAfterMs: STABLE_SESSION_MS });
     this.#sweeper = new SpliceSweeper(this.#sweeperTimeouts);
     this.#splices = new SpliceSet(this.#sweeper);
+    this.#collector = new QuietCollector();
     this.#refusals = new RateLimitedLog(log);
     this.#housekeeping = setInterval(() => this.#refusals.flush(), 1_000);
     Deno.unrefTimer(this.#housekeeping);
@@ -326,6 +330,7 @@ export class Agent {
     );
     await Promise.allSettled([...[...this.#loops.values()].map(({ loop }) => loop), ...this.#ending]);
     this.#sweeper.close();
+    this.#collector.close();
     clearInterval(this.#housekeeping);
     this.#refusals.flush({ all: true });
   }

@@ -164,7 +164,7 @@ Deno.test("compileArgs builds each target from src/main.ts into dist with the ru
       "--allow-read",
       "--allow-env=NEXUS_*,LOG_TOKENS,LOG_STREAM",
       exe ? "--allow-write=C:\\ProgramData\\nexus" : "--allow-write=/var/lib/nexus",
-      "--v8-flags=--max-semi-space-size=1",
+      "--v8-flags=--max-semi-space-size=1,--expose-gc",
       "src/main.ts",
     ]);
     for (const broad of ["-A", "--allow-all", "--allow-write", "--allow-run", "--allow-ffi", "--allow-sys"]) {
@@ -193,7 +193,7 @@ Deno.test("compileArgs takes the output directory, entry point and write directo
       "--allow-read",
       "--allow-env=NEXUS_*,LOG_TOKENS,LOG_STREAM",
       "--allow-write=/srv/nexus",
-      "--v8-flags=--max-semi-space-size=1",
+      "--v8-flags=--max-semi-space-size=1,--expose-gc",
       "/tmp/tiny.ts",
     ],
   );
