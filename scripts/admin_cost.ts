@@ -15,17 +15,19 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { createCertificateAuthority, issueCertificate } from "./dev_certs.ts";
 import { BenchChild, sampleProcess } from "./bench/child.ts";
 import { reapOnExit } from "./bench/reaper.ts";
 import { freePort } from "./bench.ts";
+import { parseFlags } from "./bench/flags.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const HOST = "cost.nexus.test";
 const TOKEN = "admin-cost-token-0123456789";
 const PERMISSIONS = ["--allow-net", "--allow-read", "--allow-env"];
 const encoder = new TextEncoder();
+const USAGE =
+  "Usage: deno run --allow-all scripts/admin_cost.ts [--runs N] [--streams N] [--mib N] [--idle SECONDS]";
 
 interface RunResult {
   readonly admin: boolean;
@@ -243,14 +245,11 @@ function median(values: readonly number[]): number {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      runs: { type: "string", default: "5" },
-      streams: { type: "string", default: "8" },
-      mib: { type: "string", default: "256" },
-      idle: { type: "string", default: "0" },
-    },
+  const values = parseFlags("admin_cost", USAGE, Deno.args, {
+    runs: { type: "string", default: "5" },
+    streams: { type: "string", default: "8" },
+    mib: { type: "string", default: "256" },
+    idle: { type: "string", default: "0" },
   });
   reapOnExit("admin_cost");
   const runs = Number(values.runs);

@@ -26,8 +26,8 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { BenchChild, PeakRss, sampleProcess } from "./bench/child.ts";
+import { parseFlags } from "./bench/flags.ts";
 import { EXIT_DEADLINE, PhaseError, Phases } from "./bench/phase.ts";
 import { reapOnExit, registeredChildren, removeOnExit } from "./bench/reaper.ts";
 import {
@@ -207,22 +207,14 @@ const USAGE =
                               [--bulk-mib N] [--stream-kib N] [--idle N] [--only bulk|idle]`;
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      variant: { type: "string", multiple: true },
-      rounds: { type: "string", default: "3" },
-      "bulk-mib": { type: "string", default: "256" },
-      "stream-kib": { type: "string", default: "4096" },
-      idle: { type: "string", default: "10000" },
-      only: { type: "string" },
-      help: { type: "boolean" },
-    },
+  const values = parseFlags("bench:memory", USAGE, Deno.args, {
+    variant: { type: "string", multiple: true },
+    rounds: { type: "string", default: "3" },
+    "bulk-mib": { type: "string", default: "256" },
+    "stream-kib": { type: "string", default: "4096" },
+    idle: { type: "string", default: "10000" },
+    only: { type: "string" },
   });
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
   const variants = (values.variant ?? ["base"]).map(parseVariant);
   const rounds = Number(values.rounds);
   const sizes = {
@@ -230,6 +222,10 @@ async function main(): Promise<number> {
     streamBytes: Number(values["stream-kib"]) * 1024,
   };
   const idleConnections = Number(values.idle);
+  if (values.only !== undefined && values.only !== "bulk" && values.only !== "idle") {
+    console.error(`bench:memory: --only takes bulk or idle, not "${values.only}"\n${USAGE}`);
+    return 2;
+  }
   const parts = values.only === undefined ? ["bulk", "idle"] : [values.only];
   reapOnExit("bench:memory");
   const dir = await Deno.makeTempDir({ prefix: "nexus-bench-memory-" });

@@ -17,7 +17,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { parseFlags } from "./bench/flags.ts";
 import { BenchChild, sampleProcess } from "./bench/child.ts";
 import { reapOnExit, removeOnExit } from "./bench/reaper.ts";
 import { freePort } from "./bench.ts";
@@ -29,6 +29,7 @@ const CONCURRENCY = 16;
 const CONNECTION_TIMEOUT_MS = 10_000;
 const MAX_CONNECTIONS_PER_RUN = 200_000;
 const VARIANTS = ["plain", "v1", "v2"] as const;
+const USAGE = "Usage: deno task bench:proxy-header [--rounds N] [--seconds S]";
 type Variant = typeof VARIANTS[number];
 
 interface RunResult {
@@ -191,15 +192,16 @@ async function measure(
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: { rounds: { type: "string", default: "7" }, seconds: { type: "string", default: "3" } },
-    strict: true,
+  const values = parseFlags("bench:proxy-header", USAGE, Deno.args, {
+    rounds: { type: "string", default: "7" },
+    seconds: { type: "string", default: "3" },
   });
   const rounds = Number(values.rounds);
   const seconds = Number(values.seconds);
   if (!Number.isInteger(rounds) || rounds < 1 || !(seconds > 0)) {
-    console.error("usage: bench_proxy_header.ts [--rounds N] [--seconds S]");
+    console.error(
+      `bench:proxy-header: --rounds must be a whole number of at least 1 and --seconds above 0\n${USAGE}`,
+    );
     Deno.exit(2);
   }
   try {
