@@ -105,15 +105,52 @@ export interface AdmissionTicket {
   rekey(ip: string): AdmissionRefusal | null;
 }
 
-/** One connection's place in the handshake pool, in its source's queue from oldest to newest. */
-interface Handshake {
-  source: Source;
+/** What the tickets need of their admission: one object per admission, shared by all its tickets. */
+interface TicketOwner {
+  leave(handshake: Handshake): void;
+  /** The connection of `handshake` closed. */
+  drop(handshake: Handshake): void;
+  rekey(handshake: Handshake, prefix: string): AdmissionRefusal | null;
+}
+
+/**
+ * One connection: its ticket, and its place in the handshake pool (its source's queue from oldest to newest)
+ * while it is in the handshake phase. One object with methods rather than a ticket of closures: every open
+ * connection holds one for its whole life.
+ */
+class Handshake implements AdmissionTicket {
   /** Order of entering its source's queue: lower is older. */
-  seq: number;
-  readonly shed: () => void;
-  older: Handshake | null;
-  newer: Handshake | null;
-  inPool: boolean;
+  seq = 0;
+  older: Handshake | null = null;
+  newer: Handshake | null = null;
+  inPool = false;
+  readonly #owner: TicketOwner;
+  source: Source;
+  /** How to shed it, while it can be shed (dropped once its handshake is done, so nothing it holds stays). */
+  shed: (() => void) | null;
+  #released = false;
+
+  constructor(owner: TicketOwner, source: Source, shed: () => void) {
+    this.#owner = owner;
+    this.source = source;
+    this.shed = shed;
+  }
+
+  handshakeDone(): void {
+    if (this.inPool) this.#owner.leave(this);
+    this.shed = null;
+  }
+
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.handshakeDone();
+    this.#owner.drop(this);
+  }
+
+  rekey(ip: string): AdmissionRefusal | null {
+    return this.#released ? null : this.#owner.rekey(this, sourcePrefix(ip));
+  }
 }
 
 /** The connections and handshakes of one source; in the heap of sources exactly while it holds handshakes. */
@@ -135,6 +172,15 @@ export class Admission {
   #handshakes = 0;
   #nextSeq = 0;
   #unattributed = 0;
+
+  readonly #owner: TicketOwner = {
+    leave: (handshake) => this.#leave(handshake),
+    drop: (handshake) => {
+      this.#connections -= 1;
+      this.#dropConnection(handshake.source);
+    },
+    rekey: (handshake, prefix) => this.#rekey(handshake, prefix),
+  };
 
   constructor(limits: AdmissionLimits | Live<AdmissionLimits>) {
     this.#limits = Live.of(limits);
@@ -172,34 +218,14 @@ export class Admission {
     if (victim !== null) {
       this.#leave(victim);
       // Its owner may release it right here, which can remove its source: look the newcomer's up afterwards.
-      victim.shed();
+      victim.shed?.();
     }
     const source = this.#sourceOf(prefix);
     source.connections += 1;
     this.#connections += 1;
-    const handshake: Handshake = {
-      source,
-      seq: 0,
-      shed: options.shed,
-      older: null,
-      newer: null,
-      inPool: false,
-    };
+    const handshake = new Handshake(this.#owner, source, options.shed);
     this.#enter(handshake);
-    let released = false;
-    return {
-      handshakeDone: () => {
-        if (handshake.inPool) this.#leave(handshake);
-      },
-      release: () => {
-        if (released) return;
-        released = true;
-        if (handshake.inPool) this.#leave(handshake);
-        this.#connections -= 1;
-        this.#dropConnection(handshake.source);
-      },
-      rekey: (ip) => (released ? null : this.#rekey(handshake, sourcePrefix(ip))),
-    };
+    return handshake;
   }
 
   /** Rules 3 and 4: `handshake`'s connection moves to the source `prefix`, or is refused there. */
@@ -216,7 +242,7 @@ export class Admission {
       const victim = held.oldest!;
       this.#leave(victim);
       // Its owner may release it right here, which can remove its source: look it up afterwards.
-      victim.shed();
+      victim.shed?.();
     }
     const to = this.#sourceOf(prefix);
     to.connections += 1;

@@ -383,6 +383,7 @@ export class Relay {
       deadline: new HandshakeDeadline(this.#deadlines.current, acceptedMs),
     };
     this.#handshaking.add(conn);
+    let spliced: Promise<void> | null = null;
     try {
       try {
         conn.setNoDelay(true);
@@ -407,19 +408,34 @@ export class Relay {
         await client.close(why);
         return;
       }
-      const to = handshake?.routedTo ?? "local";
-      const result = await this.#clients.add(new Splice(client, routed), to);
-      this.#deps.observer?.closed(relayPort.port, to, result);
-      this.#deps.log.debug("connection closed", {
+      spliced = this.#splice(new Splice(client, routed), handshake?.routedTo ?? "local", {
+        port: relayPort.port,
         client: clientAddress,
+        ticket,
+      });
+    } finally {
+      this.#handshaking.delete(conn);
+      if (spliced === null) ticket.release();
+    }
+    // Returned, not awaited: the handshake's frame and everything it held go now, not when the client leaves.
+    return spliced ?? undefined;
+  }
+
+  /** Keeps `splice` until it ends, then counts, logs and releases its admission. */
+  #splice(
+    splice: Splice,
+    to: RouteKind,
+    at: { readonly port: number; readonly client: string; readonly ticket: AdmissionTicket },
+  ): Promise<void> {
+    return this.#clients.add(splice, to).then((result) => {
+      this.#deps.observer?.closed(at.port, to, result);
+      this.#deps.log.debug("connection closed", {
+        client: at.client,
         why: result.reason,
         bytes_in: result.bytesAToB,
         bytes_out: result.bytesBToA,
       });
-    } finally {
-      this.#handshaking.delete(conn);
-      ticket.release();
-    }
+    }).finally(() => at.ticket.release());
   }
 
   /**
