@@ -7,13 +7,18 @@
 
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 
+/** What {@linkcode parseFlags} returns for `O`: the values of its options. */
+export type FlagValues<O extends ParseArgsOptionsConfig> = ReturnType<
+  typeof parseArgs<{ options: O; strict: true; allowPositionals: false }>
+>["values"];
+
 /** Parses `args` against `options` (plus `--help`), or exits as described above. */
 export function parseFlags<const O extends ParseArgsOptionsConfig>(
   program: string,
   usage: string,
   args: readonly string[],
   options: O,
-) {
+): FlagValues<O> {
   let parsed;
   try {
     parsed = parseArgs({
