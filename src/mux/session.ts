@@ -361,7 +361,9 @@ export class MuxSession {
     for (const inner of frame.frames) {
       // A frame of the batch may have ended the session: the rest has no one to go to.
       if (this.#end !== null) return;
-      this.#onFrame(decodeFrame(inner));
+      // Each in a buffer of its own: a stream gives its chunk's buffer back to the pool at its next read, and
+      // the frames of one batch share one (only earlier versions send batches, so the copy is rare).
+      this.#onFrame(decodeFrame(inner.slice()));
     }
   }
 

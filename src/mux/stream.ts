@@ -109,11 +109,7 @@ export class MuxStream implements Duplex {
       this.#lent = null;
     }
     const chunk = this.#queue.shift();
-    if (chunk !== undefined) {
-      this.#consumed(chunk);
-      this.#lent = chunk;
-      return Promise.resolve(chunk);
-    }
+    if (chunk !== undefined) return Promise.resolve(this.#handOut(chunk));
     if (this.#state.read === "open") {
       return new Promise((resolve, reject) => {
         this.#reader = { resolve, reject };
@@ -252,11 +248,14 @@ export class MuxStream implements Duplex {
     }
   }
 
-  #consumed(chunk: Uint8Array): void {
+  /** `chunk` goes to the reader: its credits go back, and its buffer is given back at the next read. */
+  #handOut(chunk: Uint8Array): Uint8Array {
+    this.#lent = chunk;
     const grant = this.#receive.consume(chunk.length);
     if (grant > 0 && this.#state.read === "open") {
       this.#transport.sendControl({ type: "resume", id: this.id, credits: grant });
     }
+    return chunk;
   }
 
   /** Hands the waiting reader its next chunk, the end, or the failure. */
@@ -266,9 +265,7 @@ export class MuxStream implements Duplex {
     this.#reader = null;
     const chunk = this.#queue.shift();
     if (chunk !== undefined) {
-      this.#consumed(chunk);
-      this.#lent = chunk;
-      reader.resolve(chunk);
+      reader.resolve(this.#handOut(chunk));
       return;
     }
     const error = this.#readError();

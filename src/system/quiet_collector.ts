@@ -21,11 +21,6 @@ export const QUIET_GROWTH_BYTES = 256 * 1024;
 /** How often the memory is looked at. */
 export const CHECK_INTERVAL_MS = 1_000;
 
-/** Memory as {@linkcode QuietCollector} reads it: V8's heap in use plus `ArrayBuffer` memory. */
-export type MemoryReader = () => number;
-/** What collects: V8's `gc()`. */
-export type Collect = () => void;
-
 /**
  * The decision, pure: `used` samples, one per interval, go in; `true` comes out when a collection is due
  * (the memory grew by a burst since the last collection, and hardly at all over the last interval).
@@ -60,19 +55,16 @@ export class QuietCollector {
   readonly #timer: ReturnType<typeof setInterval> | undefined;
   #collections = 0;
 
-  constructor(
-    collect: Collect | undefined = exposedGc(),
-    read: MemoryReader = usedMemory,
-    intervalMs = CHECK_INTERVAL_MS,
-  ) {
+  constructor() {
+    const collect = exposedGc();
     if (collect === undefined) return;
-    const burst = new BurstEnd(read());
+    const burst = new BurstEnd(usedMemory());
     this.#timer = setInterval(() => {
-      if (!burst.sample(read())) return;
+      if (!burst.sample(usedMemory())) return;
       collect();
       this.#collections += 1;
-      burst.collected(read());
-    }, intervalMs);
+      burst.collected(usedMemory());
+    }, CHECK_INTERVAL_MS);
     Deno.unrefTimer(this.#timer);
   }
 
@@ -91,6 +83,7 @@ export class QuietCollector {
   }
 }
 
+/** V8's heap in use plus `ArrayBuffer` memory. */
 function usedMemory(): number {
   const { heapUsed, external } = Deno.memoryUsage();
   return heapUsed + external;
@@ -101,7 +94,7 @@ function usedMemory(): number {
  * went back only at the second full collection (one alone, called from a timer, freed nothing; both took
  * about 30 ms with a 15 MiB heap).
  */
-function exposedGc(): Collect | undefined {
+function exposedGc(): (() => void) | undefined {
   const gc = (globalThis as { gc?: unknown }).gc;
   if (typeof gc !== "function") return undefined;
   return () => {

@@ -58,10 +58,7 @@ export class MessagePool {
     const buffer = view.buffer as ArrayBuffer;
     if (!this.#lent.delete(buffer) || this.#free.length >= MAX_FREE_BUFFERS) return;
     this.#free.push(buffer);
-    if (this.#trimTimer === undefined) {
-      this.#trimTimer = setTimeout(() => this.#trim(), POOL_IDLE_MS);
-      Deno.unrefTimer(this.#trimTimer);
-    }
+    if (this.#trimTimer === undefined) this.#armTrim();
   }
 
   /** Lets every free buffer go (the connection ended). */
@@ -78,6 +75,10 @@ export class MessagePool {
       return;
     }
     this.#drawnSinceTrim = false;
+    this.#armTrim();
+  }
+
+  #armTrim(): void {
     this.#trimTimer = setTimeout(() => this.#trim(), POOL_IDLE_MS);
     Deno.unrefTimer(this.#trimTimer);
   }
