@@ -19,6 +19,8 @@
  *   --phase-timeout S  give every phase S seconds instead of the deadline scaled to its size
  *   --profile DIR      instead of the benchmark: run the node and agent under `--cpu-prof`, drive the
  *                      one-stream and 64-stream transfers through them, and list the top self-time functions
+ *   --profile-load L   what the profiled run drives: "transfers" (the default) or "connections" (new TLS
+ *                      connections, 16 at a time, for --seconds per repeat)
  *
  * Every step is a phase with a deadline scaled to its size (see {@linkcode DEADLINES}); holds and transfers
  * also end once their progress has stood still for 30 s. A phase that misses its deadline or fails ends the
@@ -63,7 +65,7 @@ export const SERVER_NAME = "bench.nexus.test";
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
 export const STREAMS = 64;
-const CONNECT_CONCURRENCY = 16;
+export const CONNECT_CONCURRENCY = 16;
 const REQUEST_CONNECTIONS = 16;
 const REQUEST_BYTES = 64;
 const LATENCY_CONNECTIONS = 8;
@@ -894,6 +896,7 @@ async function profileRun(
   generator: Generator,
   plan: Plan,
   profileDir: string,
+  load: ProfileLoad,
 ): Promise<void> {
   await Deno.mkdir(profileDir, { recursive: true });
   const target = { port: setup.relayPort, serverName: SERVER_NAME };
@@ -908,6 +911,21 @@ async function profileRun(
   );
   try {
     for (let r = 0; r < plan.repeats; r++) {
+      if (load === "connections") {
+        const work: LoadJob = {
+          op: "connections",
+          target,
+          concurrency: CONNECT_CONCURRENCY,
+          seconds: plan.seconds,
+        };
+        const result = await phases.run(
+          `profile ${r + 1}, connections`,
+          DEADLINES.timed(plan.seconds),
+          (c) => generator.run(work, c),
+        );
+        log(`profile ${r + 1}: ${result.connections} connections in ${Number(result.seconds).toFixed(1)} s`);
+        continue;
+      }
       const job = (what: string, bytes: number, work: LoadJob) =>
         phases.run(`profile ${r + 1}, ${what}`, DEADLINES.transfer(bytes), (c) => generator.run(work, c));
       await job("upload", plan.bulkBytes, { op: "upload", target, bytes: plan.bulkBytes });
@@ -942,8 +960,12 @@ async function profileRun(
   log(`profiles and top.txt are in ${profileDir}`);
 }
 
-const USAGE = `Usage: deno task bench [--quick] [--label TEXT] [--out DIR] [--profile DIR] [--repeats N]
-                       [--bulk-mib N] [--stream-kib N] [--seconds N] [--idle N,N] [--phase-timeout S]`;
+/** What a profiled run drives through the node and agent. */
+type ProfileLoad = "transfers" | "connections";
+const PROFILE_LOADS: readonly ProfileLoad[] = ["transfers", "connections"];
+
+const USAGE = `Usage: deno task bench [--quick] [--label TEXT] [--out DIR] [--profile DIR] [--profile-load L]
+                       [--repeats N] [--bulk-mib N] [--stream-kib N] [--seconds N] [--idle N,N] [--phase-timeout S]`;
 
 async function main(): Promise<number> {
   let values;
@@ -961,6 +983,7 @@ async function main(): Promise<number> {
         idle: { type: "string" },
         "phase-timeout": { type: "string" },
         profile: { type: "string" },
+        "profile-load": { type: "string" },
         help: { type: "boolean" },
       },
       strict: true,
@@ -981,6 +1004,13 @@ async function main(): Promise<number> {
     plan = planFromArgs(values);
   } catch (error) {
     console.error(`bench: ${error instanceof Error ? error.message : String(error)}\n${USAGE}`);
+    return 2;
+  }
+  const profileLoad = values["profile-load"] ?? "transfers";
+  if (!PROFILE_LOADS.includes(profileLoad as ProfileLoad)) {
+    console.error(
+      `bench: --profile-load must be one of ${PROFILE_LOADS.join(", ")}, got "${profileLoad}"\n${USAGE}`,
+    );
     return 2;
   }
   const outDir = values.out ?? `${REPO}/docs`;
@@ -1039,7 +1069,7 @@ async function main(): Promise<number> {
     debug(`load generator started (pid ${generator.child.pid})`);
 
     if (values.profile !== undefined) {
-      await profileRun(phases, setup, generator, plan, values.profile);
+      await profileRun(phases, setup, generator, plan, values.profile, profileLoad as ProfileLoad);
       return 0;
     }
 

@@ -10,6 +10,8 @@
  *   one-stream upload, a one-stream download and 64 concurrent streams (sampled every 100 ms), and their RSS
  *   2 s and 10 s after the last transfer ended; beside them MB/s of each transfer and CPU s/GiB of each process.
  * - idle: the node's and agent's RSS growth per idle proxied connection with `--idle` connections held.
+ * - connections: new TLS connections through node and agent (16 at a time, full handshake, then close) for
+ *   `--seconds`: connections per second and the CPU of each process per 1,000 connections.
  *
  * Variants run in rotating order, `--rounds` times each; the summary holds medians and each one's ratio to the
  * first variant.
@@ -17,7 +19,8 @@
  * ```sh
  * deno task bench:memory --variant base --variant 'arena2 MALLOC_ARENA_MAX=2' \
  *   --variant 'semi1 --v8-flags=--max-semi-space-size=1' --variant 'old @/tmp/nexus-old' [--rounds 3]
- *   [--bulk-mib 256] [--stream-kib 4096] [--idle 10000] [--only bulk|idle]
+ *   [--bulk-mib 256] [--stream-kib 4096] [--idle 10000] [--seconds 5]
+ *   [--only bulk|idle|connections]
  * ```
  *
  * A variant is a name, then words: `--...` is a flag of `deno run`, `KEY=VALUE` an environment variable of node
@@ -31,6 +34,7 @@ import { parseFlags } from "./bench/flags.ts";
 import { EXIT_DEADLINE, PhaseError, Phases } from "./bench/phase.ts";
 import { reapOnExit, registeredChildren, removeOnExit } from "./bench/reaper.ts";
 import {
+  CONNECT_CONCURRENCY,
   DEADLINES,
   denoRun,
   freePort,
@@ -51,6 +55,9 @@ import {
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
 const HOLD_CONCURRENCY = 128;
+const PARTS = ["bulk", "idle", "connections"] as const;
+type Part = typeof PARTS[number];
+const WARM_UP_SECONDS = 2;
 
 /** One way of running node and agent. */
 interface Variant {
@@ -202,9 +209,53 @@ async function idleRun(
   }
 }
 
+async function connectionsRun(
+  phases: Phases,
+  setup: Setup,
+  generator: Generator,
+  variant: Variant,
+  seconds: number,
+): Promise<RunFigures> {
+  const target = { port: setup.relayPort, serverName: SERVER_NAME };
+  const { node, agent } = await startVariant(phases, setup, generator, variant);
+  try {
+    // A first round unmeasured, so the code is compiled and the pools are warm, as after the bench's transfers.
+    await phases.run(
+      `${variant.name}, connections warm-up`,
+      DEADLINES.timed(WARM_UP_SECONDS),
+      (context) =>
+        generator.run({
+          op: "connections",
+          target,
+          concurrency: CONNECT_CONCURRENCY,
+          seconds: WARM_UP_SECONDS,
+        }, context),
+    );
+    const before = await Promise.all([sampleProcess(node.pid), sampleProcess(agent.pid)]);
+    const result = await phases.run(
+      `${variant.name}, connections`,
+      DEADLINES.timed(seconds),
+      (context) =>
+        generator.run({ op: "connections", target, concurrency: CONNECT_CONCURRENCY, seconds }, context),
+    );
+    const after = await Promise.all([sampleProcess(node.pid), sampleProcess(agent.pid)]);
+    const connections = Number(result.connections);
+    const perThousand = (i: number) => (after[i].cpuSeconds - before[i].cpuSeconds) * 1e6 / connections;
+    return {
+      conn_per_s: connections / Number(result.seconds),
+      conn_cpu_ms_node: perThousand(0),
+      conn_cpu_ms_agent: perThousand(1),
+      conn_cpu_ms_total: perThousand(0) + perThousand(1),
+    };
+  } finally {
+    await phases.run(`stop ${variant.name}`, DEADLINES.stop, () => Promise.all([node.stop(), agent.stop()]));
+  }
+}
+
 const USAGE =
   `Usage: deno task bench:memory --variant 'NAME [--deno-flag] [KEY=VALUE] [@DIR]' ... [--rounds N]
-                              [--bulk-mib N] [--stream-kib N] [--idle N] [--only bulk|idle]`;
+                              [--bulk-mib N] [--stream-kib N] [--idle N] [--seconds N]
+                              [--only bulk|idle|connections]`;
 
 async function main(): Promise<number> {
   const values = parseFlags("bench:memory", USAGE, Deno.args, {
@@ -213,6 +264,7 @@ async function main(): Promise<number> {
     "bulk-mib": { type: "string", default: "256" },
     "stream-kib": { type: "string", default: "4096" },
     idle: { type: "string", default: "10000" },
+    seconds: { type: "string", default: "5" },
     only: { type: "string" },
   });
   const variants = (values.variant ?? ["base"]).map(parseVariant);
@@ -222,11 +274,13 @@ async function main(): Promise<number> {
     streamBytes: Number(values["stream-kib"]) * 1024,
   };
   const idleConnections = Number(values.idle);
-  if (values.only !== undefined && values.only !== "bulk" && values.only !== "idle") {
-    console.error(`bench:memory: --only takes bulk or idle, not "${values.only}"\n${USAGE}`);
+  const seconds = Number(values.seconds);
+  if (values.only !== undefined && !PARTS.includes(values.only as Part)) {
+    console.error(`bench:memory: --only takes ${PARTS.join(", ")}, not "${values.only}"\n${USAGE}`);
     return 2;
   }
-  const parts = values.only === undefined ? ["bulk", "idle"] : [values.only];
+  // The connections part is asked for by name: the memory parts are what this bench is for.
+  const parts: readonly Part[] = values.only === undefined ? ["bulk", "idle"] : [values.only as Part];
   reapOnExit("bench:memory");
   const dir = await Deno.makeTempDir({ prefix: "nexus-bench-memory-" });
   removeOnExit(dir);
@@ -269,6 +323,9 @@ async function main(): Promise<number> {
             figures,
             await idleRun(phases, setup, generator, newGenerator, variant, idleConnections),
           );
+        }
+        if (parts.includes("connections")) {
+          Object.assign(figures, await connectionsRun(phases, setup, generator, variant, seconds));
         }
         results.get(variant.name)!.push(figures);
         console.log(
