@@ -150,7 +150,11 @@ export class MuxStream implements Duplex {
   close(reason: string, options?: { graceful?: boolean; code?: DisconnectReason }): Promise<void> {
     if (this.#state.read === "closed" || this.#state.read === "failed") return Promise.resolve();
     // Only a peer that still holds the stream is told; one that dropped it, or a dead session, has no one to tell.
-    const tellPeer = this.#state.write === "open" || this.#state.write === "ended";
+    // Nor one that ended its direction with `close_write` and was sent ours: both ends know the stream is over
+    // (§5.3) and each lets go of it, so a `disconnect` each way would be two messages per connection for nothing.
+    const bothEnded = this.#state.read === "ended" && this.#state.write === "ended" &&
+      this.unsignalledEndTimeoutMs === null;
+    const tellPeer = !bothEnded && (this.#state.write === "open" || this.#state.write === "ended");
     this.#closedReason = reason;
     this.#on("local_closed");
     this.#send.close(reason);

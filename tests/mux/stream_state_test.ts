@@ -199,7 +199,10 @@ function applyEvent(model: Model, real: Real, event: StreamEvent | "data", n: nu
       void real.stream.close("test close");
       if (model.closed || model.failed) return;
       model.closed = true;
-      if (!model.remoteGone) model.controls += 1;
+      // No disconnect to a peer that is gone, nor once both directions ended with close_write (§5.3).
+      if (!model.remoteGone && !(model.remoteEnded && model.wroteEnd && model.signalsEnd)) {
+        model.controls += 1;
+      }
       model.released += 1;
       return;
     case "session_failed":
