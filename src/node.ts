@@ -272,7 +272,8 @@ export class Node implements HubCertificateSink {
       problems.push(...ports.problems.map((problem) => `relayPorts: ${problem}`));
       next = { ...next, relay: { ...next.relay, ports: ports.inForce } };
     }
-    this.#descriptors = descriptorPlan(next, { free: this.#freeDescriptors }).descriptors;
+    this.#descriptors =
+      descriptorPlan(next, { free: this.#freeDescriptors, inForce: this.#descriptors }).descriptors;
     this.#putInForce(next);
     // After the mesh's settings: a new peer is dialled with the secret and CA in force.
     if (changed.has("peers")) this.mesh?.syncPeers(next.drainTimeoutSeconds * 1000);
@@ -487,7 +488,7 @@ export class Node implements HubCertificateSink {
  */
 function descriptorPlan(
   config: NodeConfig,
-  counted?: { free: number | null },
+  counted?: { free: number | null; inForce: DescriptorPlan },
 ): { descriptors: DescriptorPlan; free: number | null } {
   const { limits } = config;
   const demand = {
@@ -497,7 +498,11 @@ function descriptorPlan(
   };
   const free = counted === undefined ? countFreeDescriptors(descriptorsNeeded(demand)) : counted.free;
   const plan = planDescriptors(free ?? Infinity, demand);
-  if (plan.reduced) {
+  // Said once per change: a reload that leaves the lowered caps as they were repeats nothing.
+  const inForce = counted?.inForce;
+  const unchanged = inForce !== undefined && inForce.reduced && inForce.needed === plan.needed &&
+    inForce.relayConnections === plan.relayConnections && inForce.hubConnections === plan.hubConnections;
+  if (plan.reduced && !unchanged) {
     createLogger("node").warn("the open-file limit is too small for the configured limits; caps lowered", {
       free_descriptors: free ?? "unknown",
       needed: plan.needed,

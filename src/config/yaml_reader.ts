@@ -771,18 +771,30 @@ function joinKey(parent: string, key: string): string {
   return parent === "" ? segment : `${parent}.${segment}`;
 }
 
-/** The read key closest to an unknown one: the same but for case, else within edit distance 2. */
+/**
+ * The read key an unknown one most likely meant: the same but for case; else one it is the start of (an
+ * abbreviation such as `idleTimeout`, six characters at least); else the nearest within a few edits, two or
+ * one per five characters of the longer key (`idleTimeoutSecs`).
+ */
 function suggestKey(unknown: string, known: ReadonlySet<string>): string | undefined {
+  const typed = unknown.toLowerCase();
   let best: { key: string; distance: number } | undefined;
   for (const key of known) {
-    const distance = key.toLowerCase() === unknown.toLowerCase() ? 0 : editDistance(key, unknown);
-    if (distance <= 2 && (best === undefined || distance < best.distance)) best = { key, distance };
+    const candidate = key.toLowerCase();
+    const allowed = Math.max(2, Math.floor(Math.max(candidate.length, typed.length) / 5));
+    const distance = candidate === typed
+      ? 0
+      : typed.length >= 6 && candidate.startsWith(typed)
+      ? 1
+      : editDistance(candidate, typed, allowed);
+    if (distance <= allowed && (best === undefined || distance < best.distance)) best = { key, distance };
   }
   return best?.key;
 }
 
-function editDistance(a: string, b: string): number {
-  if (Math.abs(a.length - b.length) > 2) return Infinity;
+/** Levenshtein distance of `a` and `b`, or Infinity when their lengths alone differ by more than `limit`. */
+function editDistance(a: string, b: string, limit: number): number {
+  if (Math.abs(a.length - b.length) > limit) return Infinity;
   let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
     const current = [i];

@@ -138,6 +138,23 @@ Deno.test("reports unknown keys, with a hint when a read key is within edit dist
   ]);
 });
 
+Deno.test("hints a read key an unknown one abbreviates, or is a few edits from when it is long", () => {
+  const text = [
+    "name: edge-1",
+    "relayPorts: [443]",
+    "idleTimeoutSecs: 30",
+    "idleTimeout: 30",
+    "drain: 10s",
+    "",
+  ].join("\n");
+  assert.deepEqual(problemsOf(text), [
+    problem("idleTimeoutSecs", 3, 1, "unknown key; did you mean `idleTimeoutSeconds`?"),
+    problem("idleTimeout", 4, 1, "unknown key; did you mean `idleTimeoutSeconds`?"),
+    // Five characters are too few to be sure of an abbreviation.
+    problem("drain", 5, 1, "unknown key"),
+  ]);
+});
+
 Deno.test("hints the closest read key", () => {
   const problems = problemsOf("host: a\nhots: b\n", (root) => {
     root.string("host");

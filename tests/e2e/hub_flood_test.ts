@@ -169,6 +169,11 @@ Deno.test("short of descriptors, the node refuses at its caps, keeps the hub for
       new Promise((resolve) => setTimeout(resolve, 100, "alive")),
     ]);
     assert.equal(status, "alive");
+    // A reload that leaves the lowered caps as they were does not say it again.
+    const from = process.lines.length;
+    process.kill("SIGHUP");
+    await process.waitForLine(/reload done/, { from, timeoutMs: 20_000 });
+    assert.equal(process.matching(/open-file limit is too small/).length, 1, "the warning came once");
   } finally {
     for (const conn of idle) conn.close();
     for (const agent of agents) await agent.stop(0);
