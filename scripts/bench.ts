@@ -65,7 +65,7 @@ export const SERVER_NAME = "bench.nexus.test";
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
 export const STREAMS = 64;
-export const CONNECT_CONCURRENCY = 16;
+const CONNECT_CONCURRENCY = 16;
 const REQUEST_CONNECTIONS = 16;
 const REQUEST_BYTES = 64;
 const LATENCY_CONNECTIONS = 8;
@@ -583,12 +583,12 @@ async function measureRepeat(
   for (const target of order) {
     const watched = watchedFor(target);
     const before = await Promise.all(watched.map(([, child]) => sampleProcess(child.pid)));
-    const result = await phase("connections", target, timed, {
-      op: "connections",
-      target: targets.load[target],
-      concurrency: CONNECT_CONCURRENCY,
-      seconds: plan.seconds,
-    });
+    const result = await phase(
+      "connections",
+      target,
+      timed,
+      connectionsJob(targets.load[target], plan.seconds),
+    );
     const after = await Promise.all(watched.map(([, child]) => sampleProcess(child.pid)));
     const connections = Number(result.connections);
     samples.add("connections", target, connections / Number(result.seconds));
@@ -912,16 +912,10 @@ async function profileRun(
   try {
     for (let r = 0; r < plan.repeats; r++) {
       if (load === "connections") {
-        const work: LoadJob = {
-          op: "connections",
-          target,
-          concurrency: CONNECT_CONCURRENCY,
-          seconds: plan.seconds,
-        };
         const result = await phases.run(
           `profile ${r + 1}, connections`,
           DEADLINES.timed(plan.seconds),
-          (c) => generator.run(work, c),
+          (c) => generator.run(connectionsJob(target, plan.seconds), c),
         );
         log(`profile ${r + 1}: ${result.connections} connections in ${Number(result.seconds).toFixed(1)} s`);
         continue;
@@ -958,6 +952,11 @@ async function profileRun(
   await Deno.writeTextFile(`${profileDir}/top.txt`, lines.join("\n") + "\n");
   log(lines.join("\n"));
   log(`profiles and top.txt are in ${profileDir}`);
+}
+
+/** The new-connections load every bench runs: TLS connections, CONNECT_CONCURRENCY at a time, for `seconds`. */
+export function connectionsJob(target: LoadTarget, seconds: number): LoadJob {
+  return { op: "connections", target, concurrency: CONNECT_CONCURRENCY, seconds };
 }
 
 /** What a profiled run drives through the node and agent. */

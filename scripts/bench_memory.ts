@@ -34,7 +34,7 @@ import { parseFlags } from "./bench/flags.ts";
 import { EXIT_DEADLINE, PhaseError, Phases } from "./bench/phase.ts";
 import { reapOnExit, registeredChildren, removeOnExit } from "./bench/reaper.ts";
 import {
-  CONNECT_CONCURRENCY,
+  connectionsJob,
   DEADLINES,
   denoRun,
   freePort,
@@ -219,25 +219,16 @@ async function connectionsRun(
   const target = { port: setup.relayPort, serverName: SERVER_NAME };
   const { node, agent } = await startVariant(phases, setup, generator, variant);
   try {
+    const run = (what: string, forSeconds: number) =>
+      phases.run(
+        `${variant.name}, ${what}`,
+        DEADLINES.timed(forSeconds),
+        (context) => generator.run(connectionsJob(target, forSeconds), context),
+      );
     // A first round unmeasured, so the code is compiled and the pools are warm, as after the bench's transfers.
-    await phases.run(
-      `${variant.name}, connections warm-up`,
-      DEADLINES.timed(WARM_UP_SECONDS),
-      (context) =>
-        generator.run({
-          op: "connections",
-          target,
-          concurrency: CONNECT_CONCURRENCY,
-          seconds: WARM_UP_SECONDS,
-        }, context),
-    );
+    await run("connections warm-up", WARM_UP_SECONDS);
     const before = await Promise.all([sampleProcess(node.pid), sampleProcess(agent.pid)]);
-    const result = await phases.run(
-      `${variant.name}, connections`,
-      DEADLINES.timed(seconds),
-      (context) =>
-        generator.run({ op: "connections", target, concurrency: CONNECT_CONCURRENCY, seconds }, context),
-    );
+    const result = await run("connections", seconds);
     const after = await Promise.all([sampleProcess(node.pid), sampleProcess(agent.pid)]);
     const connections = Number(result.connections);
     const perThousand = (i: number) => (after[i].cpuSeconds - before[i].cpuSeconds) * 1e6 / connections;

@@ -14,11 +14,21 @@ import {
   TEST_OPEN_INFO,
 } from "../helpers/ws_pair.ts";
 
-Deno.test("both directions ended with close_write: the stream is closed without a disconnect", async () => {
+/** A session opening streams towards a raw peer that records every frame it sends, on a real WebSocket. */
+async function withRawPeer(run: (session: MuxSession, peer: RawPeer) => Promise<void>): Promise<void> {
   const sockets = await openWebSocketPair(MUX_SUBPROTOCOL);
   const session = new MuxSession(sockets.client, sessionOptions({ label: "opener" }));
-  const peer = new RawPeer(sockets.server);
   try {
+    await run(session, new RawPeer(sockets.server));
+  } finally {
+    session.close(1000, "test over");
+    await session.closed;
+    await sockets.close();
+  }
+}
+
+Deno.test("both directions ended with close_write: the stream is closed without a disconnect", () =>
+  withRawPeer(async (session, peer) => {
     const stream = session.openStream(TEST_OPEN_INFO);
     assert.ok(stream !== null);
     await peer.waitFor(() => peer.controls().some((m) => m.type === "open"), "the connect");
@@ -30,18 +40,10 @@ Deno.test("both directions ended with close_write: the stream is closed without 
     const types = peer.controls().filter((m) => "id" in m && m.id === stream.id).map((m) => m.type);
     assert.deepEqual(types, ["open", "close_write"]);
     assert.equal(session.streamCount, 0);
-  } finally {
-    session.close(1000, "test over");
-    await session.closed;
-    await sockets.close();
-  }
-});
+  }));
 
-Deno.test("a stream closed with its peer's direction still open tells the peer", async () => {
-  const sockets = await openWebSocketPair(MUX_SUBPROTOCOL);
-  const session = new MuxSession(sockets.client, sessionOptions({ label: "opener" }));
-  const peer = new RawPeer(sockets.server);
-  try {
+Deno.test("a stream closed with its peer's direction still open tells the peer", () =>
+  withRawPeer(async (session, peer) => {
     const stream = session.openStream(TEST_OPEN_INFO);
     assert.ok(stream !== null);
     await stream.closeWrite();
@@ -49,12 +51,7 @@ Deno.test("a stream closed with its peer's direction still open tells the peer",
     await peer.barrier();
     const sent = peer.controls().filter((m) => "id" in m && m.id === stream.id);
     assert.deepEqual(sent.map((m) => m.type), ["open", "close_write", "close"]);
-  } finally {
-    session.close(1000, "test over");
-    await session.closed;
-    await sockets.close();
-  }
-});
+  }));
 
 Deno.test("two sessions: after both half-closes each side forgets the stream, and many streams leave none behind", async () => {
   const pair = await openSessionPair();
