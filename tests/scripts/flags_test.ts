@@ -30,8 +30,8 @@ for (const script of SCRIPTS) {
   });
 }
 
-Deno.test("scripts/bench_memory.ts: --only takes bulk or idle", async () => {
+Deno.test("scripts/bench_memory.ts: --only takes bulk, idle or connections", async () => {
   const result = await run("bench_memory.ts", ["--only", "everything"]);
   assert.equal(result.code, 2);
-  assert.match(result.stderr, /--only takes bulk or idle, not "everything"/);
+  assert.match(result.stderr, /--only takes bulk, idle, connections, not "everything"/);
 });
